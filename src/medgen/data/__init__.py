@@ -1,0 +1,1 @@
+"""Data: readers, sources, ROI boxes, transforms, prepared datasets and built-in datasets."""

@@ -1,0 +1,140 @@
+"""DICOM through pydicom: modality LUT (rescale), VOI LUT or window, MONOCHROME1, multi-frame, series.
+
+VOI policy (``voi``): ``auto`` applies the file's VOI LUT / window only for projection
+radiography (MG, CR, DX, IO, PX, RF, XA), where it is part of how the image is meant to be
+seen; CT, MR and PET keep their quantitative values (use ``--normalize window:C,W`` for CT).
+``always`` and ``never`` force it.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medgen.errors import InputFileError
+
+PROJECTION_MODALITIES = {"MG", "CR", "DX", "IO", "PX", "RF", "XA"}
+
+
+def _dcmread(path: Path, stop_before_pixels: bool = False):
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return pydicom.dcmread(str(path), stop_before_pixels=stop_before_pixels)
+    except InvalidDicomError:
+        try:  # files without the 128-byte preamble are common from older scanners
+            return pydicom.dcmread(str(path), stop_before_pixels=stop_before_pixels, force=True)
+        except Exception as err:
+            raise InputFileError(f"not a DICOM file ({err})", path) from None
+    except Exception as err:
+        raise InputFileError(f"cannot read DICOM ({err.__class__.__name__}: {err})", path) from None
+
+
+def pixels(ds, path: Path, rgb: bool = False, voi: str = "auto") -> np.ndarray:
+    """Pixel data of a dataset as float32 (C, H, W) or (C, F, H, W) for multi-frame."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise InputFileError("DICOM file has no pixel data", path)
+    try:
+        arr = ds.pixel_array
+    except Exception as err:
+        raise InputFileError(f"cannot decode DICOM pixel data ({err.__class__.__name__}: {err})", path) from None
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    colour = ds.get("SamplesPerPixel", 1) > 1
+    if colour:
+        if photometric.startswith("YBR"):
+            from pydicom.pixels import convert_color_space
+
+            arr = convert_color_space(arr, photometric, "RGB")
+        arr = arr.astype(np.float32)
+        if rgb:
+            arr = np.moveaxis(arr, -1, 0)
+        else:
+            arr = (arr @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[None]
+        return arr
+    arr = apply_modality_lut(arr, ds).astype(np.float32)
+    modality = str(ds.get("Modality", "")).upper()
+    if voi == "always" or (voi == "auto" and modality in PROJECTION_MODALITIES):
+        if "VOILUTSequence" in ds or "WindowCenter" in ds:
+            arr = apply_voi_lut(arr, ds, prefer_lut=True).astype(np.float32)
+    if photometric == "MONOCHROME1":
+        # MONOCHROME1: low values are bright. Invert so every image reads "higher = brighter".
+        arr = arr.max() + arr.min() - arr
+    arr = arr[None]
+    if rgb:
+        arr = np.repeat(arr, 3, axis=0)
+    if frames == 1 and arr.ndim == 4:
+        arr = arr[:, 0]
+    return arr
+
+
+def read_dicom(path: Path, rgb: bool = False, voi: str = "auto") -> np.ndarray:
+    return pixels(_dcmread(path), path, rgb=rgb, voi=voi)
+
+
+@dataclass
+class DicomSeries:
+    """One series: its files sorted along the slice axis (a single file for 2D images)."""
+
+    uid: str
+    files: list[Path]
+    modality: str = ""
+
+
+def _slice_position(ds) -> float:
+    pos = ds.get("ImagePositionPatient")
+    orient = ds.get("ImageOrientationPatient")
+    if pos is not None and orient is not None and len(orient) == 6:
+        normal = np.cross(np.asarray(orient[:3], float), np.asarray(orient[3:], float))
+        return float(np.dot(normal, np.asarray(pos, float)))
+    return float(ds.get("InstanceNumber", 0) or 0)
+
+
+def scan_series(root: Path) -> tuple[list[DicomSeries], list[tuple[str, str]]]:
+    """Group the DICOM files under ``root`` by SeriesInstanceUID, sorted by slice position.
+
+    Returns the series and the (file, reason) pairs that were not usable DICOM images.
+    """
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    rejected: list[tuple[str, str]] = []
+    groups: dict[str, list[tuple[float, Path]]] = defaultdict(list)
+    modality: dict[str, str] = {}
+    for f in files:
+        if f.name.startswith(".") or f.name.upper() == "DICOMDIR":
+            continue
+        try:
+            ds = _dcmread(f, stop_before_pixels=True)
+        except InputFileError as err:
+            rejected.append((str(f), str(err).split(": ", 1)[-1]))
+            continue
+        if "SOPClassUID" not in ds and "Rows" not in ds:
+            rejected.append((str(f), "not a DICOM image (no SOPClassUID/Rows)"))
+            continue
+        uid = str(ds.get("SeriesInstanceUID", f"file:{f}"))
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        if frames > 1:  # a multi-frame object is its own series
+            uid = f"{uid}:{f.name}"
+        groups[uid].append((_slice_position(ds), f))
+        modality[uid] = str(ds.get("Modality", ""))
+    series = []
+    for uid, items in groups.items():
+        items.sort(key=lambda t: t[0])
+        series.append(DicomSeries(uid=uid, files=[f for _, f in items], modality=modality[uid]))
+    series.sort(key=lambda s: str(s.files[0]))
+    return series, rejected
+
+
+def read_series(series: DicomSeries, rgb: bool = False, voi: str = "auto") -> np.ndarray:
+    """A series as (C, H, W) for one 2D file, (C, D, H, W) for several slices or multi-frame."""
+    if len(series.files) == 1:
+        return read_dicom(series.files[0], rgb=rgb, voi=voi)
+    slices = [read_dicom(f, rgb=rgb, voi=voi) for f in series.files]
+    shapes = {s.shape for s in slices}
+    if len(shapes) != 1:
+        raise InputFileError(f"series slices differ in shape {sorted(shapes)}", series.files[0].parent)
+    return np.stack(slices, axis=1)
