@@ -38,7 +38,7 @@ def pixels(ds, path: Path, rgb: bool = False, voi: str = "auto") -> np.ndarray:
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        raise InputFileError("DICOM file has no pixel data", path)
+        raise InputFileError("no DICOM pixel data (corrupt file, or not a DICOM image)", path)
     try:
         arr = ds.pixel_array
     except Exception as err:

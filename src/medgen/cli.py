@@ -1,0 +1,203 @@
+"""The ``medgen`` command line: a thin Typer layer over the Python API.
+
+Exit codes: 0 ok; 2 bad input or usage (one line naming the file and the problem; the
+traceback only with --debug); 1 internal error.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from medgen.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="medgen: generative models for medical images — prepare data, train, sample, evaluate, detect anomalies.")
+data_app = typer.Typer(no_args_is_help=True, help="Prepare and inspect datasets.")
+app.add_typer(data_app, name="data")
+
+_STATE = {"debug": False}
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or chatter (for scripts)."),
+) -> None:
+    from medgen.progress import set_quiet
+
+    _STATE["debug"] = debug
+    set_quiet(quiet)
+
+
+def _echo(msg: str = "") -> None:
+    from medgen.progress import is_quiet
+
+    if not is_quiet():
+        typer.echo(msg)
+
+
+def parse_size(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    parts = [p for p in re.split(r"[,x\s]+", text.strip()) if p]
+    try:
+        size = tuple(int(p) for p in parts)
+    except ValueError:
+        raise UserError(f"bad --size '{text}': expected H W or D H W (integers)") from None
+    if len(size) not in (2, 3) or min(size) < 2:
+        raise UserError(f"bad --size '{text}': expected H W or D H W, each >= 2")
+    return size
+
+
+@data_app.command("prepare")
+def data_prepare(
+    source: str = typer.Option(..., "--source", "-s", help="folder:PATH | csv:PATH | dicom:PATH | nifti:PATH | builtin:NAME (mni152, brain-lesions, breast-phantom)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output dataset folder."),
+    size: Optional[str] = typer.Option(None, "--size", help="H W (2D; volumes give axial slices) or D H W (volumes). Default: the built-in's size, else 128 128."),
+    normalize: str = typer.Option("minmax", "--normalize", help="train-max | minmax | percentile[:LO,HI] | zscore | window:C,W | none."),
+    resize_mode: str = typer.Option("pad", "--resize", help="pad: keep aspect ratio and pad; stretch: stretch to the size."),
+    label_column: Optional[str] = typer.Option(None, "--label-column", help="CSV: label column (default 'label'/'class'). DICOM: an attribute keyword used as label."),
+    roi_column: Optional[str] = typer.Option(None, "--roi-column", help="CSV: column of [ymin, xmin, ymax, xmax] boxes (EMBED ROI_coords); one item per box."),
+    path_column: Optional[str] = typer.Option(None, "--path-column", help="CSV: image path column (default: path/file/filename/image...)."),
+    mask_column: Optional[str] = typer.Option(None, "--mask-column", help="CSV: mask path column (default 'mask' if present)."),
+    group_column: Optional[str] = typer.Option(None, "--group-column", help="CSV: patient/group column kept within one split."),
+    split: str = typer.Option("0.8,0.1,0.1", "--split", help="Train,val,test fractions (stratified by label)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the split and the built-in data."),
+    n: Optional[int] = typer.Option(None, "--n", help="Built-ins: number of items."),
+    rgb: bool = typer.Option(False, "--rgb", help="Keep colour (3 channels) instead of grey."),
+    dicom_voi: str = typer.Option("auto", "--dicom-voi", help="auto (VOI LUT/window for MG/CR/DX only) | always | never."),
+    workers: int = typer.Option(0, "--workers", help="Reader processes (0 = one per core)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
+) -> None:
+    """Prepare a dataset: read, crop ROIs, resize, split, normalise, cache; list every rejected input."""
+    from medgen.data.prepare import PrepareOptions, prepare
+    from medgen.data.sources import SourceOptions
+    from medgen.data.split import parse_fractions
+
+    if resize_mode not in ("pad", "stretch"):
+        raise UserError(f"bad --resize '{resize_mode}': expected pad or stretch")
+    if dicom_voi not in ("auto", "always", "never"):
+        raise UserError(f"bad --dicom-voi '{dicom_voi}': expected auto, always or never")
+    if n is not None and n < 1:
+        raise UserError("--n must be at least 1")
+    opts = PrepareOptions(
+        size=parse_size(size), normalize=normalize, keep_aspect=resize_mode == "pad", rgb=rgb, voi=dicom_voi,
+        split=parse_fractions(split), seed=seed, workers=workers,
+        source=SourceOptions(label_column=label_column, roi_column=roi_column, path_column=path_column,
+                             mask_column=mask_column, group_column=group_column, n=n),
+    )
+    summary = prepare(source, out, opts, force=force)
+    _echo(f"prepared {summary.n_items} items into {summary.out}")
+    for split_name, per_label in summary.counts.items():
+        _echo(f"  {split_name:5s} " + ", ".join(f"{k}: {v}" for k, v in per_label.items()))
+    if summary.n_rejected:
+        _echo(f"  {summary.n_rejected} input(s) rejected: see {Path(summary.out) / 'rejected.csv'}")
+    _echo(f"preview: {summary.preview}")
+
+
+@data_app.command("inspect")
+def data_inspect(
+    path: Path = typer.Argument(..., help="A prepared dataset folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Counts per class and split, shapes, intensity statistics and the preview path."""
+    from medgen.data.inspect import inspect_dataset
+
+    info = inspect_dataset(path)
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    con.print(f"[bold]{info['path']}[/bold]  source: {info['source']}")
+    con.print(f"{info['n']} items, shape (C, *spatial) = {tuple(info['shape'])}, normalise: {info['normalize']}, masks: {info['has_masks']}")
+    table = Table("label", "train", "val", "test", "total")
+    for label in info["labels"]:
+        row = [info["counts"][s].get(label, 0) for s in ("train", "val", "test")]
+        table.add_row(label, *map(str, row), str(sum(row)))
+    con.print(table)
+    inten = Table("split", "min", "max", "mean", "std", "p01", "p99", title="intensity (after normalisation)")
+    for s, v in info["intensity"].items():
+        inten.add_row(s, *(f"{v[k]:.4g}" for k in ("min", "max", "mean", "std", "p01", "p99")))
+    con.print(inten)
+    if info["rejected"]:
+        con.print(f"{info['rejected']} rejected input(s) (rejected.csv):")
+        for reason, count in info["rejected_reasons"].items():
+            con.print(f"  {count} x {reason}")
+    con.print(f"preview: {info['preview']}")
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("demo-output"), "--out", "-o", help="Folder for everything the demo makes."),
+    force: bool = typer.Option(False, "--force", help="Start again from scratch (otherwise finished steps are reused)."),
+) -> None:
+    """Run the main job on the embedded default data (real MNI152 brain slices)."""
+    from medgen.demo import run_demo
+
+    run_demo(out, force=force, echo=_echo)
+
+
+@app.command("presets")
+def presets_cmd() -> None:
+    """List the presets, the study each reproduces, and their profiles."""
+    import yaml
+
+    from medgen.config import PRESET_DIR, preset_names
+
+    for name in preset_names():
+        p = yaml.safe_load((PRESET_DIR / f"{name}.yaml").read_text())
+        typer.echo(f"{name:28s} {p.get('study', ''):6s} profiles: {', '.join(p.get('profiles', {}))}  — {p.get('description', '')}")
+
+
+@app.command("version")
+def version_cmd() -> None:
+    """Print medgen's version."""
+    from medgen import __version__
+
+    typer.echo(__version__)
+
+
+def _normalise_argv(argv: list[str]) -> list[str]:
+    """Let ``--size 8 64 64`` work: click options take one value, so join the numbers."""
+    out, i = [], 0
+    while i < len(argv):
+        tok = argv[i]
+        out.append(tok)
+        if tok == "--size":
+            nums = []
+            while i + 1 < len(argv) and re.fullmatch(r"\d+", argv[i + 1]) and len(nums) < 3:
+                nums.append(argv[i + 1])
+                i += 1
+            if nums:
+                out.append(",".join(nums))
+        i += 1
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _normalise_argv(list(sys.argv[1:] if argv is None else argv))
+    debug = "--debug" in args
+    try:
+        # standalone mode: Typer/click handle --help, usage errors (exit 2) and exit codes themselves
+        app(args=args, prog_name="medgen")
+    except UserError as e:
+        if debug:
+            raise
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - the CLI's last line of defence
+        if debug:
+            raise
+        typer.echo(f"internal error: {e.__class__.__name__}: {e} (rerun with --debug for the traceback)", err=True)
+        sys.exit(1)

@@ -1,0 +1,235 @@
+"""Configuration: a pydantic schema, presets with profiles, ``--set key=value`` overrides.
+
+A preset is ``presets/NAME.yaml``::
+
+    description: ...
+    study: S000                      # which study it reproduces (PROTOCOLS.md)
+    default_profile: small
+    config: {data: ..., model: ..., train: ..., sample: ..., evaluate: ...}
+    profiles: {paper: {...}, small: {...}, tiny: {...}}   # deep-merged over config
+
+Resolution order: preset ``config`` <- profile <- ``--set`` overrides; the result is validated
+and written to the run's ``config.yaml``, which can be given back to ``medgen train`` as is.
+Unknown keys are errors that name the key (with a suggestion); model-family parameters are
+validated by the family's own schema (``medgen.models.registry``).
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from medgen.errors import UserError
+
+PRESET_DIR = Path(__file__).parent / "presets"
+PROFILES = ("paper", "small", "tiny")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class DataConfig(Strict):
+    path: str | None = None  # a prepared dataset; `--data` sets it
+    builtin: str | None = None  # the built-in dataset this preset is designed for (documentation + demo)
+    prepare: dict[str, Any] = Field(default_factory=dict)  # `data prepare` options for the built-in (size, n, normalize)
+    subset: dict[str, str] = Field(default_factory=dict)  # index column -> value ("a|b" for several)
+    train_split: str = "train"
+    val_split: str = "val"
+    conditional_on: str = "label"
+
+
+class ModelConfig(BaseModel):
+    """``family`` picks the model; the other keys are that family's parameters."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+    family: str
+    spatial_dims: Literal[2, 3] = 2
+
+    @model_validator(mode="after")
+    def _family_params(self):
+        from medgen.models.registry import validate_params
+
+        validate_params(self.family, self.params())
+        return self
+
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class StageConfig(Strict):
+    """Per-stage overrides (e.g. LDM ``autoencoder`` and ``diffusion`` stages)."""
+
+    epochs: int | None = Field(None, ge=0)
+    batch_size: int | None = Field(None, ge=1)
+    lr: float | None = Field(None, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    val_every: int | None = Field(None, ge=1)
+
+
+class TrainConfig(Strict):
+    seed: int = 0
+    epochs: int = Field(10, ge=0)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    max_steps: int | None = Field(None, ge=1)  # stop a stage after this many optimiser steps
+    val_every: int = Field(1, ge=1)  # epochs
+    log_every: int = Field(10, ge=1)  # steps
+    ema_decay: float | None = Field(None, ge=0, lt=1)
+    amp: bool = True  # used on GPU only
+    grad_clip: float | None = Field(None, gt=0)
+    num_workers: int = Field(0, ge=0)
+    keep_last: int = Field(2, ge=1)
+    max_nonfinite: int = Field(10, ge=1)  # consecutive non-finite losses before the run stops
+    early_stopping_patience: int | None = Field(None, ge=1)
+    lr_plateau_patience: int | None = Field(None, ge=1)
+    device: str = "auto"
+    stages: dict[str, StageConfig] = Field(default_factory=dict)
+
+
+class SampleConfig(Strict):
+    n: int = Field(16, ge=1)
+    sampler: Literal["ddpm", "ddim"] = "ddim"
+    steps: int | None = Field(None, ge=1)
+    guidance: float = Field(1.0, ge=0)
+    seed: int = 0
+    format: Literal["png", "npy", "nii", "dcm"] = "png"
+    batch_size: int = Field(16, ge=1)
+
+
+class EvaluateConfig(Strict):
+    metrics: list[str] = Field(default_factory=lambda: ["fidelity", "distribution", "intensity", "memorisation"])
+    features: str = "domain"
+    n_samples: int | None = Field(None, ge=2)
+    sweep: list[dict[str, Any]] = Field(default_factory=list)  # e.g. [{sampler: ddpm, steps: 1000}, ...]
+    utility: bool = False
+
+
+class Config(Strict):
+    preset: str | None = None
+    profile: str | None = None
+    description: str = ""
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    sample: SampleConfig = Field(default_factory=SampleConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+
+    def stage(self, name: str) -> TrainConfig:
+        """The train settings for one stage: the common ones with the stage's overrides applied."""
+        over = self.train.stages.get(name)
+        if over is None:
+            return self.train
+        return self.train.model_copy(update={k: v for k, v in over.model_dump().items() if v is not None})
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_preset(name: str) -> dict:
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.exists():
+        hint = difflib.get_close_matches(name, preset_names(), n=1)
+        extra = f" (did you mean '{hint[0]}'?)" if hint else ""
+        raise UserError(f"unknown preset '{name}'{extra}; presets: {', '.join(preset_names())}")
+    return yaml.safe_load(path.read_text())
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"bad --set '{item}': expected KEY=VALUE, e.g. train.epochs=5")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip().split("."), parsed
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = raw
+        for k in keys[:-1]:
+            if not isinstance(node.get(k, {}), dict):
+                raise UserError(f"bad --set '{item}': '{k}' is not a section")
+            node = node.setdefault(k, {})
+        node[keys[-1]] = value
+    return raw
+
+
+def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part)) if isinstance(part, str) else None
+        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+            return []
+        model = field.annotation
+    return list(model.model_fields)
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        key = ".".join(str(p) for p in loc)
+        if e["type"] == "extra_forbidden":
+            hint = difflib.get_close_matches(str(loc[-1]), _known_keys(Config, loc), n=1)
+            lines.append(f"{key}: unknown key" + (f" (did you mean '{'.'.join(map(str, loc[:-1] + (hint[0],)))}'?)" if hint else ""))
+        else:
+            lines.append(f"{key}: {e['msg']}" if key else e["msg"])
+    return f"invalid config ({source}): " + "; ".join(lines)
+
+
+def validate(raw: dict, source: str) -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise UserError(format_validation_error(err, source)) from None
+
+
+def resolve(name_or_path: str, profile: str | None = None, overrides: list[str] | None = None) -> Config:
+    """A validated config from a preset name (with a profile) or a YAML file, plus overrides."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.exists():
+            raise UserError("config file not found", path)
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise UserError(f"not valid YAML ({err})", path) from None
+        if not isinstance(raw, dict):
+            raise UserError("config must be a mapping of sections", path)
+        if profile:
+            raise UserError("--profile applies to presets; a config file is already resolved", path)
+        source = str(path)
+    else:
+        preset = load_preset(name_or_path)
+        profile = profile or preset.get("default_profile", "small")
+        profiles = preset.get("profiles", {})
+        if profile not in profiles:
+            raise UserError(f"preset '{name_or_path}' has no profile '{profile}'; profiles: {', '.join(profiles)}")
+        raw = deep_merge(preset["config"], profiles[profile])
+        raw.update(preset=name_or_path, profile=profile, description=preset.get("description", ""))
+        source = f"preset {name_or_path}, profile {profile}"
+    raw = apply_overrides(raw, overrides or [])
+    return validate(raw, source + (" with --set" if overrides else ""))

@@ -1,0 +1,313 @@
+"""Prepare a dataset directory from any source.
+
+Output (``OUT/``): ``index.csv`` (id, source, label, split, roi, mask, plus extra manifest
+columns), ``images.npy`` (float32 (N, C, *size), memory-mappable, normalised), ``masks.npy``
+(uint8, when any input has a mask), ``stats.json`` (normaliser parameters, sizes, labels,
+counts, intensity statistics, content hash), ``rejected.csv`` (source, reason) and
+``preview.png``. Everything is written into a temporary sibling folder and renamed into place
+at the end, so a crash never leaves a half-written dataset and ``--force`` replaces the old
+one only once the new one is complete.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from medgen.data.roi import RoiError, check_box, format_box
+from medgen.data.sources import Record, SourceOptions, list_records
+from medgen.data.split import assign_splits
+from medgen.data.transforms import Normalizer, crop_box, resize
+from medgen.errors import InputFileError, UserError
+from medgen.progress import progress_bar
+
+DEFAULT_SIZE = (128, 128)
+
+
+@dataclass
+class PrepareOptions:
+    size: tuple[int, ...] | None = None
+    normalize: str = "minmax"
+    keep_aspect: bool = True
+    rgb: bool = False
+    voi: str = "auto"
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 0
+    min_foreground: float = 0.05  # slices from volumes with less non-background are skipped (and listed)
+    workers: int = 0  # 0 = one per CPU core (at most 8)
+    source: SourceOptions = field(default_factory=SourceOptions)
+
+
+@dataclass
+class Item:
+    id: str
+    image: np.ndarray
+    mask: np.ndarray | None
+    label: str
+    roi: str
+    group: str
+    split: str | None
+    source: str
+    mask_source: str
+    extra: dict
+
+
+@dataclass
+class PrepareSummary:
+    out: str
+    n_items: int
+    n_rejected: int
+    counts: dict
+    preview: str
+
+
+def _read(record: Record, opts: PrepareOptions) -> np.ndarray:
+    from medgen.data.io import read_image
+
+    if record.kind == "series":
+        from medgen.data.dicom import DicomSeries, read_series
+
+        return read_series(DicomSeries(uid=record.group, files=[Path(p) for p in record.paths]), rgb=opts.rgb, voi=opts.voi)
+    path = Path(record.paths[0])
+    if path.suffix.lower() in (".dcm", ".dicom", ".ima", ""):
+        from medgen.data.dicom import read_dicom
+
+        return read_dicom(path, rgb=opts.rgb, voi=opts.voi)
+    return read_image(path, rgb=opts.rgb)
+
+
+def _builtin_items(record: Record, size: tuple[int, ...]) -> list[Item]:
+    from medgen.data.builtin import get_builtin
+
+    name, index, seed = record.builtin  # type: ignore[misc]
+    s = get_builtin(name).item(index, seed, size)
+    mask = None if s.mask is None else s.mask[None].astype(np.uint8)
+    return [Item(record.id, s.image[None].astype(np.float32), mask, s.label, "", record.group, None,
+                 record.source, "", dict(s.extra))]
+
+
+def process_record(record: Record, opts: PrepareOptions) -> tuple[list[Item], list[tuple[str, str]]]:
+    """Read, crop, slice and resize one record. Returns its items and any rejections."""
+    size = tuple(opts.size or DEFAULT_SIZE)
+    try:
+        if record.kind == "builtin":
+            return _builtin_items(record, size), []
+        image = _read(record, opts)
+        mask = None
+        if record.mask:
+            from medgen.data.io import read_image
+
+            mask = read_image(record.mask)[:1]
+            if mask.shape[1:] != image.shape[1:]:
+                raise InputFileError(f"mask shape {mask.shape[1:]} differs from image shape {image.shape[1:]}", record.mask)
+            mask = (mask > 0).astype(np.float32)
+        spatial = image.shape[1:]
+        if record.roi is not None:
+            if len(spatial) != 2:
+                raise InputFileError(f"ROI boxes need 2D images, got shape {spatial}", record.source)
+            try:
+                box = check_box(record.roi, *spatial)
+            except RoiError as err:
+                raise InputFileError(str(err), record.source) from None
+            image = crop_box(image, box)
+            mask = None if mask is None else crop_box(mask, box)
+        roi = format_box(record.roi)
+        if len(size) == 3 and len(spatial) == 2:
+            raise InputFileError(f"2D image {spatial}, but --size {size} asks for volumes", record.source)
+        if len(size) == 2 and len(spatial) == 3:
+            return _slices(record, image, mask, size, opts, roi)
+        out = resize(image, size, keep_aspect=opts.keep_aspect and len(size) == 2)
+        out_mask = None if mask is None else (resize(mask, size, keep_aspect=opts.keep_aspect and len(size) == 2, nearest=True) > 0.5).astype(np.uint8)
+        return [Item(record.id, out, out_mask, record.label, roi, record.group, record.split, record.source,
+                     record.mask or "", record.extra)], []
+    except InputFileError as err:
+        return [], [(record.source, str(err).removeprefix(f"{err.path}: ") if err.path else str(err))]
+    except (MemoryError, ValueError, RuntimeError, OSError) as err:  # a reader tripping on a malformed file
+        return [], [(record.source, f"cannot process ({err.__class__.__name__}: {err})")]
+
+
+def _slices(record, volume, mask, size, opts, roi):
+    """2D items from a volume: axial slices (axis 0) with enough foreground."""
+    items, skipped = [], 0
+    for k in range(volume.shape[1]):
+        sl = volume[:, k]
+        background = sl.min()
+        if np.mean(sl > background + 1e-6 * (abs(background) + 1)) < opts.min_foreground:
+            skipped += 1
+            continue
+        m = None if mask is None else (resize(mask[:, k], size, opts.keep_aspect, nearest=True) > 0.5).astype(np.uint8)
+        items.append(Item(f"{record.id}_z{k:03d}", resize(sl, size, opts.keep_aspect), m, record.label, roi,
+                          record.group, record.split, f"{record.source}#z={k}", record.mask or "", record.extra))
+    rejected = []
+    if skipped:
+        rejected.append((record.source, f"{skipped} of {volume.shape[1]} slices skipped: less than {opts.min_foreground:.0%} foreground"))
+    return items, rejected
+
+
+def _worker_init():
+    import torch
+
+    torch.set_num_threads(1)  # one process per core; nested threads only contend
+
+
+def _results(records: list[Record], opts: PrepareOptions, workers: int):
+    if workers <= 1 or len(records) < 16:
+        for r in records:
+            yield process_record(r, opts)
+        return
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
+        chunk = max(1, min(32, len(records) // (workers * 8)))
+        yield from pool.map(process_record, records, [opts] * len(records), chunksize=chunk)
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and (out.is_file() or any(out.iterdir())):
+        if not force:
+            raise UserError("output already exists; use --force to replace it", out)
+        if out.is_file():
+            raise UserError("output path is a file, not a folder", out)
+    parent = out.parent if out.parent != Path("") else Path(".")
+    parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(parent, os.W_OK):
+        raise UserError("cannot write here (permission denied)", parent)
+
+
+def prepare(source: str, out: str | Path, opts: PrepareOptions | None = None, force: bool = False) -> PrepareSummary:
+    """Prepare ``source`` into the dataset directory ``out``. See the module docstring."""
+    from medgen.data.builtin import get_builtin
+
+    opts = opts or PrepareOptions()
+    out = Path(out)
+    _check_out(out, force)
+    normalizer = Normalizer.parse(opts.normalize)
+    if opts.size is None and source.startswith("builtin:"):
+        opts.size = tuple(get_builtin(source.split(":", 1)[1]).default_size)
+    opts.size = tuple(opts.size or DEFAULT_SIZE)
+    if len(opts.size) not in (2, 3) or min(opts.size) < 2:
+        raise UserError(f"--size must be H W or D H W with sizes >= 2, got {opts.size}")
+    opts.source.seed = opts.seed
+    records, rejected = list_records(source, opts.source)
+    workers = opts.workers or min(os.cpu_count() or 1, 8)
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent if str(out.parent) else "."))
+    try:
+        items_meta, maxima, channels = [], [], None
+        raw_path = tmp / "images.raw"
+        mask_rows: dict[int, np.ndarray] = {}
+        with open(raw_path, "wb") as raw, progress_bar("prepare", len(records)) as advance:
+            for items, rej in _results(records, opts, workers):
+                rejected += rej
+                for it in items:
+                    if channels is None:
+                        channels = it.image.shape[0]
+                    if it.image.shape[0] != channels:
+                        rejected.append((it.source, f"{it.image.shape[0]} channels, but earlier images have {channels}"))
+                        continue
+                    raw.write(np.ascontiguousarray(it.image, dtype=np.float32).tobytes())
+                    if it.mask is not None:
+                        mask_rows[len(items_meta)] = it.mask
+                    maxima.append(float(it.image.max()))
+                    it.image = None  # type: ignore[assignment] - free memory; the bytes are on disk
+                    it.mask = None
+                    items_meta.append(it)
+                advance()
+        if not items_meta:
+            reasons = "; ".join(f"{Path(s).name}: {r}" for s, r in rejected[:3])
+            raise UserError(f"no usable images in {source} ({len(rejected)} rejected: {reasons})")
+
+        splits = assign_splits([it.label for it in items_meta], [it.group for it in items_meta],
+                               [it.split for it in items_meta], opts.split, opts.seed)
+        train_max = max((m for m, s in zip(maxima, splits) if s == "train"), default=max(maxima))
+        normalizer = normalizer.fit(train_max)
+        shape = (len(items_meta), channels, *opts.size)
+        images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.float32, shape=shape)
+        raw_mm = np.memmap(raw_path, dtype=np.float32, mode="r", shape=shape)
+        for i in range(len(items_meta)):
+            images[i] = normalizer(np.array(raw_mm[i]))
+        images.flush()
+        del raw_mm
+        raw_path.unlink()
+        if mask_rows:
+            masks = np.lib.format.open_memmap(tmp / "masks.npy", mode="w+", dtype=np.uint8, shape=(shape[0], 1, *opts.size))
+            masks[:] = 0
+            for i, m in mask_rows.items():
+                masks[i] = m
+            masks.flush()
+            del masks
+
+        _write_index(tmp, items_meta, splits, mask_rows)
+        _write_rejected(tmp, rejected)
+        stats = _stats(images, items_meta, splits, normalizer, opts, source, bool(mask_rows))
+        del images
+        stats["content_hash"] = content_hash(tmp)
+        (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
+        from medgen.data.preview import write_preview
+
+        write_preview(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return PrepareSummary(str(out), len(items_meta), len(rejected), stats["counts"], str(out / "preview.png"))
+
+
+def _write_index(folder: Path, items: list[Item], splits: list[str], mask_rows: dict) -> None:
+    import pandas as pd
+
+    rows = []
+    for i, (it, split) in enumerate(zip(items, splits)):
+        rows.append({"id": it.id, "source": it.source, "label": it.label, "split": split, "roi": it.roi,
+                     "mask": (it.mask_source or "inline") if i in mask_rows else "", "group": it.group, **it.extra})
+    pd.DataFrame(rows).to_csv(folder / "index.csv", index=False)
+
+
+def _write_rejected(folder: Path, rejected: list[tuple[str, str]]) -> None:
+    import pandas as pd
+
+    pd.DataFrame(rejected, columns=["source", "reason"]).to_csv(folder / "rejected.csv", index=False)
+
+
+def _stats(images, items, splits, normalizer, opts, source, has_masks) -> dict:
+    labels = sorted({it.label for it in items})
+    counts: dict = {s: {lab: 0 for lab in labels} for s in ("train", "val", "test")}
+    for it, s in zip(items, splits):
+        counts[s][it.label] += 1
+    intensity = {}
+    for s in ("train", "val", "test"):
+        idx = [i for i, sp in enumerate(splits) if sp == s]
+        if idx:
+            sample = np.stack([np.asarray(images[i]) for i in idx[:: max(1, len(idx) // 256)]])
+            intensity[s] = {"min": float(sample.min()), "max": float(sample.max()), "mean": float(sample.mean()),
+                            "std": float(sample.std()), "p01": float(np.percentile(sample, 1)), "p99": float(np.percentile(sample, 99))}
+    from medgen import __version__
+
+    return {
+        "source": source, "medgen_version": __version__, "n": len(items), "channels": int(images.shape[1]),
+        "size": list(opts.size), "spatial_dims": len(opts.size), "labels": labels, "counts": counts,
+        "normalize": normalizer.to_json(), "keep_aspect": opts.keep_aspect, "split_fractions": list(opts.split),
+        "seed": opts.seed, "has_masks": has_masks, "intensity": intensity,
+    }
+
+
+def content_hash(folder: Path) -> str:
+    """SHA-256 over the index and the arrays: identifies exactly which data a run used."""
+    h = hashlib.sha256()
+    for name in ("index.csv", "images.npy", "masks.npy"):
+        p = folder / name
+        if p.exists():
+            with open(p, "rb") as f:
+                for block in iter(lambda: f.read(1 << 22), b""):
+                    h.update(block)
+    return h.hexdigest()

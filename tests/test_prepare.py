@@ -1,0 +1,141 @@
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from conftest import write_dicom
+from medgen.data.dataset import PreparedDataset
+from medgen.data.prepare import PrepareOptions, prepare
+from medgen.data.sources import SourceOptions
+from medgen.errors import UserError
+
+
+def _opts(**kw):
+    src = kw.pop("source", SourceOptions())
+    return PrepareOptions(workers=1, source=src, **kw)
+
+
+def test_png_class_folders(tmp_path, png_classes):
+    out = tmp_path / "ds"
+    s = prepare(f"folder:{png_classes}", out, _opts(size=(32, 32), normalize="train-max"))
+    ds = PreparedDataset(out)
+    assert s.n_items == 13 and ds.images.shape == (13, 1, 32, 32)
+    assert set(ds.labels) == {"normal", "tumor"}
+    rejected = pd.read_csv(out / "rejected.csv")
+    assert rejected["source"].str.endswith("notes.txt").any()
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["normalize"]["mode"] == "train-max" and 60000 < stats["normalize"]["max"] <= 65535  # after resizing, as S000
+    train = ds.select(split="train")
+    assert np.asarray(ds.images[train]).max() == pytest.approx(1.0)
+    assert set(ds.index.columns) >= {"id", "source", "label", "split", "roi", "mask"}
+    assert (out / "preview.png").stat().st_size > 1000
+
+
+def test_existing_output_needs_force(tmp_path, png_classes):
+    out = tmp_path / "ds"
+    prepare(f"folder:{png_classes}", out, _opts(size=(16, 16)))
+    with pytest.raises(UserError, match="--force"):
+        prepare(f"folder:{png_classes}", out, _opts(size=(16, 16)))
+    prepare(f"folder:{png_classes}", out, _opts(size=(24, 24)), force=True)
+    assert PreparedDataset(out).size == (24, 24)
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]  # no temp folder left behind
+
+
+def test_dicom_ct_series_slices_and_volume(tmp_path, ct_series):
+    out = tmp_path / "ct2d"
+    prepare(f"dicom:{ct_series}", out, _opts(size=(32, 32), normalize="window:40,400"))
+    ds = PreparedDataset(out)
+    assert len(ds) == 12 and ds.labels == ["ct"]
+    # sorted by slice position: the tissue value (40+k HU) increases with the slice index
+    centres = [float(np.asarray(ds.images[i])[0, 16, 16]) for i in range(12)]
+    order = np.argsort(ds.index["id"].to_numpy())
+    assert np.all(np.diff(np.array(centres)[order]) > 0)
+    assert centres[0] == pytest.approx((40 - (40 - 200)) / 400, abs=0.02)
+    out3 = tmp_path / "ct3d"
+    prepare(f"dicom:{ct_series}", out3, _opts(size=(8, 16, 16), normalize="none"))
+    ds3 = PreparedDataset(out3)
+    assert ds3.images.shape == (1, 1, 8, 16, 16) and ds3.spatial_dims == 3
+    assert np.asarray(ds3.images).min() == pytest.approx(-1000, abs=1)
+
+
+def _embed_manifest(tmp_path):
+    rng = np.random.default_rng(1)
+    imgs = tmp_path / "embed"
+    imgs.mkdir()
+    for i in range(4):
+        write_dicom(imgs / f"mg{i}.dcm", (rng.random((120, 100)) * 4000).astype(np.uint16), modality="MG")
+    Image.fromarray((rng.random((120, 100)) * 255).astype(np.uint8)).save(imgs / "png0.png")
+    (imgs / "corrupt.dcm").write_bytes(b"\0" * 50)
+    rows = [
+        ("embed/mg0.dcm", "0", "[[[10, 10, 50, 60]]]"),
+        ("embed/mg1.dcm", "0", "((20, 20, 60, 70), (70, 10, 110, 40))"),  # two boxes -> two items
+        ("embed/mg2.dcm", "beta", "[[5, 5, 45, 45]]"),
+        ("embed/mg3.dcm", "beta", "[[100, 80, 130, 120]]"),  # partly outside: 33% inside -> rejected
+        ("embed/png0.png", "0", "[[0, 0, 40, 40]]"),
+        ("embed/missing.dcm", "0", "[[0, 0, 10, 10]]"),
+        ("embed/corrupt.dcm", "0", "[[0, 0, 10, 10]]"),
+        ("embed/mg0.dcm", "beta", "[[300, 300, 400, 400]]"),  # outside
+        ("embed/mg1.dcm", "0", "[[50, 50, 20, 60]]"),  # inverted
+        ("embed/mg2.dcm", "0", "[[30, 30, 30, 60]]"),  # empty
+        ("embed/mg3.dcm", "0", ""),  # no box
+    ]
+    pd.DataFrame(rows, columns=["anon_dicom_path", "class", "ROI_coords"]).to_csv(tmp_path / "meta.csv", index=False)
+    return tmp_path / "meta.csv"
+
+
+def test_embed_manifest_rois_and_every_bad_row_rejected(tmp_path):
+    manifest = _embed_manifest(tmp_path)
+    out = tmp_path / "roi"
+    src = SourceOptions(path_column="anon_dicom_path", label_column="class", roi_column="ROI_coords")
+    s = prepare(f"csv:{manifest}", out, _opts(size=(32, 32), normalize="train-max", source=src))
+    ds = PreparedDataset(out)
+    assert s.n_items == 5  # mg0, mg1 x2, mg2, png0
+    assert sorted(ds.index["roi"]) == sorted(["[10, 10, 50, 60]", "[20, 20, 60, 70]", "[70, 10, 110, 40]", "[5, 5, 45, 45]", "[0, 0, 40, 40]"])
+    rej = pd.read_csv(out / "rejected.csv")
+    reasons = " | ".join(rej["reason"])
+    for expected in ("outside the image", "file not found", "inverted", "empty ROI box", "no ROI box", "no DICOM pixel data"):
+        assert expected in reasons, expected
+    assert len(rej) == 7
+    # the two ROIs of one image stay in one split
+    mg1 = ds.index[ds.index["source"].str.endswith("mg1.dcm")]
+    assert mg1["split"].nunique() == 1
+
+
+def test_nifti_volumes_to_slices_and_subvolumes(tmp_path):
+    root = tmp_path / "nii"
+    (root / "patients").mkdir(parents=True)
+    for i in range(3):
+        vol = np.zeros((20, 24, 10), np.float32)
+        vol[4:16, 4:20, 2:8] = 100 + i
+        nib.save(nib.Nifti1Image(vol, np.diag([1, 1, 2, 1])), root / "patients" / f"p{i}.nii.gz")
+    out = tmp_path / "sl"
+    prepare(f"nifti:{root}", out, _opts(size=(16, 16)))
+    ds = PreparedDataset(out)
+    assert len(ds) == 18  # 6 non-empty slices x 3 volumes; empty slices listed as skipped
+    assert ds.index.groupby("group")["split"].nunique().max() == 1
+    rej = pd.read_csv(out / "rejected.csv")
+    assert len(rej) == 3 and rej["reason"].str.contains("4 of 10 slices skipped").all()
+    out3 = tmp_path / "vol"
+    prepare(f"nifti:{root}", out3, _opts(size=(8, 16, 16)))
+    assert PreparedDataset(out3).images.shape == (3, 1, 8, 16, 16)
+
+
+def test_nothing_usable_is_an_error(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.png").write_bytes(b"nope")
+    with pytest.raises(UserError, match="no usable images"):
+        prepare(f"folder:{tmp_path / 'in'}", tmp_path / "out", _opts(size=(8, 8)))
+    assert not (tmp_path / "out").exists()
+
+
+def test_parallel_workers_give_same_dataset(tmp_path, png_classes):
+    for i in range(20):
+        Image.fromarray(np.full((20, 30), i * 1000, np.uint16)).save(png_classes / "normal" / f"extra{i}.png")
+    a = prepare(f"folder:{png_classes}", tmp_path / "a", PrepareOptions(size=(16, 16), workers=1))
+    b = prepare(f"folder:{png_classes}", tmp_path / "b", PrepareOptions(size=(16, 16), workers=2))
+    assert a.n_items == b.n_items
+    assert np.array_equal(np.load(tmp_path / "a/images.npy"), np.load(tmp_path / "b/images.npy"))
+    assert json.loads((tmp_path / "a/stats.json").read_text())["content_hash"] == json.loads((tmp_path / "b/stats.json").read_text())["content_hash"]
