@@ -134,6 +134,48 @@ def data_inspect(
     con.print(f"preview: {info['preview']}")
 
 
+@app.command("train")
+def train_cmd(
+    config: Optional[str] = typer.Argument(None, help="A preset name (see `medgen presets`) or a config YAML (e.g. RUN/config.yaml). Not needed with --resume."),
+    data: Optional[Path] = typer.Option(None, "--data", "-d", help="Prepared dataset folder (medgen data prepare)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory to create (or to resume)."),
+    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="paper | small | tiny (presets only; default: the preset's)."),
+    overrides: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key: --set train.epochs=5 (repeatable)."),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start every stage from this run's weights (fine-tuning)."),
+    subset: Optional[List[str]] = typer.Option(None, "--subset", help="Train on items whose index column matches: label=beta (repeatable; a|b for several)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing run directory."),
+) -> None:
+    """Train a model (preset or config) on a prepared dataset into a run directory."""
+    from medgen.training import train
+
+    if config is None and not resume:
+        raise UserError("give a preset or config file (or --resume with --out RUN)")
+    train(config or "", data, out, profile=profile, overrides=list(overrides or []), init_from=init_from,
+          subset=list(subset or []), resume=resume, force=force, echo=_echo)
+
+
+@app.command("sample")
+def sample_cmd(
+    run: Path = typer.Argument(..., help="A trained run directory."),
+    n: int = typer.Option(16, "--n", min=1, help="Number of images."),
+    label: Optional[str] = typer.Option(None, "--label", help="Class to generate (conditional runs); default: classes in turn."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="ddpm | ddim (default: the run's config)."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Denoising steps (<= the training timesteps)."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", min=0.0, help="Classifier-free guidance scale (1 = plain conditional, 0 = unconditional)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Same seed, same images."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="png (16-bit) | npy | nii | dcm."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default RUN/samples/<settings>)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images generated at once."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing sample folder."),
+) -> None:
+    """Generate images from a trained run: files, a grid PNG and a real-vs-generated histogram."""
+    from medgen.sampling import sample
+
+    sample(run, n=n, label=label, sampler=sampler, steps=steps, guidance=guidance, seed=seed, fmt=fmt, out=out,
+           batch_size=batch_size, force=force, echo=_echo)
+
+
 @app.command("demo")
 def demo_cmd(
     out: Path = typer.Option(Path("demo-output"), "--out", "-o", help="Folder for everything the demo makes."),

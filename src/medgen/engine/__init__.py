@@ -1,0 +1,1 @@
+"""Training engine: the loop, checkpoints, EMA, AMP, non-finite guards."""

@@ -1,0 +1,157 @@
+"""Checkpoints that never execute code when loaded.
+
+A checkpoint is a folder ``checkpoints/<name>/`` holding ``model.safetensors`` (all weights),
+``ema.safetensors`` (EMA weights, when used), ``optim.safetensors`` (optimiser tensors) and
+``state.json`` (step, epoch, stage, optimiser hyper-parameters, RNG states, anything else
+plain). It is written to a temporary sibling folder, fsynced and renamed into place, so a crash
+leaves either the old or the new checkpoint, never half of one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from medgen.errors import UserError
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def _flatten_optim(state: dict, prefix: str) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors, plain = {}, {"param_groups": state["param_groups"], "state": {}}
+    for pid, pstate in state["state"].items():
+        entry = {}
+        for k, v in pstate.items():
+            if torch.is_tensor(v):
+                tensors[f"{prefix}/{pid}/{k}"] = v.detach().cpu().contiguous()
+                entry[k] = {"__tensor__": f"{prefix}/{pid}/{k}"}
+            else:
+                entry[k] = v
+        plain["state"][str(pid)] = entry
+    return tensors, plain
+
+
+def _unflatten_optim(plain: dict, tensors: dict[str, torch.Tensor]) -> dict:
+    state = {}
+    for pid, entry in plain["state"].items():
+        state[int(pid)] = {k: tensors[v["__tensor__"]] if isinstance(v, dict) and "__tensor__" in v else v for k, v in entry.items()}
+    return {"state": state, "param_groups": plain["param_groups"]}
+
+
+def save_checkpoint(folder: Path, model: torch.nn.Module, state: dict, optimizers: dict | None = None,
+                    ema: dict[str, torch.Tensor] | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    try:
+        weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(weights, str(tmp / "model.safetensors"))
+        if ema:
+            save_file({k: v.detach().cpu().contiguous() for k, v in ema.items()}, str(tmp / "ema.safetensors"))
+        plain_state = dict(state)
+        if optimizers:
+            all_tensors, plain_opts = {}, {}
+            for name, opt in optimizers.items():
+                t, p = _flatten_optim(opt.state_dict(), name)
+                all_tensors.update(t)
+                plain_opts[name] = p
+            if all_tensors:
+                save_file(all_tensors, str(tmp / "optim.safetensors"))
+            plain_state["optimizers"] = plain_opts
+        (tmp / "state.json").write_text(json.dumps(plain_state, default=_json_default))
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        old = folder.with_name(f".{folder.name}.old")
+        if folder.exists():
+            if old.exists():
+                shutil.rmtree(old)
+            folder.rename(old)
+        tmp.rename(folder)
+        _fsync_dir(folder.parent)
+        if old.exists():
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def _json_default(o):
+    if torch.is_tensor(o):
+        return o.tolist()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def load_checkpoint(folder: Path, map_location: str | torch.device = "cpu") -> dict:
+    """Weights, EMA, optimiser tensors and state of a checkpoint folder (safetensors + JSON only)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if folder.is_file():
+        return {"model": load_weights_file(folder), "ema": None, "state": {}, "optim_tensors": {}}
+    model_file = folder / "model.safetensors"
+    if not model_file.exists():
+        raise UserError("no checkpoint here (model.safetensors missing)", folder)
+    dev = str(map_location)
+    try:
+        out = {"model": load_file(str(model_file), device=dev)}
+        out["ema"] = load_file(str(folder / "ema.safetensors"), device=dev) if (folder / "ema.safetensors").exists() else None
+        out["optim_tensors"] = load_file(str(folder / "optim.safetensors"), device=dev) if (folder / "optim.safetensors").exists() else {}
+        out["state"] = json.loads((folder / "state.json").read_text()) if (folder / "state.json").exists() else {}
+    except (SafetensorError, json.JSONDecodeError, OSError) as err:
+        raise UserError(f"corrupt checkpoint ({err})", folder) from None
+    return out
+
+
+def restore_optimizers(optimizers: dict, ckpt: dict) -> None:
+    plain = ckpt["state"].get("optimizers", {})
+    for name, opt in optimizers.items():
+        if name in plain:
+            opt.load_state_dict(_unflatten_optim(plain[name], ckpt["optim_tensors"]))
+
+
+def load_weights_file(path: Path, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """A weights file: safetensors always; a PyTorch pickle only with ``allow_pickle`` and then
+    with ``weights_only=True``, which refuses anything but tensors and plain containers."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError("weights file not found", path)
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as err:
+            raise UserError(f"corrupt safetensors file ({err})", path) from None
+    if not allow_pickle:
+        raise UserError("refusing to load a pickled checkpoint (it could run code); convert it to safetensors, "
+                        "or pass --allow-pickle to load it with torch.load(weights_only=True)", path)
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # weights_only raises UnpicklingError for anything executable
+        raise UserError(f"refused to load: not a plain weights file ({err.__class__.__name__}: {str(err)[:200]})", path) from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
+        raise UserError("file does not hold a state dict of tensors", path)
+    return obj

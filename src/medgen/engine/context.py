@@ -1,0 +1,67 @@
+"""What a family's ``training_step`` gets: optimiser steps with AMP, clipping and a non-finite guard,
+and the trainer's seeded random generator (so a resumed run draws the same noise)."""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+
+class StepContext:
+    def __init__(self, device: torch.device, amp: bool, grad_clip: float | None, generator: torch.Generator):
+        self.device = device
+        self.generator = generator
+        self.grad_clip = grad_clip
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.stage = ""
+        self.epoch = 0
+        self.step = 0
+        self.nonfinite = 0  # non-finite losses met during the current step
+        use_amp = amp and device.type == "cuda"
+        bf16 = use_amp and torch.cuda.is_bf16_supported()
+        self.amp_dtype = torch.bfloat16 if bf16 else (torch.float16 if use_amp else None)
+        # fp16 needs loss scaling; bf16 has float32's range and does not
+        self.scaler = torch.amp.GradScaler("cuda") if use_amp and not bf16 else None
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def randn(self, shape, like: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.randn(shape, generator=self.generator, device=self.generator.device).to(self.device)
+
+    def randint(self, high: int, shape) -> torch.Tensor:
+        return torch.randint(0, high, shape, generator=self.generator, device=self.generator.device).to(self.device)
+
+    def rand(self, shape) -> torch.Tensor:
+        return torch.rand(shape, generator=self.generator, device=self.generator.device).to(self.device)
+
+    def backward(self, loss: torch.Tensor, name: str = "main") -> bool:
+        """One optimiser step of ``name`` on ``loss``. A non-finite loss skips the step (counted)."""
+        opt = self.optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss.detach()).all():
+            self.nonfinite += 1
+            return False
+        params = [p for g in opt.param_groups for p in g["params"] if p.requires_grad]
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(opt)
+        else:
+            loss.backward()
+        if self.grad_clip:
+            norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+            if not torch.isfinite(norm):
+                opt.zero_grad(set_to_none=True)
+                self.nonfinite += 1
+                if self.scaler is not None:
+                    self.scaler.update()
+                return False
+        if self.scaler is not None:
+            self.scaler.step(opt)
+            self.scaler.update()
+        else:
+            opt.step()
+        opt.zero_grad(set_to_none=True)
+        return True

@@ -1,0 +1,335 @@
+"""The training loop shared by every family.
+
+Per stage: seeded epoch permutations, batches gathered straight from the memory-mapped cache,
+``model.training_step``, EMA, logging (metrics.jsonl + TensorBoard), validation every N epochs,
+best/last checkpoints, early stopping and reduce-LR-on-plateau when configured. Everything that
+makes a run random (torch, numpy and python RNGs, the trainer's generator, the position in the
+epoch) is checkpointed, so ``--resume`` continues exactly where the run stopped.
+"""
+from __future__ import annotations
+
+import math
+import random
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medgen.data.dataset import PreparedDataset
+from medgen.engine.checkpoint import load_checkpoint, restore_optimizers, save_checkpoint
+from medgen.engine.context import StepContext
+from medgen.engine.ema import EMA
+from medgen.errors import UserError
+from medgen.models.base import GenerativeModel
+from medgen.progress import console, progress_bar
+from medgen.rundir import RunDir
+
+
+class TrainingDiverged(UserError):
+    """Too many non-finite losses in a row."""
+
+
+def pick_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(spec)
+    except RuntimeError:
+        raise UserError(f"bad train.device '{spec}': use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"train.device is '{spec}' but no CUDA GPU is available")
+    return dev
+
+
+def batch_from_rows(ds: PreparedDataset, rows: np.ndarray, label_ids: np.ndarray, device: torch.device) -> dict:
+    order = np.argsort(rows)  # sorted reads are sequential on the memory map
+    sorted_rows = rows[order]
+    images = np.asarray(ds.images[sorted_rows], dtype=np.float32)
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    batch = {"image": torch.from_numpy(images[inverse]).to(device), "label": torch.from_numpy(label_ids).to(device),
+             "index": torch.from_numpy(rows)}
+    if ds.masks is not None:
+        batch["mask"] = torch.from_numpy(np.asarray(ds.masks[sorted_rows])[inverse]).to(device)
+    return batch
+
+
+def iterate_batches(ds, rows, label_ids, batch_size, device, perm=None, drop_last=False, skip=0):
+    idx = np.arange(len(rows)) if perm is None else perm
+    n_batches = len(idx) // batch_size if drop_last else math.ceil(len(idx) / batch_size)
+    for b in range(skip, n_batches):
+        sel = idx[b * batch_size:(b + 1) * batch_size]
+        yield b, batch_from_rows(ds, rows[sel], label_ids[sel], device)
+
+
+def rng_state(generator: torch.Generator) -> dict:
+    return {"torch": torch.get_rng_state().tolist(), "numpy": _np_state(), "python": _py_state(),
+            "generator": generator.get_state().tolist(),
+            "cuda": [s.tolist() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else []}
+
+
+def _np_state():
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
+
+
+def _py_state():
+    v, internal, g = random.getstate()
+    return [v, list(internal), g]
+
+
+def set_rng_state(state: dict, generator: torch.Generator) -> None:
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    v, internal, g = state["python"]
+    random.setstate((v, tuple(internal), g))
+    generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    return gen
+
+
+@dataclass
+class Position:
+    stage_index: int = 0
+    epoch: int = 0
+    batch: int = 0  # batches done in the current epoch
+    step: int = 0  # optimiser iterations over the whole run
+    stage_step: int = 0
+
+
+class Trainer:
+    def __init__(self, model: GenerativeModel, cfg, ds: PreparedDataset, run: RunDir,
+                 train_rows: np.ndarray, val_rows: np.ndarray, device: torch.device):
+        self.model, self.cfg, self.ds, self.run = model, cfg, ds, run
+        self.train_rows, self.val_rows = train_rows, val_rows
+        self.train_labels = ds.label_ids(train_rows)
+        self.val_labels = ds.label_ids(val_rows)
+        self.device = device
+        self.generator = seed_everything(cfg.train.seed)
+        self.pos = Position()
+        self.best: dict[str, float] = {}
+        self.ema: EMA | None = None
+        self.ema_stage: str | None = None
+        self.writer = None
+        self._stop_requested = False
+
+    # --- checkpoints ----------------------------------------------------------------------
+    def _state(self, extra: dict | None = None) -> dict:
+        return {"position": vars(self.pos).copy(), "rng": rng_state(self.generator), "best": self.best,
+                "stage": self.model.stages[min(self.pos.stage_index, len(self.model.stages) - 1)],
+                "ema_stage": self.ema_stage, "family": self.cfg.model.family, **(extra or {})}
+
+    def save(self, name: str, optimizers: dict, extra: dict | None = None) -> None:
+        ema = {f"{self.ema_stage_target}.{k}": v for k, v in self.ema.state_dict().items()} if self.ema else None
+        save_checkpoint(self.run.checkpoints / name, self.model, self._state(extra), optimizers, ema)
+        if name.startswith("step-"):
+            keep = self.cfg.train.keep_last
+            old = sorted(p for p in self.run.checkpoints.glob("step-*") if p.is_dir())[:-keep]
+            for p in old:
+                import shutil
+
+                shutil.rmtree(p, ignore_errors=True)
+
+    def resume_from(self, ckpt_dir: Path) -> dict:
+        ckpt = load_checkpoint(ckpt_dir, self.device)
+        self.model.load_state_dict(ckpt["model"])
+        st = ckpt["state"]
+        self.pos = Position(**st["position"])
+        self.best = st.get("best", {})
+        set_rng_state(st["rng"], self.generator)
+        return ckpt
+
+    # --- loop -----------------------------------------------------------------------------
+    def fit(self, resume_ckpt: Path | None = None) -> dict:
+        from torch.utils.tensorboard import SummaryWriter
+
+        ckpt = self.resume_from(resume_ckpt) if resume_ckpt else None
+        self.writer = SummaryWriter(str(self.run.logs))
+        self.model.to(self.device)
+        old_handler = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        summary: dict = {}
+        try:
+            for si in range(self.pos.stage_index, len(self.model.stages)):
+                stage = self.model.stages[si]
+                if si != self.pos.stage_index:
+                    self.pos = Position(stage_index=si, step=self.pos.step)
+                summary[stage] = self._fit_stage(stage, ckpt if si == self.pos.stage_index else None)
+                ckpt = None
+                self.pos = Position(stage_index=si + 1, step=self.pos.step)
+            self.save("final", {}, {"finished": True})
+        finally:
+            signal.signal(signal.SIGTERM, old_handler)
+            self.writer.close()
+        return summary
+
+    def _on_sigterm(self, *_):
+        self._stop_requested = True
+
+    def _fit_stage(self, stage: str, ckpt: dict | None) -> dict:
+        scfg = self.cfg.stage(stage)
+        model = self.model
+        bs = min(scfg.batch_size, max(1, len(self.train_rows)))
+        batches_per_epoch = math.ceil(len(self.train_rows) / bs)
+        total = scfg.epochs * batches_per_epoch
+        if scfg.max_steps:
+            total = min(total, scfg.max_steps)
+        if total == 0:
+            console().print(f"[yellow]stage {stage}: 0 epochs, skipped[/yellow]")
+            return {"skipped": True}
+        ctx = StepContext(self.device, scfg.amp, scfg.grad_clip, self.generator)
+        ctx.stage = stage
+        model.train()
+        model.on_stage_start(stage, _StageData(self, bs))
+        optimizers = model.optimizers(stage, scfg)
+        ctx.optimizers = optimizers
+        plateau = None
+        if scfg.lr_plateau_patience:
+            plateau = {n: torch.optim.lr_scheduler.ReduceLROnPlateau(o, factor=0.5, patience=scfg.lr_plateau_patience) for n, o in optimizers.items()}
+        target = model.ema_target(stage)
+        self.ema, self.ema_stage = None, None
+        if scfg.ema_decay and target:
+            self.ema = EMA(model.get_submodule(target), scfg.ema_decay)
+            self.ema_stage, self.ema_stage_target = stage, target
+        if ckpt is not None:
+            restore_optimizers(optimizers, ckpt)
+            if self.ema is not None and ckpt.get("ema"):
+                self.ema.load_state_dict({k.split(".", 1)[1]: v for k, v in ckpt["ema"].items()})
+            if plateau and ckpt["state"].get("plateau"):
+                for n, s in ckpt["state"]["plateau"].items():
+                    plateau[n].load_state_dict(s)
+        since_best = int((ckpt or {}).get("state", {}).get("since_best", 0))
+        consecutive_bad = 0
+        t0 = time.time()
+        done_steps = self.pos.stage_step
+        last_val: dict = {}
+        with progress_bar(f"train {stage}", total) as advance:
+            advance(done_steps)
+            for epoch in range(self.pos.epoch, scfg.epochs):
+                self.pos.epoch = epoch
+                model.on_epoch_start(stage, epoch)
+                ctx.epoch = epoch
+                perm = np.random.default_rng([self.cfg.train.seed, self.pos.stage_index, epoch]).permutation(len(self.train_rows))
+                sums: dict[str, float] = {}
+                count = 0
+                for b, batch in iterate_batches(self.ds, self.train_rows, self.train_labels, bs, self.device, perm, skip=self.pos.batch):
+                    ctx.step = self.pos.step
+                    ctx.nonfinite = 0
+                    losses = model.training_step(batch, stage, ctx)
+                    consecutive_bad = consecutive_bad + 1 if ctx.nonfinite else 0
+                    if consecutive_bad >= scfg.max_nonfinite:
+                        self.save(f"step-{self.pos.step:08d}", optimizers)
+                        raise TrainingDiverged(
+                            f"stage {stage}: {consecutive_bad} non-finite losses in a row at step {self.pos.step}; "
+                            f"stopped (last good weights in {self.run.checkpoints}). Try a lower train.lr or train.grad_clip")
+                    if self.ema is not None and not ctx.nonfinite:
+                        self.ema.update()
+                    self.pos.batch = b + 1
+                    self.pos.step += 1
+                    self.pos.stage_step += 1
+                    for k, v in losses.items():
+                        sums[k] = sums.get(k, 0.0) + float(v)
+                    count += 1
+                    if self.pos.step % self.cfg.train.log_every == 0 or self.pos.stage_step == 1:
+                        rec = {"stage": stage, "epoch": epoch, "step": self.pos.step, **{k: float(v) for k, v in losses.items()}}
+                        if ctx.nonfinite:
+                            rec["skipped_nonfinite"] = ctx.nonfinite
+                        self.run.log(rec)
+                        for k, v in losses.items():
+                            self.writer.add_scalar(f"{stage}/{k}", float(v), self.pos.step)
+                    advance(1, info=" ".join(f"{k}={float(v):.4g}" for k, v in list(losses.items())[:3]))
+                    if self._stop_requested or (scfg.max_steps and self.pos.stage_step >= scfg.max_steps):
+                        break
+                epoch_done = self.pos.batch >= batches_per_epoch
+                means = {f"train_{k}": v / max(count, 1) for k, v in sums.items()}
+                rec = {"stage": stage, "epoch": epoch, "step": self.pos.step, "event": "epoch", "seconds": round(time.time() - t0, 2), **means}
+                stop_early = False
+                if epoch_done and (epoch + 1) % scfg.val_every == 0 and len(self.val_rows):
+                    last_val = self.validate(stage, bs)
+                    rec.update({f"val_{k}": v for k, v in last_val.items()})
+                    key = next(iter(last_val))
+                    for k, v in last_val.items():
+                        self.writer.add_scalar(f"{stage}/val_{k}", v, self.pos.step)
+                    if plateau:
+                        for p in plateau.values():
+                            p.step(last_val[key])
+                    if last_val[key] < self.best.get(stage, float("inf")):
+                        self.best[stage] = last_val[key]
+                        since_best = 0
+                        self.save(f"best-{stage}", optimizers, {"val": last_val})
+                    else:
+                        since_best += 1
+                        if scfg.early_stopping_patience and since_best >= scfg.early_stopping_patience:
+                            stop_early = True
+                rec["lr"] = next(iter(optimizers.values())).param_groups[0]["lr"]
+                self.run.log(rec)
+                if epoch_done:
+                    self.pos.epoch, self.pos.batch = epoch + 1, 0
+                extra = {"since_best": since_best}
+                if plateau:
+                    extra["plateau"] = {n: p.state_dict() for n, p in plateau.items()}
+                self.save(f"step-{self.pos.step:08d}", optimizers, extra)
+                if self._stop_requested:
+                    raise KeyboardInterrupt
+                if stop_early or (scfg.max_steps and self.pos.stage_step >= scfg.max_steps):
+                    if stop_early:
+                        console().print(f"stage {stage}: early stopping after epoch {epoch + 1} (no improvement for {since_best} validations)")
+                    break
+        if scfg.early_stopping_patience and (self.run.checkpoints / f"best-{stage}").exists():
+            # restore the best weights (S003: early stopping with restore_best_weights)
+            best = load_checkpoint(self.run.checkpoints / f"best-{stage}", self.device)
+            model.load_state_dict(best["model"])
+        if self.ema is not None:
+            # from here on (next stages, sampling) the EMA weights are the model's weights
+            self.model.get_submodule(self.ema_stage_target).load_state_dict(self.ema.state_dict())
+        return {"steps": self.pos.stage_step, "seconds": round(time.time() - t0, 1), "val": last_val}
+
+    @torch.no_grad()
+    def validate(self, stage: str, bs: int) -> dict[str, float]:
+        self.model.eval()
+        sums: dict[str, float] = {}
+        n = 0
+        gen_state = self.generator.get_state()
+        torch_state = torch.get_rng_state()
+        for _, batch in iterate_batches(self.ds, self.val_rows, self.val_labels, bs, self.device):
+            out = self.model.validation_step(batch, stage)
+            k = len(batch["image"])
+            for key, v in out.items():
+                sums[key] = sums.get(key, 0.0) + float(v) * k
+            n += k
+        # validation must not shift the training randomness (resume equivalence)
+        self.generator.set_state(gen_state)
+        torch.set_rng_state(torch_state)
+        self.model.train()
+        return {k: v / max(n, 1) for k, v in sums.items()}
+
+
+class _StageData:
+    """What ``on_stage_start`` may use: the training images in batches (e.g. to cache latents)."""
+
+    def __init__(self, trainer: Trainer, batch_size: int):
+        self.trainer, self.batch_size = trainer, batch_size
+        self.device = trainer.device
+        self.generator = trainer.generator
+
+    def train_batches(self):
+        t = self.trainer
+        for _, batch in iterate_batches(t.ds, t.train_rows, t.train_labels, self.batch_size, t.device):
+            yield batch
+
+    @property
+    def n_train(self) -> int:
+        return len(self.trainer.train_rows)

@@ -1,0 +1,63 @@
+"""Metric functions for evaluating generative models (pure functions, no I/O except figures).
+
+Modules:
+  frechet      Fréchet distance / FID from features
+  kid          Kernel Inception Distance (unbiased polynomial-kernel MMD^2 over subsets)
+  prdc         precision, recall, density, coverage (Naeem et al. 2020)
+  pixel        paired metrics: MAE, MSE, PSNR, SSIM, MS-SSIM with size-adapted windows/scales
+  intensity    intensity-distribution comparisons (KS, Wasserstein, histograms, bimodality)
+  memorisation nearest-neighbour memorisation / privacy audit and closest-pairs figure
+
+The submodules import only numpy at module level; torch, MONAI, scipy, scikit-learn and
+matplotlib are imported inside the functions that need them, so importing this package is cheap.
+"""
+from medgen.metrics.frechet import feature_stats, fid_from_features, frechet_distance
+from medgen.metrics.intensity import (
+    bimodality,
+    bimodality_coefficient,
+    compare_intensities,
+    compare_intensities_by_class,
+)
+from medgen.metrics.kid import kid, mmd2_unbiased, polynomial_kernel
+from medgen.metrics.memorisation import closest_pairs_figure, memorisation_audit, nearest_neighbours
+from medgen.metrics.pixel import (
+    MS_SSIM_WEIGHTS,
+    PairedScore,
+    mae,
+    ms_ssim,
+    ms_ssim_settings,
+    mse,
+    paired_metrics,
+    psnr,
+    ssim,
+    ssim_settings,
+)
+from medgen.metrics.prdc import knn_radii, prdc
+
+__all__ = [
+    "MS_SSIM_WEIGHTS",
+    "PairedScore",
+    "bimodality",
+    "bimodality_coefficient",
+    "closest_pairs_figure",
+    "compare_intensities",
+    "compare_intensities_by_class",
+    "feature_stats",
+    "fid_from_features",
+    "frechet_distance",
+    "kid",
+    "knn_radii",
+    "mae",
+    "memorisation_audit",
+    "mmd2_unbiased",
+    "ms_ssim",
+    "ms_ssim_settings",
+    "mse",
+    "nearest_neighbours",
+    "paired_metrics",
+    "polynomial_kernel",
+    "prdc",
+    "psnr",
+    "ssim",
+    "ssim_settings",
+]

@@ -1,0 +1,111 @@
+"""The model protocol every family implements, so the engine, sampling, evaluation and anomaly
+detection never switch on the family.
+
+A family is a ``torch.nn.Module`` subclass of ``GenerativeModel`` with:
+- ``Params``: a pydantic schema of its config keys (``model:`` section minus family/spatial_dims);
+- ``stages``: training stages in order (LDM: autoencoder then diffusion; most: one);
+- ``optimizers(stage, train_cfg)`` -> named optimisers for that stage;
+- ``training_step(batch, stage, ctx)`` -> dict of float losses; it calls ``ctx.backward(loss, name)``
+  once per optimiser step (a GAN calls it for the discriminator and the generator);
+- ``validation_step(batch, stage)`` -> dict of float metrics (the first key is the one tracked
+  for "best" and early stopping);
+- ``sample(n, labels, steps, generator, ...)`` -> images in the data's [0, 1] range;
+- optionally ``reconstruct(x)`` and ``anomaly_map(x)``.
+Batches are dicts: ``image`` (B, C, *spatial) float in [0, 1], ``label`` (B,) long, maybe ``mask``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+
+class FamilyParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+@dataclass
+class DataInfo:
+    """What a model needs to know about its data to build itself."""
+
+    spatial_dims: int
+    channels: int
+    size: tuple[int, ...]
+    labels: list[str] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def to_json(self) -> dict:
+        return {"spatial_dims": self.spatial_dims, "channels": self.channels, "size": list(self.size), "labels": list(self.labels)}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "DataInfo":
+        return cls(int(d["spatial_dims"]), int(d["channels"]), tuple(d["size"]), list(d.get("labels", [])))
+
+
+class GenerativeModel(torch.nn.Module):
+    Params: ClassVar[type[FamilyParams]] = FamilyParams
+    stages: ClassVar[tuple[str, ...]] = ("main",)
+    can_reconstruct: ClassVar[bool] = False
+    can_score: ClassVar[bool] = False
+
+    def __init__(self, params: FamilyParams, info: DataInfo):
+        super().__init__()
+        self.params = params
+        self.info = info
+
+    @property
+    def conditional(self) -> bool:
+        return bool(getattr(self.params, "conditional", False)) and self.info.num_classes > 1
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # --- training -------------------------------------------------------------------------
+    def optimizers(self, stage: str, train_cfg) -> dict[str, torch.optim.Optimizer]:
+        return {"main": torch.optim.Adam(self.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)}
+
+    def on_stage_start(self, stage: str, ctx) -> None:
+        """Called before a stage's first epoch (and again on resume)."""
+
+    def on_epoch_start(self, stage: str, epoch: int) -> None:
+        """Called before every epoch (e.g. to unfreeze layers on schedule)."""
+
+    def training_step(self, batch: dict, stage: str, ctx) -> dict[str, float]:
+        raise NotImplementedError
+
+    def validation_step(self, batch: dict, stage: str) -> dict[str, float]:
+        raise NotImplementedError
+
+    def ema_target(self, stage: str) -> str | None:
+        """Name of the submodule whose weights get an exponential moving average in ``stage``."""
+        return None
+
+    # --- inference ------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int, labels: torch.Tensor | None = None, steps: int | None = None,
+               generator: torch.Generator | None = None, **kwargs: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} does not reconstruct images")
+
+    @torch.no_grad()
+    def anomaly_map(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-pixel anomaly scores (B, 1, *spatial); default: absolute reconstruction error."""
+        return (x - self.reconstruct(x)).abs().mean(dim=1, keepdim=True)
+
+
+def build_model(cfg, info: DataInfo) -> GenerativeModel:
+    from medgen.models.registry import family_class
+
+    cls = family_class(cfg.model.family)
+    params = cls.Params.model_validate(cfg.model.params())
+    info = DataInfo(cfg.model.spatial_dims, info.channels, info.size, info.labels)
+    return cls(params, info)

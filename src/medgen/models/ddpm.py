@@ -1,0 +1,56 @@
+"""Pixel-space DDPM (S002: 3D 8x64x64 breast tomosynthesis; 2D works the same way).
+
+Images in [0, 1] are mapped to [-1, 1] for the diffusion process and back for output.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from medgen.models.base import FamilyParams, GenerativeModel
+from medgen.models.diffusion import Denoiser, SchedulerParams, UNetParams, sample_labels
+
+
+class DDPMParams(FamilyParams):
+    unet: UNetParams = UNetParams()
+    scheduler: SchedulerParams = SchedulerParams()
+    loss: Literal["mse", "l1"] = "mse"
+    conditional: bool = False
+    cond_drop_prob: float = Field(0.1, ge=0, le=1)
+
+
+class PixelDiffusion(GenerativeModel):
+    Params = DDPMParams
+    stages = ("diffusion",)
+
+    def __init__(self, params: DDPMParams, info):
+        super().__init__(params, info)
+        self.denoiser = Denoiser(params.unet, params.scheduler, info.spatial_dims, info.channels, info.num_classes,
+                                 params.conditional, params.cond_drop_prob, params.loss)
+
+    @property
+    def conditional(self) -> bool:
+        return self.denoiser.conditional
+
+    def ema_target(self, stage):
+        return "denoiser.unet"
+
+    def training_step(self, batch, stage, ctx):
+        x0 = batch["image"] * 2 - 1
+        loss = self.denoiser.training_loss(x0, batch["label"], ctx)
+        ctx.backward(loss)
+        return {"loss": float(loss.detach())}
+
+    def validation_step(self, batch, stage):
+        gen = torch.Generator(device="cpu").manual_seed(1234)  # the same noise every validation
+        labels = batch["label"] if self.conditional else None
+        return {"mse": float(self.denoiser.validation_loss(batch["image"] * 2 - 1, labels, gen))}
+
+    @torch.no_grad()
+    def sample(self, n, labels=None, steps=None, generator=None, sampler="ddim", guidance=1.0, progress=None):
+        shape = (n, self.info.channels, *self.info.size)
+        y = sample_labels(self, n, labels, self.device)
+        x = self.denoiser.sample(shape, y, sampler, steps, guidance, generator, clip=(-1.0, 1.0), progress=progress)
+        return ((x + 1) / 2).clamp(0, 1)

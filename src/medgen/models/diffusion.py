@@ -1,0 +1,180 @@
+"""Denoising diffusion shared by the pixel DDPM and the latent diffusion model.
+
+Networks and noise schedules come from MONAI (``DiffusionModelUNet``; the schedule registry
+behind ``DDPMScheduler``). The sampling steps are medgen's own, because both samplers must walk
+the same respaced timestep list:
+- ``respaced_ddpm_step``: MONAI's ``DDPMScheduler.step`` assumes consecutive timesteps
+  (it uses ``alphas_cumprod[t - 1]``), so sampling with fewer steps than the model was trained
+  with would be wrong. The posterior q(x_{t'} | x_t, x_0) below uses the previous *respaced*
+  timestep t' (Ho et al. 2020, eq. 6-7, with beta_t = 1 - abar_t / abar_t'), and equals plain
+  DDPM when every timestep is used. This is what S000's 1000/2000/3000-step tables need.
+- ``ddim_step``: deterministic DDIM (eta = 0) on that list, the same update as MONAI's
+  ``DDIMScheduler``.
+- classifier-free guidance (Ho & Salimans 2022): labels are dropped to a "null" class with
+  probability ``cond_drop_prob`` during training; sampling mixes
+  eps = eps_null + g * (eps_label - eps_null).
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from medgen.models.base import FamilyParams
+
+
+class SchedulerParams(FamilyParams):
+    num_train_timesteps: int = Field(1000, ge=2)
+    schedule: Literal["linear_beta", "scaled_linear_beta", "sigmoid_beta", "cosine"] = "linear_beta"
+    beta_start: float = Field(1e-4, gt=0)
+    beta_end: float = Field(0.02, gt=0, lt=1)
+
+
+class UNetParams(FamilyParams):
+    channels: list[int] = [32, 64, 64]
+    attention_levels: list[bool] = [False, True, True]
+    num_res_blocks: int = Field(1, ge=1)
+    num_head_channels: int | list[int] = 32
+    norm_num_groups: int = Field(8, ge=1)
+    resblock_updown: bool = False
+
+
+def build_unet(p: UNetParams, spatial_dims: int, channels: int, num_class_embeds: int | None):
+    from monai.networks.nets import DiffusionModelUNet
+
+    if len(p.channels) != len(p.attention_levels):
+        raise ValueError("unet.channels and unet.attention_levels must have the same length")
+    return DiffusionModelUNet(
+        spatial_dims=spatial_dims, in_channels=channels, out_channels=channels, channels=tuple(p.channels),
+        attention_levels=tuple(p.attention_levels), num_res_blocks=p.num_res_blocks,
+        num_head_channels=p.num_head_channels if isinstance(p.num_head_channels, int) else tuple(p.num_head_channels),
+        norm_num_groups=p.norm_num_groups, resblock_updown=p.resblock_updown, num_class_embeds=num_class_embeds,
+    )
+
+
+def make_schedule(p: SchedulerParams) -> torch.Tensor:
+    """alphas_cumprod of the training schedule (MONAI's schedule registry)."""
+    from monai.networks.schedulers import DDPMScheduler
+
+    kwargs = {} if p.schedule == "cosine" else {"beta_start": p.beta_start, "beta_end": p.beta_end}
+    return DDPMScheduler(num_train_timesteps=p.num_train_timesteps, schedule=p.schedule, **kwargs).alphas_cumprod.clone()
+
+
+class Denoiser(torch.nn.Module):
+    """A U-Net noise predictor with its schedule, conditioning and samplers."""
+
+    def __init__(self, unet_params: UNetParams, sched: SchedulerParams, spatial_dims: int, channels: int,
+                 num_classes: int, conditional: bool, cond_drop_prob: float, loss: str = "mse"):
+        super().__init__()
+        self.conditional = conditional and num_classes > 1
+        self.num_classes = num_classes
+        self.null_label = num_classes  # the extra class embedding used for "no label"
+        self.cond_drop_prob = cond_drop_prob
+        self.loss_type = loss
+        self.sched = sched
+        self.unet = build_unet(unet_params, spatial_dims, channels, num_classes + 1 if self.conditional else None)
+        self.register_buffer("alphas_cumprod", make_schedule(sched), persistent=False)
+
+    @property
+    def T(self) -> int:
+        return self.sched.num_train_timesteps
+
+    def eps(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        return self.unet(x, t, class_labels=labels if self.conditional else None)
+
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Forward process, Ho et al. eq. 4: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps."""
+        abar = self.alphas_cumprod[t].view(-1, *([1] * (x0.dim() - 1)))
+        return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+
+    def training_loss(self, x0: torch.Tensor, labels: torch.Tensor | None, ctx) -> torch.Tensor:
+        """Simple loss (Ho et al. eq. 14): predict the added noise; MSE by default, L1 as S002 suggests."""
+        noise = ctx.randn(x0.shape)
+        t = ctx.randint(self.T, (x0.shape[0],))
+        if self.conditional:
+            drop = ctx.rand((x0.shape[0],)) < self.cond_drop_prob
+            labels = torch.where(drop, torch.full_like(labels, self.null_label), labels)
+        with ctx.autocast():
+            pred = self.eps(self.q_sample(x0, t, noise), t, labels)
+        pred = pred.float()
+        return F.l1_loss(pred, noise) if self.loss_type == "l1" else F.mse_loss(pred, noise)
+
+    @torch.no_grad()
+    def validation_loss(self, x0: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+        noise = torch.randn(x0.shape, generator=generator, device=generator.device).to(x0.device)
+        t = torch.randint(0, self.T, (x0.shape[0],), generator=generator, device=generator.device).to(x0.device)
+        pred = self.eps(self.q_sample(x0, t, noise), t, labels)
+        return F.mse_loss(pred, noise)
+
+    def guided_eps(self, x: torch.Tensor, t: int, labels: torch.Tensor | None, guidance: float) -> torch.Tensor:
+        tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+        if not self.conditional or labels is None:
+            return self.eps(x, tt, None if not self.conditional else torch.full((x.shape[0],), self.null_label, device=x.device))
+        if guidance == 1.0:
+            return self.eps(x, tt, labels)
+        null = torch.full_like(labels, self.null_label)
+        both = self.eps(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([labels, null]))
+        cond, uncond = both.chunk(2)
+        return uncond + guidance * (cond - uncond)
+
+    def timesteps(self, steps: int | None) -> list[int]:
+        steps = min(steps or self.T, self.T)
+        # evenly spaced, always ending at t = 0, the most informative step
+        return sorted({int(round(v)) for v in torch.linspace(0, self.T - 1, steps).tolist()}, reverse=True)
+
+    @torch.no_grad()
+    def sample(self, shape: tuple[int, ...], labels: torch.Tensor | None, sampler: str = "ddim", steps: int | None = None,
+               guidance: float = 1.0, generator: torch.Generator | None = None, clip: tuple[float, float] | None = (-1.0, 1.0),
+               progress=None) -> torch.Tensor:
+        device = self.alphas_cumprod.device
+        if steps is not None and steps > self.T:
+            raise ValueError(f"{steps} sampling steps exceed the {self.T} timesteps this model was trained with")
+        x = torch.randn(shape, generator=generator, device=generator.device if generator is not None else device).to(device)
+        ts = self.timesteps(steps)
+        for i, t in enumerate(ts):
+            t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+            eps = self.guided_eps(x, t, labels, guidance).float()
+            if sampler == "ddim":
+                x = self.ddim_step(x, eps, t, t_prev, clip)
+            else:
+                x = self.respaced_ddpm_step(x, eps, t, t_prev, clip, generator)
+            if progress:
+                progress()
+        return x
+
+    def _abar(self, t: int) -> torch.Tensor:
+        return self.alphas_cumprod[t] if t >= 0 else torch.ones((), device=self.alphas_cumprod.device)
+
+    def _x0(self, x, eps, abar_t, clip):
+        x0 = (x - (1 - abar_t).sqrt() * eps) / abar_t.sqrt()
+        return x0.clamp(*clip) if clip else x0
+
+    def respaced_ddpm_step(self, x, eps, t, t_prev, clip, generator):
+        abar_t, abar_prev = self._abar(t), self._abar(t_prev)
+        beta = 1 - abar_t / abar_prev
+        x0 = self._x0(x, eps, abar_t, clip)
+        mean = (abar_prev.sqrt() * beta / (1 - abar_t)) * x0 + ((1 - beta).sqrt() * (1 - abar_prev) / (1 - abar_t)) * x
+        if t_prev < 0:
+            return mean
+        var = beta * (1 - abar_prev) / (1 - abar_t)
+        noise = torch.randn(x.shape, generator=generator, device=generator.device if generator is not None else x.device).to(x.device)
+        return mean + var.clamp(min=1e-20).sqrt() * noise
+
+    def ddim_step(self, x, eps, t, t_prev, clip):
+        """Deterministic DDIM (eta = 0), Song et al. 2021 eq. 12."""
+        abar_t, abar_prev = self._abar(t), self._abar(t_prev)
+        x0 = self._x0(x, eps, abar_t, clip)
+        if clip:  # keep eps consistent with the clipped x0
+            eps = (x - abar_t.sqrt() * x0) / (1 - abar_t).sqrt()
+        return abar_prev.sqrt() * x0 + (1 - abar_prev).sqrt() * eps
+
+
+def sample_labels(model, n: int, labels, device) -> torch.Tensor | None:
+    """Label ids for n samples: the given ones, or classes in turn when conditional."""
+    if not getattr(model, "conditional", False):
+        return None
+    if labels is None:
+        return torch.arange(n, device=device) % model.info.num_classes
+    return labels.to(device)

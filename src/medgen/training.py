@@ -1,0 +1,134 @@
+"""``medgen.train``: resolve the config, open the data, build the model, run the trainer."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from medgen.config import Config, resolve
+from medgen.data.dataset import PreparedDataset
+from medgen.errors import UserError
+from medgen.models.base import DataInfo, build_model
+from medgen.progress import console
+from medgen.rundir import RunDir
+
+
+def latest_checkpoint(run: RunDir) -> Path | None:
+    final = run.checkpoints / "final"
+    if final.exists():
+        return final
+    steps = sorted(p for p in run.checkpoints.glob("step-*") if (p / "model.safetensors").exists())
+    return steps[-1] if steps else None
+
+
+def parse_subset(items: list[str] | None) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise UserError(f"bad --subset '{item}': expected COLUMN=VALUE, e.g. label=beta (VALUE may be a|b)")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def load_init_weights(model, source: str | Path) -> dict:
+    """Start from another run's weights (fine-tuning). Tensors whose shapes differ are skipped and listed."""
+    from medgen.engine.checkpoint import load_checkpoint
+
+    src = Path(source)
+    if (src / "config.yaml").exists():
+        ckpt_dir = latest_checkpoint(RunDir(src))
+        if ckpt_dir is None:
+            raise UserError("--init-from run has no checkpoint yet", src)
+    else:
+        ckpt_dir = src
+    weights = load_checkpoint(ckpt_dir)["model"]
+    own = model.state_dict()
+    usable = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+    skipped = sorted(k for k in weights if k not in usable)
+    missing = sorted(k for k in own if k not in usable)
+    model.load_state_dict(usable, strict=False)
+    if not usable:
+        raise UserError(f"--init-from: no weights of {ckpt_dir} fit this model (is it the same family and size?)", src)
+    return {"from": str(ckpt_dir), "loaded": len(usable), "skipped": skipped, "not_initialised": missing}
+
+
+def train(config: str | Config, data: str | Path | None, out: str | Path, *, profile: str | None = None,
+          overrides: list[str] | None = None, init_from: str | Path | None = None, subset: list[str] | None = None,
+          resume: bool = False, force: bool = False, echo=print) -> dict:
+    """Train a preset or config on a prepared dataset into run directory ``out``."""
+    import torch
+
+    from medgen.engine.trainer import Trainer, pick_device
+
+    out = Path(out)
+    if resume:
+        if force:
+            raise UserError("--resume and --force contradict each other")
+        run = RunDir.open(out)
+        cfg = run.config()
+        if overrides or profile or subset or init_from:
+            raise UserError("--resume continues the run with its own config.yaml; drop --set/--profile/--subset/--init-from", out)
+        info_json = run.data()
+        data = data or info_json.get("dataset")
+        ckpt = latest_checkpoint(run)
+        if ckpt is not None and ckpt.name == "final":
+            echo(f"{out}: already finished; nothing to resume")
+            return {"run": str(out), "resumed": False, "finished": True}
+    else:
+        cfg = config if isinstance(config, Config) else resolve(str(config), profile, overrides)
+        ckpt = None
+    data = data or cfg.data.path
+    if not data:
+        hint = f" (e.g. medgen data prepare --source builtin:{cfg.data.builtin} --out data/{cfg.data.builtin})" if cfg.data.builtin else ""
+        raise UserError(f"no data: give --data DIR, a dataset prepared with 'medgen data prepare'{hint}")
+    ds = PreparedDataset(data)
+    where = {**cfg.data.subset, **parse_subset(subset)}
+    if not resume:
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"path": str(Path(data).resolve()), "subset": where})})
+    if ds.spatial_dims != cfg.model.spatial_dims:
+        raise UserError(f"the data is {ds.spatial_dims}D but model.spatial_dims is {cfg.model.spatial_dims} "
+                        f"(prepare with --size {'D H W' if cfg.model.spatial_dims == 3 else 'H W'}, or --set model.spatial_dims={ds.spatial_dims})", data)
+    train_rows = ds.select(cfg.data.train_split, where)
+    val_rows = ds.select(cfg.data.val_split, where)
+    if len(train_rows) == 0:
+        raise UserError(f"no training items in split '{cfg.data.train_split}' with subset {where or '{}'}", data)
+    info = DataInfo(ds.spatial_dims, ds.channels, ds.size, ds.labels)
+    model = build_model(cfg, info)
+    run = RunDir(out) if resume else RunDir.create(out, force=force)
+    init_report = None
+    if init_from and not resume:
+        init_report = load_init_weights(model, init_from)
+        echo(f"initialised {init_report['loaded']} tensors from {init_report['from']}"
+             + (f"; {len(init_report['skipped'])} skipped (shape differs)" if init_report["skipped"] else ""))
+    if not resume:
+        run.write_config(cfg)
+        run.write_data({
+            "dataset": str(Path(data).resolve()), "content_hash": ds.stats.get("content_hash"), "subset": where,
+            "train_split": cfg.data.train_split, "val_split": cfg.data.val_split, "n_train": int(len(train_rows)),
+            "n_val": int(len(val_rows)), "info": info.to_json(), "normalize": ds.stats.get("normalize"),
+            "init_from": init_report, "command": " ".join(["medgen", *sys.argv[1:]]) if sys.argv else "",
+        })
+    device = pick_device(cfg.train.device)
+    n_params = sum(p.numel() for p in model.parameters())
+    echo(f"{cfg.model.family} ({n_params / 1e6:.2f} M parameters) on {device}; {len(train_rows)} training / {len(val_rows)} validation items"
+         + (f", subset {where}" if where else ""))
+    for note in getattr(model, "notes", lambda: [])():
+        echo(f"note: {note}")
+    trainer = Trainer(model, cfg, ds, run, train_rows, val_rows, device)
+    run.set_status("running", resumable=True)
+    try:
+        summary = trainer.fit(resume_ckpt=ckpt)
+    except KeyboardInterrupt:
+        run.set_status("interrupted", resumable=True)
+        echo(f"interrupted: checkpoint saved; continue with: medgen train --resume --out {out}")
+        raise
+    except BaseException as err:
+        run.set_status("failed", error=f"{err.__class__.__name__}: {err}", resumable=latest_checkpoint(run) is not None)
+        raise
+    run.set_status("finished", resumable=False, steps=trainer.pos.step)
+    run.update_metrics("training", {"stages": summary, "steps": trainer.pos.step})
+    echo(f"finished: {out}")
+    return {"run": str(out), "summary": summary}
