@@ -96,6 +96,9 @@ def train(config: str | Config, data: str | Path | None, out: str | Path, *, pro
     if len(train_rows) == 0:
         raise UserError(f"no training items in split '{cfg.data.train_split}' with subset {where or '{}'}", data)
     info = DataInfo(ds.spatial_dims, ds.channels, ds.size, ds.labels)
+    from medgen.engine.trainer import seed_everything
+
+    seed_everything(cfg.train.seed)  # the initial weights depend on the seed alone
     model = build_model(cfg, info)
     run = RunDir(out) if resume else RunDir.create(out, force=force)
     init_report = None

@@ -253,7 +253,7 @@ def prepare(source: str, out: str | Path, opts: PrepareOptions | None = None, fo
         (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
         from medgen.data.preview import write_preview
 
-        write_preview(tmp)
+        write_preview(tmp, title=out.name)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

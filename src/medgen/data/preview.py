@@ -15,7 +15,7 @@ def _display(img: np.ndarray) -> np.ndarray:
     return np.clip((out - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(out)
 
 
-def write_preview(root: Path, per_class: int = 8) -> Path:
+def write_preview(root: Path, per_class: int = 8, title: str | None = None) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -41,7 +41,7 @@ def write_preview(root: Path, per_class: int = 8) -> Path:
                     if m.any():
                         ax.contour(m, levels=[0.5], colors="red", linewidths=0.6)
         axes[r][0].set_title(f"{label} (n={len(rows)})", fontsize=8, loc="left")
-    fig.suptitle(f"{root.name}: {len(ds)} items, {'x'.join(map(str, ds.size))}", fontsize=9)
+    fig.suptitle(f"{title or root.name}: {len(ds)} items, {'x'.join(map(str, ds.size))}", fontsize=9)
     fig.tight_layout()
     path = root / "preview.png"
     fig.savefig(path, dpi=100)

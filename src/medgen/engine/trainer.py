@@ -207,7 +207,7 @@ class Trainer:
         if ckpt is not None:
             restore_optimizers(optimizers, ckpt)
             if self.ema is not None and ckpt.get("ema"):
-                self.ema.load_state_dict({k.split(".", 1)[1]: v for k, v in ckpt["ema"].items()})
+                self.ema.load_state_dict({k[len(target) + 1:]: v for k, v in ckpt["ema"].items()})
             if plateau and ckpt["state"].get("plateau"):
                 for n, s in ckpt["state"]["plateau"].items():
                     plateau[n].load_state_dict(s)

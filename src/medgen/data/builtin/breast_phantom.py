@@ -14,8 +14,9 @@ Labels and lesions (mask = the lesion, uint8; all zeros for ``normal``):
   tissue shows through it): round, lobulated (strong low-order boundary harmonics) or spiculated
   (a roundish body with 6-14 thin tapering spicules). Radius 8-17 % of the ROI. Mask = the body
   (spicules excluded).
-* ``calcification`` -- a cluster of 3-15 small bright specks (Gaussian dots, sd 0.45-0.9 px at
-  64 px) in a small elliptical region (radius 5-12 % of the ROI). Mask = the specks, dilated by 1 px.
+* ``calcification`` -- a cluster of 3-15 small bright specks (Gaussian dots, sd 0.5-0.9 px at
+  64 px, blended towards 1.0 so they outshine dense tissue) in a small elliptical region
+  (radius 5-12 % of the ROI). Mask = the specks, dilated by 1 px.
 
 Extra column ``cohort`` (rule, deterministic from ``index`` alone): ``"beta"`` when
 ``index % 20`` is 3, 10 or 17 (exactly 15 % of each 20 consecutive items), else ``"class0"``.
@@ -85,7 +86,8 @@ def power_law_noise(rng: np.random.Generator, shape: tuple[int, int], beta: floa
     return (field / (field.std() + 1e-12)).astype(np.float32)
 
 
-def texture(rng: np.random.Generator, size: tuple[int, int], beta: float, density: float, steepness: float) -> np.ndarray:
+def texture(rng: np.random.Generator, size: tuple[int, int], beta: float, density: float,
+            steepness: float) -> np.ndarray:
     """Breast parenchyma ROI in [0.1, 0.9]: a window of a 2x canvas of power-law noise through a sigmoid."""
     h, w = size
     canvas = power_law_noise(rng, (2 * h, 2 * w), beta)
@@ -105,7 +107,7 @@ def _mass(rng: np.random.Generator, size: tuple[int, int]) -> tuple[np.ndarray, 
     cy, cx = rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w
     radius = rng.uniform(0.08, 0.17) * s
     kind = ("round", "lobulated", "spiculated")[int(rng.integers(3))]
-    irr = {"round": rng.uniform(0.03, 0.08), "lobulated": rng.uniform(0.3, 0.45), "spiculated": rng.uniform(0.05, 0.12)}[kind]
+    irr = rng.uniform(*{"round": (0.03, 0.08), "lobulated": (0.3, 0.45), "spiculated": (0.05, 0.12)}[kind])
     aspect, angle = rng.uniform(0.75, 1.0), rng.uniform(0, np.pi)
     dy, dx = yy - cy, xx - cx
     c, si = np.cos(angle), np.sin(angle)
@@ -136,7 +138,7 @@ def _mass(rng: np.random.Generator, size: tuple[int, int]) -> tuple[np.ndarray, 
 
 
 def _calcifications(rng: np.random.Generator, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """(added brightness, mask) of a cluster of 3-15 specks."""
+    """(opacity in [0, 1], mask) of a cluster of 3-15 specks."""
     h, w = size
     s = float(min(h, w))
     px = s / 64.0
@@ -153,8 +155,8 @@ def _calcifications(rng: np.random.Generator, size: tuple[int, int]) -> tuple[np
     c, si = np.cos(angle), np.sin(angle)
     for du, dv in zip(a_, b_):
         py, pxx = cy + c * du - si * dv, cx + si * du + c * dv
-        sd = rng.uniform(0.45, 0.9) * px
-        amp = rng.uniform(0.3, 0.55)
+        sd = rng.uniform(0.5, 0.9) * px
+        amp = rng.uniform(0.7, 1.0)  # opacity of the speck's centre
         g = np.exp(-((yy - py) ** 2 + (xx - pxx) ** 2) / (2 * sd * sd))
         added += amp * g
         spot = g > 0.3
@@ -162,7 +164,7 @@ def _calcifications(rng: np.random.Generator, size: tuple[int, int]) -> tuple[np
             spot[int(np.clip(round(py), 0, h - 1)), int(np.clip(round(pxx), 0, w - 1))] = True
         mask |= spot
     mask = ndi.binary_dilation(mask, structure=ndi.generate_binary_structure(2, 1))
-    return added, mask.astype(np.uint8)
+    return np.clip(added, 0.0, 1.0), mask.astype(np.uint8)
 
 
 class BreastPhantom:
@@ -186,8 +188,8 @@ class BreastPhantom:
             depth, mask = _mass(rng, size)
             img = 1.0 - (1.0 - img) * np.exp(-depth)  # extra attenuation: strong on fat, weaker on dense tissue
         elif params["label"] == "calcification":
-            added, mask = _calcifications(rng, size)
-            img = img + added
+            cover, mask = _calcifications(rng, size)
+            img = img * (1.0 - cover) + cover  # calcium: brighter than any tissue
         img = img + rng.normal(0.0, QUANTUM_NOISE, size).astype(np.float32)
         img = np.clip(img, 0.0, 1.0).astype(np.float32)
         return BuiltinSample(image=img, label=params["label"], mask=mask, extra={"cohort": params["cohort"]})

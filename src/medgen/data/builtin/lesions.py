@@ -20,7 +20,7 @@ imitates contrast-enhanced T1 images of a brain-tumour MRI classification study:
   ``pituitary`` so that slice level alone does not give the class away.
 
 Label = ``labels[index % 4]``; every other choice (slice, augmentation, lesion size 4-16 % of the
-field of view, elongation, boundary irregularity from random low-order harmonics, position,
+field of view (at least 2-3 px), elongation, boundary irregularity from random low-order harmonics, position,
 intensities, mass effect) comes from ``np.random.default_rng([seed, index])``. All lesions lie
 inside the intracranial region (the brain outline with sulci, fissures and cisterns closed);
 :func:`generate` also returns that region. 2D sizes only.
@@ -144,7 +144,8 @@ def _texture(rng: np.random.Generator, shape: tuple[int, int], std: float) -> np
 def _pick(rng: np.random.Generator, ok: np.ndarray, fallback: np.ndarray) -> tuple[float, float]:
     idx = np.argwhere(ok)
     if len(idx) == 0:
-        return tuple(float(v) for v in np.unravel_index(np.argmax(fallback), fallback.shape))  # type: ignore[return-value]
+        r, c = np.unravel_index(np.argmax(fallback), fallback.shape)
+        return float(r), float(c)
     r, c = idx[rng.integers(len(idx))]
     return float(r) + rng.uniform(-0.5, 0.5), float(c) + rng.uniform(-0.5, 0.5)
 
@@ -198,7 +199,7 @@ def generate(index: int, seed: int, size: tuple[int, ...]) -> tuple[BuiltinSampl
 
 def _glioma(rng, view, base, brain, ic, s):
     shape = base.shape
-    radius = s * rng.uniform(0.07, 0.15)
+    radius = max(3.0, s * rng.uniform(0.07, 0.15))  # >= 3 px so rim and core are resolved
     dist = ndi.distance_transform_edt(brain)
     mid = _midline_distance(view, shape)
     for shrink in (1.0, 0.85, 0.7, 0.55):
@@ -231,7 +232,7 @@ def _glioma(rng, view, base, brain, ic, s):
 
 def _meningioma(rng, view, base, ic, s):
     shape = base.shape
-    radius = s * rng.uniform(0.06, 0.13)
+    radius = max(2.5, s * rng.uniform(0.06, 0.13))
     edge = ic & ~ndi.binary_erosion(ic, structure=np.ones((3, 3), bool), border_value=0)
     # keep attachment points away from the image border so the whole mass is visible
     border = np.zeros(shape, bool)
@@ -254,7 +255,7 @@ def _meningioma(rng, view, base, ic, s):
     mass = _soft(d, radius) * _soft_region(ic)
     cleft = np.clip(1.0 - np.abs(d - 1.0 - 1.0 / radius) * radius / 0.9, 0, 1) * ic * (1 - mass)
     img = tissue * (1.0 - rng.uniform(0.35, 0.6) * cleft)
-    val = rng.uniform(0.88, 1.0) * _texture(rng, shape, 0.025)
+    val = rng.uniform(0.92, 1.0) * _texture(rng, shape, 0.025)
     img = img * (1 - mass) + val * mass
     return img, mass
 
@@ -271,13 +272,13 @@ def _pituitary(rng, view, position, ic, s):
     if not ic[ci, cj]:
         _, (ri, rj) = ndi.distance_transform_edt(~ic, return_indices=True)
         center = (float(ri[ci, cj]), float(rj[ci, cj]))
-    radius = s * rng.uniform(0.04, 0.085)
+    radius = max(2.2, s * rng.uniform(0.04, 0.085))
     extra = _push(shape, center, radius, rng.uniform(0.3, 0.5))
     tissue = mni152.render(view, extra)[0]
     angle = view.theta + rng.uniform(-0.3, 0.3)  # slightly wider left-right than front-back
     d = _polar(shape, center, radius, rng.uniform(1.0, 1.3), angle, rng.uniform(0.04, 0.12), rng)
     mass = _soft(d, radius) * _soft_region(ic)
-    val = rng.uniform(0.8, 0.95) * _texture(rng, shape, 0.04)
+    val = rng.uniform(0.86, 0.97) * _texture(rng, shape, 0.03)
     img = tissue * (1 - mass) + val * mass
     return img, mass
 

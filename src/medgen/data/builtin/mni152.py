@@ -158,7 +158,6 @@ def plan_view(rng: np.random.Generator, orientation: str, size: tuple[int, ...],
     lo, hi = t.ranges[orientation]
     e_lo, e_hi = t.extent[orientation]
     planes_mask = _planes(t.brain, orientation)
-    rows_all, cols_all = planes_mask.shape[1:]
 
     if n == 1:
         if position is None:
@@ -204,7 +203,6 @@ def plan_view(rng: np.random.Generator, orientation: str, size: tuple[int, ...],
         center += rng.uniform(-0.04, 0.04, size=2) * np.array([h, w]) * spacing
         amp = 0.012 * max(h, w)
         elastic = np.stack([smooth_field(rng, (h, w), 5, amp) for _ in range(2)])
-    del rows_all, cols_all
     return View(orientation=orientation, positions=positions, size=(h, w), center=center,
                 spacing=float(spacing), theta=float(theta), elastic=elastic, z_sigma=float(z_sigma))
 
