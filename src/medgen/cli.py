@@ -187,6 +187,51 @@ def demo_cmd(
     run_demo(out, force=force, echo=_echo)
 
 
+@app.command("runs")
+def runs_cmd(
+    root: Path = typer.Argument(Path("runs"), help="A folder of runs (searched recursively) or one run."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """A table of runs: preset, data, steps, key metrics and status (finished, running, failed, resumable)."""
+    from medgen.runs import list_runs
+
+    rows = list_runs(root)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        typer.echo(f"no runs under {root}")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("run", "preset/profile", "family", "data", "steps", "status", "key metrics")
+    for r in rows:
+        subset = ",".join(f"{k}={v}" for k, v in r["subset"].items())
+        table.add_row(r["run"], f"{r['preset']}/{r['profile']}", r["family"], r["data"] + (f" [{subset}]" if subset else ""),
+                      str(r["steps"] or "-"), r["status"], " ".join(f"{k}={v:.4g}" for k, v in r["metrics"].items()) or "-")
+    Console().print(table)
+
+
+@app.command("weights")
+def weights_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Optional pretrained weights files: which medgen can use, whether each is present, where to put it."""
+    from medgen.weights import status, weights_dir
+
+    rows = status()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("weights", "present", "expected at", "used by / option", "get it from")
+    for r in rows:
+        table.add_row(r["name"], "yes" if r["present"] else "no", r["path"], f"{r['used_by']}\n{r['option']}", r["get_it_from"])
+    Console().print(table)
+    typer.echo(f"Put files in {weights_dir()} (or set MEDGEN_WEIGHTS), or pass their paths with the options shown.")
+
+
 @app.command("presets")
 def presets_cmd() -> None:
     """List the presets, the study each reproduces, and their profiles."""
