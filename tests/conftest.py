@@ -82,3 +82,24 @@ def ct_series(tmp_path):
         img[8:40, 8:40] = 1024 + 40 + k  # soft tissue whose value encodes the slice
         write_dicom(root / f"slice_{(k * 7) % 12:02d}.dcm", img, intercept=-1024.0, series_uid=uid, position=k * 2.5, instance=k + 1)
     return tmp_path / "dicom"
+
+
+@pytest.fixture(scope="session")
+def phantom(tmp_path_factory):
+    """40 breast-phantom ROIs at 32x32 (3 classes, cohorts class0/beta)."""
+    from medgen.data.prepare import PrepareOptions, prepare
+    from medgen.data.sources import SourceOptions
+
+    out = tmp_path_factory.mktemp("data") / "ph"
+    prepare("builtin:breast-phantom", out, PrepareOptions(size=(32, 32), workers=1, source=SourceOptions(n=40)))
+    return out
+
+
+@pytest.fixture(scope="session")
+def ldm_run(phantom, tmp_path_factory):
+    """A finished tiny class-conditional latent diffusion run on ``phantom``."""
+    from medgen.training import train
+
+    out = tmp_path_factory.mktemp("runs") / "ldm"
+    train("mammo-roi-ldm", phantom, out, profile="tiny", overrides=["model.conditional=true"], echo=lambda *a: None)
+    return out

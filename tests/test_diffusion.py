@@ -10,20 +10,6 @@ from medgen.sampling import generate, load_run_model, sample
 from medgen.training import train
 
 
-@pytest.fixture(scope="module")
-def phantom(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "ph"
-    prepare("builtin:breast-phantom", out, PrepareOptions(size=(32, 32), workers=1, source=__import__("medgen.data.sources", fromlist=["SourceOptions"]).SourceOptions(n=40)))
-    return out
-
-
-@pytest.fixture(scope="module")
-def ldm_run(phantom, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "ldm"
-    train("mammo-roi-ldm", phantom, out, profile="tiny", overrides=["model.conditional=true"], echo=lambda *a: None)
-    return out
-
-
 def _oracle(den: Denoiser, x0: torch.Tensor):
     """An exact noise predictor for a known x0: eps = (x_t - sqrt(abar) x0) / sqrt(1 - abar)."""
     def eps(x, t, labels):

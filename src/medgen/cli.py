@@ -187,6 +187,14 @@ def demo_cmd(
     run_demo(out, force=force, echo=_echo)
 
 
+@app.command("report")
+def report_cmd(run: Path = typer.Argument(..., help="A run directory.")) -> None:
+    """Write RUN/report.html: one self-contained page (config, data, curves, samples, metrics)."""
+    from medgen.report import write_report
+
+    _echo(f"report: {write_report(run)}")
+
+
 @app.command("runs")
 def runs_cmd(
     root: Path = typer.Argument(Path("runs"), help="A folder of runs (searched recursively) or one run."),

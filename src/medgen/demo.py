@@ -1,43 +1,129 @@
 """``medgen demo``: the whole journey on the embedded default data, one step after another.
 
-Each step reuses its output when a previous demo already finished it (so a second run, or a
-run after an interruption, picks up where it stopped); ``--force`` starts again from scratch.
+1. prepare the built-in ``mni152`` slices (real anatomy), 2. train the ``demo-brain-ldm``
+preset (small profile: a few CPU minutes), 3. sample a class-conditional grid, 4. evaluate,
+5. write the report. When the package ships the pretrained demo checkpoint (trained with
+medgen itself, same networks, longer: ``--profile pretrain``), its samples are shown beside
+the few-minute model's, each labelled for what it is.
+
+Each step reuses its output when an earlier demo finished it, and an interrupted training is
+resumed, so running the demo again picks up where it stopped; ``--force`` starts from scratch.
 """
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
-from medgen.data.dataset import PreparedDataset
 from medgen.errors import UserError
 
 DEMO_SOURCE = "builtin:mni152"
+DEMO_PRESET = "demo-brain-ldm"
+ASSET_DIR = Path(__file__).parent / "assets" / "demo-brain-ldm"
+
+
+def _step(echo, n: int, text: str) -> float:
+    echo(f"[{n}] {text}")
+    return time.time()
+
+
+def install_pretrained(run_dir: Path, dataset: Path) -> Path | None:
+    """A run directory for the shipped pretrained checkpoint (safetensors only), pointing at ``dataset``."""
+    import json
+
+    from medgen.fsio import atomic_write_json
+
+    if not (ASSET_DIR / "model.safetensors").exists():
+        return None
+    if (run_dir / "checkpoints" / "final" / "model.safetensors").exists():
+        return run_dir
+    (run_dir / "checkpoints" / "final").mkdir(parents=True, exist_ok=True)
+    (run_dir / "samples").mkdir(exist_ok=True)
+    shutil.copy(ASSET_DIR / "config.yaml", run_dir / "config.yaml")
+    info = json.loads((ASSET_DIR / "data.json").read_text())
+    info["dataset"] = str(Path(dataset).resolve())
+    atomic_write_json(run_dir / "data.json", info)
+    shutil.copy(ASSET_DIR / "model.safetensors", run_dir / "checkpoints" / "final" / "model.safetensors")
+    atomic_write_json(run_dir / "checkpoints" / "final" / "state.json", {"pretrained": True, "finished": True})
+    atomic_write_json(run_dir / "status.json", {"state": "finished", "steps": info.get("steps"), "pretrained": True})
+    return run_dir
 
 
 def run_demo(out: str | Path = "demo-output", force: bool = False, echo=print) -> dict:
+    from medgen.data.inspect import inspect_dataset
+    from medgen.data.prepare import PrepareOptions, prepare
+    from medgen.rundir import RunDir
+    from medgen.sampling import sample
+    from medgen.training import latest_checkpoint, train
+
+    t_start = time.time()
     out = Path(out)
     if force and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    data_dir = out / "data"
+    data_dir, run_dir = out / "data", out / "runs" / "demo-small"
     result: dict = {}
+
+    t = _step(echo, 1, f"data: {DEMO_SOURCE} (real MNI152 template slices, augmented) -> {data_dir}")
     if (data_dir / "stats.json").exists():
-        echo(f"[1] data: reusing {data_dir}")
+        echo("    reusing the prepared data")
     else:
-        from medgen.data.prepare import PrepareOptions, prepare
-
-        echo(f"[1] data: preparing {DEMO_SOURCE} (real MNI152 template slices, augmented) into {data_dir}")
         prepare(DEMO_SOURCE, data_dir, PrepareOptions(), force=True)
-    from medgen.data.inspect import inspect_dataset
-
     info = inspect_dataset(data_dir)
-    ds = PreparedDataset(data_dir)
-    echo(f"    {info['n']} items of shape {tuple(info['shape'])}; labels: {', '.join(ds.labels)}")
-    for split in ("train", "val", "test"):
-        echo(f"    {split:5s} " + ", ".join(f"{k}: {v}" for k, v in info["counts"][split].items()))
-    result["data"] = str(data_dir)
+    echo(f"    {info['n']} images {tuple(info['shape'])}; " + "; ".join(
+        f"{s}: {sum(info['counts'][s].values())}" for s in ("train", "val", "test")) + f"  ({time.time() - t:.0f} s)")
+    echo(f"    preview: {info['preview']}")
     result["preview"] = info["preview"]
-    echo(f"preview: {info['preview']}")
-    if not Path(info["preview"]).exists():
-        raise UserError("the preview was not written", info["preview"])
+
+    t = _step(echo, 2, f"train: preset {DEMO_PRESET} (small profile: autoencoder, then latent diffusion) -> {run_dir}")
+    run = RunDir(run_dir)
+    status = run.status().get("state") if run.exists() else None
+    if status == "finished":
+        echo("    reusing the finished run")
+    elif run.exists() and latest_checkpoint(run) is not None:
+        echo("    resuming the interrupted run")
+        train(None, None, run_dir, resume=True, echo=lambda m: echo("    " + m))
+    else:
+        train(DEMO_PRESET, data_dir, run_dir, profile="small", force=True, echo=lambda m: echo("    " + m))
+    echo(f"    ({time.time() - t:.0f} s)")
+
+    runs = [(run_dir, "trained by this demo (a few CPU minutes)")]
+    pre = install_pretrained(out / "runs" / "demo-pretrained", data_dir)
+    if pre is not None:
+        runs.append((pre, "pretrained checkpoint shipped with medgen (same networks, trained longer with --profile pretrain)"))
+
+    t = _step(echo, 3, "sample: 8 images per class (axial, coronal, sagittal), DDIM 50 steps, guidance 2")
+    grids = []
+    for rd, what in runs:
+        folder = rd / "samples" / "demo"
+        if not (folder / "grid.png").exists():
+            sample(rd, n=24, sampler="ddim", steps=50, guidance=2.0, seed=0, out=folder, force=True, echo=lambda m: None)
+        grids.append(folder / "grid.png")
+        echo(f"    {what}: {folder / 'grid.png'}")
+    echo(f"    ({time.time() - t:.0f} s)")
+    result["grids"] = [str(g) for g in grids]
+
+    t = _step(echo, 4, "evaluate: fidelity and memorisation against the test split")
+    try:
+        from medgen.evaluation import evaluate
+    except ImportError:
+        evaluate = None
+    if evaluate is None:
+        echo("    (evaluation is not available in this version)")
+    else:
+        for rd, _ in runs:
+            if "evaluation" not in RunDir(rd).metrics():
+                evaluate(run=rd, echo=lambda m: None)
+        echo(f"    ({time.time() - t:.0f} s)")
+
+    t = _step(echo, 5, "report")
+    from medgen.report import write_report
+
+    reports = [write_report(rd) for rd, _ in runs]
+    for (rd, what), rep in zip(runs, reports):
+        echo(f"    {what}: {rep}")
+    result["reports"] = [str(r) for r in reports]
+    echo(f"done in {time.time() - t_start:.0f} s. Open the report: {reports[-1] if len(reports) > 1 else reports[0]}")
+    if not Path(result["preview"]).exists():
+        raise UserError("the preview was not written", result["preview"])
     return result
