@@ -9,7 +9,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import typer
 
@@ -168,8 +168,15 @@ def sample_cmd(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default RUN/samples/<settings>)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images generated at once."),
     force: bool = typer.Option(False, "--force", help="Replace an existing sample folder."),
+    interpolate: Optional[Tuple[str, str]] = typer.Option(None, "--interpolate", help="A B: decode --n latents on the line between two items (dataset ids or image files); VAE families."),
 ) -> None:
     """Generate images from a trained run: files, a grid PNG and a real-vs-generated histogram."""
+    if interpolate:
+        from medgen.interpolation import interpolate as run_interpolation
+
+        res = run_interpolation(run, interpolate[0], interpolate[1], n=n, out=out, force=force)
+        _echo(f"interpolation: {res.get('figure') or res}")
+        return
     from medgen.sampling import sample
 
     sample(run, n=n, label=label, sampler=sampler, steps=steps, guidance=guidance, seed=seed, fmt=fmt, out=out,

@@ -157,10 +157,17 @@ class Trainer:
         from torch.utils.tensorboard import SummaryWriter
 
         ckpt = self.resume_from(resume_ckpt) if resume_ckpt else None
+        if ckpt is not None:
+            self._truncate_log(self.pos.step)
         self.writer = SummaryWriter(str(self.run.logs))
         self.model.to(self.device)
-        old_handler = signal.getsignal(signal.SIGTERM)
-        signal.signal(signal.SIGTERM, self._on_sigterm)
+        handlers = {}
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                handlers[sig] = signal.getsignal(sig)
+                signal.signal(sig, self._on_signal)
         summary: dict = {}
         try:
             for si in range(self.pos.stage_index, len(self.model.stages)):
@@ -172,12 +179,34 @@ class Trainer:
                 self.pos = Position(stage_index=si + 1, step=self.pos.step)
             self.save("final", {}, {"finished": True})
         finally:
-            signal.signal(signal.SIGTERM, old_handler)
+            for sig, h in handlers.items():
+                signal.signal(sig, h)
             self.writer.close()
         return summary
 
-    def _on_sigterm(self, *_):
+    def _on_signal(self, signum, frame):
+        """Ctrl-C / SIGTERM: finish the current step, save a checkpoint, stop. A second one stops at once."""
+        if self._stop_requested:
+            raise KeyboardInterrupt
         self._stop_requested = True
+        console().print("[yellow]stopping: saving a checkpoint after this step (press Ctrl-C again to abort at once)[/yellow]")
+
+    def _truncate_log(self, step: int) -> None:
+        """Drop log lines past the checkpoint we resume from: those steps are about to be replayed."""
+        path = self.run.logs / "metrics.jsonl"
+        if path.exists():
+            import json
+
+            keep = []
+            for line in path.read_text().splitlines():
+                try:
+                    if json.loads(line).get("step", 0) <= step:
+                        keep.append(line)
+                except json.JSONDecodeError:
+                    continue
+            from medgen.fsio import atomic_write_text
+
+            atomic_write_text(path, "".join(line + "\n" for line in keep))
 
     def _fit_stage(self, stage: str, ckpt: dict | None) -> dict:
         scfg = self.cfg.stage(stage)
@@ -256,6 +285,8 @@ class Trainer:
                 epoch_done = self.pos.batch >= batches_per_epoch
                 means = {f"train_{k}": v / max(count, 1) for k, v in sums.items()}
                 rec = {"stage": stage, "epoch": epoch, "step": self.pos.step, "event": "epoch", "seconds": round(time.time() - t0, 2), **means}
+                if not epoch_done:
+                    rec["partial"] = True
                 stop_early = False
                 if epoch_done and (epoch + 1) % scfg.val_every == 0 and len(self.val_rows):
                     last_val = self.validate(stage, bs)
