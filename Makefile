@@ -4,11 +4,14 @@ VENV ?= .venv
 # torch first, pinned: an unpinned torch (or a range the local CPU wheel does not satisfy)
 # makes pip fetch a multi-GB CUDA build. GPU users: make setup TORCH_SPEC="torch==2.13.0 --index-url ..."
 TORCH_SPEC ?= torch==2.13.0
+# torchvision's model definitions (VGG16, ResNet-50, Inception) for local pretrained weights; its
+# C ops may not load on CPU torch (medgen.compat handles that). --no-deps: never pull another torch.
+TORCHVISION_SPEC ?= torchvision==0.28.0
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.medgen-installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test docs bench clean
 
 setup: $(STAMP)
 
@@ -16,6 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --disable-pip-version-check -q $(TORCH_SPEC)
 	$(PIP) install --disable-pip-version-check -q -e ".[dev]"
+	$(PIP) install --disable-pip-version-check -q --no-deps $(TORCHVISION_SPEC) || echo "note: torchvision not installed; features that need local ImageNet weights will say so"
 	# pyradiomics has no wheel for Python 3.11: build it against the installed numpy (DESIGN.md)
 	$(PIP) install --disable-pip-version-check -q numpy setuptools wheel
 	$(PIP) install --disable-pip-version-check -q --no-build-isolation "pyradiomics==3.0.1"
@@ -26,6 +30,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# the CLI reference is generated from the code (tests check it is current)
+docs: setup
+	$(PY) -m typer medgen.cli utils docs --name medgen --output docs/cli.md
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache

@@ -194,6 +194,18 @@ def demo_cmd(
     run_demo(out, force=force, echo=_echo)
 
 
+def _register_commands() -> None:
+    """Commands whose options live beside their workflow (evaluation, anomaly detection)."""
+    from medgen.commands.detect import detect_cmd
+    from medgen.commands.evaluate import evaluate_cmd
+
+    app.command("evaluate")(evaluate_cmd)
+    app.command("detect")(detect_cmd)
+
+
+_register_commands()
+
+
 @app.command("report")
 def report_cmd(run: Path = typer.Argument(..., help="A run directory.")) -> None:
     """Write RUN/report.html: one self-contained page (config, data, curves, samples, metrics)."""

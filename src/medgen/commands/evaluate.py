@@ -1,0 +1,69 @@
+"""``medgen evaluate``: a thin Typer layer over :func:`medgen.evaluation.evaluate`.
+
+Registered in cli.py with ``app.command("evaluate")(evaluate_cmd)``; UserError becomes exit code 2 there.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def evaluate_cmd(
+    run: Optional[Path] = typer.Argument(None, metavar="RUN", help="A trained run directory (omit to compare --real with --fake)."),
+    real: Optional[str] = typer.Option(None, "--real", help="Real images: a folder, or a prepared dataset (DIR, DIR@SPLIT; default its test split). With a RUN: replaces its test split."),
+    fake: Optional[str] = typer.Option(None, "--fake", help="Synthetic images: a folder (e.g. RUN/samples/...) or a prepared dataset (DIR@SPLIT). With a RUN: used instead of generating."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma list of groups: reconstruction, fidelity, distribution, intensity, memorisation, utility, all (default: the run's evaluate.metrics)."),
+    features: Optional[str] = typer.Option(None, "--features", help="Feature extractor NAME[:PATH]: domain (offline default), radiomics[:foreground], inception:FILE, resnet50:FILE, radimagenet:FILE; comma list for several."),
+    utility: bool = typer.Option(False, "--utility", help="Add the train-on-real/synthetic/mixed, test-on-real classifier table (conditional runs)."),
+    n: Optional[int] = typer.Option(None, "--n", min=2, help="Number of synthetic images (default: min(test split size, evaluate.n_samples or 200))."),
+    sweep: Optional[str] = typer.Option(None, "--sweep", help="Sampler settings to compare, e.g. ddpm:1000,ddpm:2000,ddim:50 ('none' turns the config's sweep off)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (progress goes to stderr)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Without a RUN: output folder for metrics.json and figures (default ./evaluation)."),
+    utility_ratio: float = typer.Option(1.0, "--utility-ratio", min=0.0, help="Utility: synthetic images per real training image, per class."),
+    utility_mix: float = typer.Option(1.0, "--utility-mix", min=0.0, help="Utility: synthetic images added per real image in the mixed training set."),
+    utility_seeds: int = typer.Option(3, "--utility-seeds", min=1, help="Utility: number of seeds (mean and std are reported)."),
+) -> None:
+    """Fidelity, distribution, intensity, memorisation and utility of synthetic images → metrics.json."""
+    from medgen.errors import UserError
+    from medgen.evaluation.evaluate import evaluate, summary_tables
+
+    if run is None and (real is None or fake is None):
+        raise UserError("give a RUN, or both --real and --fake")
+    if run is not None and out is not None:
+        raise UserError("--out is for comparing --real with --fake; a RUN's results go to RUN/metrics.json and RUN/evaluation/")
+
+    def echo(msg: str = "") -> None:
+        from medgen.progress import is_quiet
+
+        if not is_quiet():
+            typer.echo(msg, err=as_json)  # with --json, stdout holds only the JSON
+
+    result = evaluate(run=run, real=real, fake=fake, metrics=metrics, features=features, utility=utility, n=n, sweep=sweep,
+                      out=out, echo=echo, utility_ratio=utility_ratio, utility_mix=utility_mix, utility_seeds=utility_seeds)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    from rich.console import Console
+
+    con = Console()
+    for table in summary_tables(result):
+        con.print(table)
+    figures = list(_figures(result))
+    if figures:
+        con.print("figures: " + ", ".join(figures))
+    for note in result.get("notes", []):
+        con.print(f"note: {note}")
+    con.print(f"results: {result['output']}")
+
+
+def _figures(result: dict):
+    for key in ("intensity", "utility"):
+        f = (result.get(key) or {}).get("figure")
+        if f:
+            yield f
+    for d in (result.get("memorisation") or {}).values():
+        if isinstance(d, dict) and d.get("figure"):
+            yield d["figure"]
