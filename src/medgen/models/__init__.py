@@ -3,3 +3,7 @@ from medgen.models.registry import register
 
 register("ldm", "medgen.models.ldm:LatentDiffusion")
 register("ddpm", "medgen.models.ddpm:PixelDiffusion")
+register("gan", "medgen.models.gan:GAN")
+register("vae", "medgen.models.vae:VAE")
+register("vae-gan", "medgen.models.vaegan:VAEGAN")
+register("conv-ae", "medgen.models.conv_ae:ConvAutoencoder")

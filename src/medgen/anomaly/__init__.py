@@ -1,0 +1,14 @@
+"""Unsupervised anomaly detection: train on normal images, score and localise anomalies (S003).
+
+- :mod:`medgen.anomaly.scoring`: per-pixel anomaly maps (abs, SSIM, combined), smoothing,
+  foreground, per-image scores;
+- :mod:`medgen.anomaly.thresholds`: thresholds at a target false-positive rate on normal data;
+- :mod:`medgen.anomaly.evaluation`: image/pixel AUROC, AUPRC, Dice;
+- :mod:`medgen.anomaly.diffusion`: AnoDDPM-style partial-noise reconstruction for pixel DDPMs;
+- :func:`detect`: all of it for a trained run (``medgen detect``).
+"""
+from __future__ import annotations
+
+from medgen.anomaly.detect import detect  # noqa: E402  (the function, not the submodule)
+
+__all__ = ["detect"]

@@ -1,0 +1,434 @@
+"""``medgen detect``: anomaly maps, scores, thresholds and metrics for a run trained on normal images.
+
+Works for any run whose model reconstructs (``can_reconstruct``: conv-ae, vae, vae-gan, ldm's
+autoencoder) through ``model.reconstruct``; pixel DDPM runs use the AnoDDPM-style detector of
+:mod:`medgen.anomaly.diffusion`; a model that only scores uses its own ``anomaly_map``.
+
+Steps: reconstruct the run's NORMAL validation images (its dataset, val split, its training
+subset) and the input images; turn each pair into a map (:mod:`medgen.anomaly.scoring`); choose the
+image and pixel thresholds on the normal-validation maps at the target false-positive rate
+(:mod:`medgen.anomaly.thresholds`); evaluate on the input where labels or masks say what is
+anomalous (:mod:`medgen.anomaly.evaluation`); write metrics.json, scores.csv, maps.npy, figure.png
+and scores.png to the output folder and the summary into RUN/metrics.json ("anomaly").
+"""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medgen.anomaly import scoring, thresholds
+from medgen.anomaly.evaluation import image_metrics, pixel_metrics
+from medgen.errors import UserError
+
+DETECTORS = ("auto", "reconstruct", "diffusion", "model")
+
+
+@dataclass
+class Images:
+    """Images to score: (N, C, *spatial) in the run's [0, 1] space, ids, labels, masks."""
+
+    name: str
+    images: np.ndarray
+    ids: list[str]
+    labels: list[str]
+    masks: np.ndarray | None = None
+    source: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+# --- inputs -------------------------------------------------------------------------------------
+def _is_prepared(path: Path) -> bool:
+    return (path / "index.csv").exists() and (path / "images.npy").exists() and (path / "stats.json").exists()
+
+
+def _from_prepared(root: Path, split: str | None, where: dict | None, name: str) -> Images:
+    from medgen.data.dataset import PreparedDataset
+
+    ds = PreparedDataset(root)
+    rows = ds.select(None if split in (None, "all") else split, where or {})
+    if len(rows) == 0:
+        raise UserError(f"no items in split '{split}'" + (f" with subset {where}" if where else ""), root)
+    images = np.asarray(ds.images[rows], dtype=np.float32)
+    masks = None if ds.masks is None else (np.asarray(ds.masks[rows]) > 0)
+    index = ds.index.iloc[rows]
+    return Images(name, images, index["id"].tolist(), index["label"].tolist(), masks, f"{root}@{split}")
+
+
+def _image_files(folder: Path) -> list[Path]:
+    from medgen.data.io import IMAGE_SUFFIXES, suffix_of
+
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".") and suffix_of(p) in IMAGE_SUFFIXES)
+
+
+def _stem(path: Path) -> str:
+    from medgen.data.io import suffix_of
+
+    suf = suffix_of(path)
+    return path.name[: -len(suf)] if suf else path.name
+
+
+def _from_folder(folder: Path, masks_dir: Path | None, run_data: dict, info) -> Images:
+    """Read a folder of images (class sub-folders become labels), resized and normalised like the run's data."""
+    from medgen.data.io import read_image
+    from medgen.data.transforms import Normalizer, resize
+
+    files = _image_files(folder)
+    if masks_dir is not None:
+        mask_root = masks_dir.resolve()
+        files = [f for f in files if mask_root not in f.resolve().parents]
+    if not files:
+        raise UserError("no image files found (png, jpg, tif, dcm, nii, npy)", folder)
+    norm = run_data.get("normalize")
+    normalizer = Normalizer.from_json(norm) if norm else None
+    keep_aspect = bool(run_data.get("keep_aspect", True)) and info.spatial_dims == 2  # as the run's data was prepared
+    size = tuple(info.size)
+    mask_files = {}
+    if masks_dir is not None:
+        if not masks_dir.is_dir():
+            raise UserError("--masks must be a folder of mask files named like the images", masks_dir)
+        for m in _image_files(masks_dir):
+            mask_files.setdefault(_stem(m), m)
+    images, ids, labels, masks, notes = [], [], [], [], []
+    missing_masks = 0
+    for f in files:
+        arr = read_image(f, rgb=info.channels == 3)
+        if arr.ndim - 1 != info.spatial_dims:
+            raise UserError(f"{arr.ndim - 1}D image, but the run's model is {info.spatial_dims}D", f)
+        if arr.shape[0] != info.channels:
+            arr = arr.mean(axis=0, keepdims=True) if info.channels == 1 else np.repeat(arr[:1], info.channels, axis=0)
+        out = resize(arr, size, keep_aspect=keep_aspect)
+        images.append(normalizer(out) if normalizer else out)
+        ids.append(str(f.relative_to(folder)))
+        rel = f.relative_to(folder)
+        labels.append(rel.parts[0] if len(rel.parts) > 1 else "")
+        if masks_dir is not None:
+            mf = mask_files.get(_stem(f))
+            if mf is None:
+                missing_masks += 1
+                masks.append(np.zeros((1, *size), dtype=bool))
+            else:
+                m = read_image(mf)[:1]
+                masks.append(resize((m > 0).astype(np.float32), size, keep_aspect=keep_aspect, nearest=True) > 0.5)
+    if missing_masks:
+        notes.append(f"{missing_masks} of {len(files)} images have no mask file in {masks_dir}: taken as lesion-free")
+    return Images(folder.name, np.stack(images).astype(np.float32), ids, labels,
+                  np.stack(masks) if masks_dir is not None else None, str(folder), notes)
+
+
+# --- detectors ----------------------------------------------------------------------------------
+def resolve_detector(model, detector: str) -> str:
+    if detector not in DETECTORS:
+        raise UserError(f"unknown --detector '{detector}'; choose one of {', '.join(DETECTORS)}")
+    pixel_diffusion = hasattr(model, "denoiser") and not hasattr(model, "autoencoder")
+    if detector == "auto":
+        if getattr(model, "can_reconstruct", False):
+            return "reconstruct"
+        if pixel_diffusion:
+            return "diffusion"
+        if getattr(model, "can_score", False):
+            return "model"
+        raise UserError(f"{type(model).__name__} runs can neither reconstruct nor score images; anomaly detection needs "
+                        "an autoencoding family (conv-ae, vae, vae-gan, ldm) or a pixel ddpm")
+    if detector == "reconstruct" and not getattr(model, "can_reconstruct", False):
+        raise UserError(f"{type(model).__name__} does not reconstruct images")
+    if detector == "diffusion" and not pixel_diffusion:
+        raise UserError("--detector diffusion needs a pixel-space ddpm run")
+    if detector == "model" and not getattr(model, "can_score", False):
+        raise UserError(f"{type(model).__name__} has no anomaly map of its own")
+    return detector
+
+
+def _run_detector(model, images: np.ndarray, detector: str, batch_size: int, seed: int, t_start: int | None,
+                  steps: int | None, sampler: str, describe: str) -> np.ndarray | None:
+    """Reconstructions (N, C, *spatial) float32, or for ``model`` the model's own maps (N, 1, ...)."""
+    from medgen.anomaly.diffusion import diffusion_reconstruct
+    from medgen.progress import progress_bar
+
+    device = model.device
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    out = []
+    with progress_bar(describe, len(images)) as advance:
+        for start in range(0, len(images), batch_size):
+            xb = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).to(device)
+            with torch.no_grad():
+                if detector == "diffusion":
+                    y = diffusion_reconstruct(model, xb, t_start, steps, gen, sampler)
+                elif detector == "model":
+                    y = model.anomaly_map(xb)
+                else:
+                    y = model.reconstruct(xb)
+            out.append(y.float().cpu().numpy())
+            advance(len(xb))
+    return np.concatenate(out)
+
+
+# --- the command --------------------------------------------------------------------------------
+def _normal_values(normal: str | list[str] | None, subset: dict) -> list[str] | None:
+    if normal:
+        return [v.strip() for v in (normal.split(",") if isinstance(normal, str) else normal) if v.strip()]
+    if "label" in (subset or {}):
+        return str(subset["label"]).split("|")
+    return None
+
+
+def _anomalous(items: Images, normal_values: list[str] | None) -> np.ndarray | None:
+    """Ground truth per image: label not among the normal values, or a non-empty mask."""
+    truth = None
+    if normal_values is not None and any(items.labels):
+        truth = np.array([lab not in normal_values for lab in items.labels])
+    if items.masks is not None:
+        has = items.masks.reshape(len(items.masks), -1).any(axis=1)
+        truth = has if truth is None else (truth | has)
+    return truth
+
+
+def _maps(items_images, recon, detector, map_type, smooth, foreground, window):
+    if detector == "model":
+        m = scoring.smooth_map(recon.mean(axis=1, keepdims=True), smooth)
+        fg = scoring.foreground_mask(items_images, foreground)
+        return (m if fg is None else np.where(fg, m, 0.0).astype(np.float32)), fg
+    return scoring.anomaly_map(items_images, recon, map_type, smooth, foreground, window)
+
+
+def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="test", map="abs", smooth=1.0,
+           score="top-percentile", noise_level=0.25, force=False, echo=print, *, top_percent: float = 1.0,
+           foreground: float | None = 0.05, detector: str = "auto", steps: int | None = 50, sampler: str = "ddpm",
+           normal: str | list[str] | None = None, batch_size: int = 16, seed: int = 0, ssim_window: int = 7,
+           device: str | None = None, figure_items: int = 8) -> dict:
+    """Score and localise anomalies with a trained run; returns the metrics dict (also written to disk).
+
+    ``input``: None (the run's own dataset, ``split``), a prepared dataset folder (its ``split``;
+    ``all`` for every item) or a folder of images (class sub-folders become labels; ``masks``: a
+    folder of mask files with the same names). ``threshold``: ``fpr:A`` or ``value:X``.
+    ``map``: abs | ssim | combined; ``smooth``: Gaussian sigma in pixels (0 = off); ``score``:
+    mean | max | top-percentile (``top_percent`` %); ``foreground``: input threshold of the region
+    that is scored (None = every pixel). Diffusion runs: ``noise_level`` = t_start / T, ``steps``
+    reverse steps (None = all), ``sampler`` ddpm | ddim. ``normal``: labels counted as normal
+    (default: the run's ``--subset label=...``).
+    """
+    from medgen.anomaly.diffusion import partial_timesteps, t_start_for
+    from medgen.models.conv_ae import restoring_from_checkpoint
+    from medgen.sampling import load_run_model
+
+    t0 = time.time()
+    rule = thresholds.parse_rule(threshold)
+    if map not in scoring.MAP_TYPES:
+        raise UserError(f"unknown --map '{map}'; choose one of {', '.join(scoring.MAP_TYPES)}")
+    if score not in scoring.SCORE_TYPES:
+        raise UserError(f"unknown --score '{score}'; choose one of {', '.join(scoring.SCORE_TYPES)}")
+    if not 0 < top_percent <= 100:
+        raise UserError(f"--top-percent must be in (0, 100], got {top_percent}")
+    if smooth < 0:
+        raise UserError("--smooth must be >= 0")
+    if not 0 < noise_level <= 1:
+        raise UserError(f"--noise-level must be in (0, 1], got {noise_level}")
+    if sampler not in ("ddpm", "ddim"):
+        raise UserError(f"unknown --sampler '{sampler}'; choose ddpm or ddim")
+    if steps is not None and steps < 1:
+        raise UserError("--steps must be >= 1")
+    with restoring_from_checkpoint():
+        cfg, model, rundir = load_run_model(run, device)
+    run_data = rundir.data()
+    info = model.info
+    detector = resolve_detector(model, detector)
+    t_start = t_start_for(model, noise_level) if detector == "diffusion" else None
+    subset = run_data.get("subset") or {}
+    normal_values = _normal_values(normal, subset)
+
+    # inputs
+    run_ds = Path(run_data.get("dataset", "")) if run_data.get("dataset") else None
+    if input is None:
+        if run_ds is None or not _is_prepared(run_ds):
+            raise UserError("the run's dataset is not available; give --input DIR", run_ds or rundir.root)
+        if masks is not None:
+            raise UserError("--masks is for a folder of images given with --input")
+        items = _from_prepared(run_ds, split, None, split or "all")
+    else:
+        path = Path(input)
+        if not path.exists():
+            raise UserError("input not found", path)
+        if path.is_dir() and _is_prepared(path):
+            if masks is not None:
+                raise UserError("--masks is for a folder of images; a prepared dataset has its own masks", masks)
+            items = _from_prepared(path, split, None, f"{path.name}-{split or 'all'}")
+        elif path.is_dir():
+            keep = {"keep_aspect": True}
+            if run_ds is not None and _is_prepared(run_ds):
+                from medgen.data.dataset import PreparedDataset
+
+                keep["keep_aspect"] = bool(PreparedDataset(run_ds).stats.get("keep_aspect", True))
+            items = _from_folder(path, Path(masks) if masks else None, {**run_data, **keep}, info)
+        else:
+            raise UserError("--input must be a prepared dataset or a folder of images", path)
+    if tuple(items.images.shape[1:]) != (info.channels, *info.size):
+        raise UserError(f"input images are {tuple(items.images.shape[1:])} but the run was trained on "
+                        f"{(info.channels, *info.size)} (prepare the data at the run's size)", items.source)
+
+    out_dir = Path(out) if out else rundir.root / "detect" / items.name
+    if out_dir.exists() and (out_dir.is_file() or any(out_dir.iterdir())) and not force:
+        raise UserError("detect output folder already exists; use --force to replace it or --out for another", out_dir)
+
+    settings = {"detector": detector, "map": map, "smooth": smooth, "score": score,
+                "top_percent": top_percent if score == "top-percentile" else None, "foreground": foreground,
+                "threshold_rule": str(rule), "ssim_window": ssim_window if map != "abs" else None}
+    if detector == "diffusion":
+        settings.update(noise_level=noise_level, t_start=t_start, T=model.denoiser.T, steps=steps, sampler=sampler, seed=seed)
+    describe = getattr(model, "describe", None)
+    model_info = {"family": cfg.model.family, **(describe() if callable(describe) else {})}
+    if detector == "diffusion":
+        settings["reverse_steps"] = len(partial_timesteps(t_start, steps))
+        echo(f"detector: diffusion ({cfg.model.family}), noised to t={t_start} of {model.denoiser.T}, "
+             f"{settings['reverse_steps']} reverse steps ({sampler})")
+    else:
+        echo(f"detector: {detector} ({cfg.model.family})")
+    if "encoder_weights" in model_info:
+        echo(f"encoder weights: {model_info['encoder_weights']}")
+
+    # calibration on normal validation images
+    calib = None
+    if run_ds is not None and _is_prepared(run_ds):
+        try:
+            calib = _from_prepared(run_ds, run_data.get("val_split", "val"), subset, "normal-val")
+        except UserError:
+            calib = None
+    image_thr, pixel_thr = None, None
+    calib_scores = None
+    calib_info = {"source": None}
+    if calib is not None:
+        rec = _run_detector(model, calib.images, detector, batch_size, seed + 1, t_start, steps, sampler, "calibrate (normal val)")
+        cmaps, cfg_fg = _maps(calib.images, rec, detector, map, smooth, foreground, ssim_window)
+        calib_scores = scoring.image_scores(cmaps, score, top_percent, cfg_fg)
+        calib_pixels = cmaps.ravel() if cfg_fg is None else cmaps[cfg_fg]
+        calib_pixels = thresholds.subsample(calib_pixels, 5_000_000, seed)
+        calib_info = {"source": calib.source, "n": len(calib.images), "subset": subset,
+                      "score_mean": float(calib_scores.mean()), "score_std": float(calib_scores.std())}
+        if rule.kind == "fpr":
+            image_thr = thresholds.threshold_at_fpr(calib_scores, rule.value)
+            pixel_thr = thresholds.threshold_at_fpr(calib_pixels, rule.value)
+    if rule.kind == "value":
+        image_thr = pixel_thr = float(rule.value)
+    if image_thr is None:
+        raise UserError(f"--threshold {rule} needs the run's normal validation images ({run_ds}); give --threshold value:X")
+
+    # the input
+    recon = _run_detector(model, items.images, detector, batch_size, seed, t_start, steps, sampler, f"detect ({items.name})")
+    maps, fg = _maps(items.images, recon, detector, map, smooth, foreground, ssim_window)
+    scores = scoring.image_scores(maps, score, top_percent, fg)
+    predicted = scores > image_thr
+    truth = _anomalous(items, normal_values)
+
+    result: dict = {"run": str(rundir.root), "input": items.source, "input_name": items.name, "n": len(scores),
+                    "settings": settings, "model": model_info, "normal_labels": normal_values,
+                    "calibration": calib_info,
+                    "threshold": {"rule": str(rule), "image": image_thr, "pixel": pixel_thr,
+                                  "target_fpr": rule.value if rule.kind == "fpr" else None},
+                    "predicted_anomalous": int(predicted.sum())}
+    if truth is not None:
+        im = image_metrics(scores, truth, image_thr)
+        result["image"] = im
+        if any(items.labels) and normal_values is not None:
+            result["image"]["by_label"] = _by_label(scores, items.labels, normal_values, predicted)
+    if items.masks is not None and items.masks.any():
+        result["pixel"] = pixel_metrics(maps, items.masks, pixel_thr, None, seed=seed)
+        result["pixel"]["region"] = "all pixels"
+        if fg is not None:
+            result["pixel_foreground"] = pixel_metrics(maps, items.masks, pixel_thr, fg, seed=seed)
+            result["pixel_foreground"]["region"] = f"foreground (input > {foreground})"
+    result["notes"] = list(items.notes)
+    if calib is not None and input is None and split == run_data.get("val_split", "val"):
+        result["notes"].append("the scored split is the one whose normal images set the threshold: its FPR is not held-out")
+    if calib is not None and not subset:
+        result["notes"].append("the run has no training subset: its whole validation split (anomalies included, if any) "
+                               "set the threshold; train with --subset label=NORMAL")
+    result["seconds"] = round(time.time() - t0, 1)
+
+    # files
+    if out_dir.is_file():
+        raise UserError("--out is a file", out_dir)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    np.save(out_dir / "maps.npy", maps.astype(np.float32))
+    with open(out_dir / "scores.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "label", "score", "predicted", "anomalous"])
+        for i in range(len(scores)):
+            w.writerow([items.ids[i], items.labels[i], f"{scores[i]:.6g}", int(predicted[i]),
+                        "" if truth is None else int(truth[i])])
+    from medgen.anomaly.figures import detection_figure, score_histogram
+
+    fig = detection_figure(items, recon if detector != "model" else None, maps, scores, predicted, truth, pixel_thr,
+                           out_dir / "figure.png", figure_items, title=f"{rundir.root.name}: {detector}, {map} map")
+    hist = score_histogram(scores, truth, calib_scores, image_thr, out_dir / "scores.png",
+                           title=f"{rundir.root.name} on {items.name}: {score} scores, threshold {rule}")
+    result["files"] = {"metrics": "metrics.json", "scores": "scores.csv", "maps": "maps.npy",
+                       "figure": fig.name, "histogram": hist.name}
+    result["output"] = str(out_dir)
+    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2, default=_json_default))
+
+    section = rundir.metrics().get("anomaly") or {}
+    by_input = dict(section.get("by_input") or {})
+    by_input[items.name] = _summary(result)
+    rundir.update_metrics("anomaly", {**{k: v for k, v in result.items() if k != "notes"}, "by_input": by_input})
+    _echo_summary(result, echo)
+    return result
+
+
+def _by_label(scores, labels, normal_values, predicted) -> dict:
+    out = {}
+    labels = np.asarray(labels)
+    normal = np.isin(labels, normal_values)
+    for lab in sorted(set(labels.tolist())):
+        sel = labels == lab
+        entry = {"n": int(sel.sum()), "flagged": float(predicted[sel].mean()), "score_mean": float(scores[sel].mean())}
+        if lab not in normal_values and normal.any():
+            entry.update(image_metrics(np.r_[scores[normal], scores[sel]], np.r_[np.zeros(normal.sum(), bool), np.ones(sel.sum(), bool)]))
+            entry = {k: entry[k] for k in ("n", "flagged", "score_mean", "auroc", "auprc")}
+            entry["n"] = int(sel.sum())
+        out[lab] = entry
+    return out
+
+
+def _summary(result: dict) -> dict:
+    s = {"settings": result["settings"], "threshold": result["threshold"], "n": result["n"], "output": result.get("output")}
+    for key in ("image", "pixel", "pixel_foreground"):
+        if key in result:
+            s[key] = {k: v for k, v in result[key].items() if not isinstance(v, dict)}
+    return s
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def _echo_summary(r: dict, echo) -> None:
+    thr = r["threshold"]
+    echo(f"threshold ({thr['rule']} on {r['calibration'].get('n', 0)} normal validation images): "
+         f"image {thr['image']:.4g}, pixel {thr['pixel']:.4g}")
+    if "image" in r:
+        i = r["image"]
+        echo(f"image: AUROC {_fmt(i['auroc'])}  AUPRC {_fmt(i['auprc'])}  FPR on held-out normals {_fmt(i.get('fpr_at_threshold'))}"
+             f"  sensitivity {_fmt(i.get('sensitivity_at_threshold'))}  ({i['n_anomalous']} anomalous / {i['n_normal']} normal)")
+    for key in ("pixel", "pixel_foreground"):
+        if key in r:
+            p = r[key]
+            echo(f"pixel ({p['region']}): AUROC {_fmt(p['auroc'])}  AUPRC {_fmt(p['auprc'])}  "
+                 f"best Dice {_fmt(p['dice_best'])}  Dice at threshold {_fmt(p.get('dice_at_threshold'))}")
+    for note in r.get("notes", []):
+        echo(f"note: {note}")
+    echo(f"results: {r['output']} ({r['seconds']} s)")

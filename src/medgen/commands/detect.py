@@ -1,0 +1,65 @@
+"""``medgen detect``: a thin Typer layer over :func:`medgen.anomaly.detect`.
+
+Registered in cli.py with ``app.command("detect")(detect_cmd)``; UserError becomes exit code 2 there.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def detect_cmd(
+    run: Path = typer.Argument(..., help="A trained run (conv-ae, vae, vae-gan, ldm: reconstruction; ddpm: AnoDDPM-style diffusion)."),
+    input: Optional[Path] = typer.Option(None, "--input", "-i", help="A prepared dataset folder or a folder of images (class sub-folders become labels). Default: the run's own dataset."),
+    masks: Optional[Path] = typer.Option(None, "--masks", help="With a folder of images: a folder of mask files with the same names (lesion = non-zero)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default RUN/detect/<input-name>)."),
+    threshold: str = typer.Option("fpr:0.05", "--threshold", help="fpr:RATE = the (1-RATE) quantile of the run's normal validation scores (and pixels); value:X = fixed."),
+    split: str = typer.Option("test", "--split", help="Split of a prepared dataset to score (train, val, test, all)."),
+    map_type: str = typer.Option("abs", "--map", help="Anomaly map: abs (|x - reconstruction|), ssim (1-SSIM)/2, combined (their mean)."),
+    smooth: float = typer.Option(1.0, "--smooth", min=0.0, help="Gaussian smoothing of the map, sigma in pixels (0 = off)."),
+    score: str = typer.Option("top-percentile", "--score", help="Image score from its map: mean, max, top-percentile (mean of the top --top-percent %)."),
+    top_percent: float = typer.Option(1.0, "--top-percent", help="Percent of pixels averaged by --score top-percentile."),
+    foreground: str = typer.Option("0.05", "--foreground", help="Score only pixels where the input is above this (the black background is left out); 'none' = every pixel."),
+    noise_level: float = typer.Option(0.25, "--noise-level", help="Diffusion detector: noise up to this fraction of the timesteps (0.25 = t 250 of 1000), then denoise."),
+    steps: Optional[int] = typer.Option(50, "--steps", min=1, help="Diffusion detector: reverse steps from t_start to 0, evenly respaced (--all-steps: every timestep)."),
+    all_steps: bool = typer.Option(False, "--all-steps", help="Diffusion detector: walk every timestep from t_start to 0 (AnoDDPM; slow on CPU)."),
+    sampler: str = typer.Option("ddpm", "--sampler", help="Diffusion detector: ddpm (stochastic, AnoDDPM) or ddim (deterministic)."),
+    detector: str = typer.Option("auto", "--detector", help="auto, reconstruct, diffusion or model (the model's own anomaly map)."),
+    normal: Optional[str] = typer.Option(None, "--normal", help="Labels that count as normal, comma-separated (default: the run's --subset label=...)."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per forward pass."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the diffusion detector's noise."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON (messages go to stderr)."),
+) -> None:
+    """Anomaly maps, scores and thresholds; AUROC/AUPRC/Dice where labels or masks exist -> metrics.json, scores.csv, figures."""
+    from medgen.anomaly.detect import detect
+    from medgen.errors import UserError
+
+    fg = None if foreground.strip().lower() in ("none", "off", "") else _float(foreground, "--foreground")
+
+    def echo(msg: str = "") -> None:
+        from medgen.progress import is_quiet
+
+        if not is_quiet():
+            typer.echo(msg, err=as_json)
+
+    if all_steps and steps not in (None, 50):
+        raise UserError("give either --steps N or --all-steps")
+    result = detect(run, input=input, masks=masks, out=out, threshold=threshold, split=split, map=map_type, smooth=smooth,
+                    score=score, noise_level=noise_level, force=force, echo=echo, top_percent=top_percent, foreground=fg,
+                    detector=detector, steps=None if all_steps else steps, sampler=sampler, normal=normal,
+                    batch_size=batch_size, seed=seed)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, default=str))
+
+
+def _float(text: str, option: str) -> float:
+    from medgen.errors import UserError
+
+    try:
+        return float(text)
+    except ValueError:
+        raise UserError(f"bad {option} '{text}': expected a number or 'none'") from None

@@ -1,0 +1,178 @@
+"""DCGAN-style GANs for S004: conditional GAN, WGAN-GP and conditional WGAN-GP.
+
+- ``loss: bce``: the standard GAN (Goodfellow et al.), non-saturating generator loss, Adam with
+  beta1 0.5 (Radford et al.). ``n_critic`` discriminator steps per generator step (default 1).
+- ``loss: wgan-gp``: Wasserstein loss with gradient penalty (Gulrajani et al. 2017): a critic with
+  no sigmoid and no BatchNorm (layer norm by default, as the paper advises), penalty weight
+  ``gp_weight`` (10), ``n_critic`` (5) critic steps per generator step, no weight clipping,
+  Adam betas (0.5, 0.9) unless set. The critic steps of one training step reuse its batch of real
+  images with fresh noise each time, as the Keras WGAN-GP example S004 worked from does
+  (Gulrajani's algorithm draws a fresh real batch per critic step).
+- ``conditional: true``: a label embedding is concatenated to z in the generator and a learned
+  per-class map to the image in the discriminator (cGAN, Mirza & Osindero).
+
+Networks are in ``medgen.models.blocks``: the generator is S004's "Conv2DTranspose + BatchNorm +
+LeakyReLU" (``upsample: transpose``) or "Upsampling + Conv2D + BN" (``upsample: resize``); the
+discriminator "Conv2D + LeakyReLU + Dropout" (``disc_norm: none``, ``dropout > 0``) or "Conv2D +
+BatchNorm + LeakyReLU" (``disc_norm: batch``). The number of levels follows the image size.
+
+Logged every step: ``g_loss``, ``d_loss`` and, for BCE, the discriminator's accuracy on real and
+generated images (S004's acc-real / acc-fake curves); for WGAN-GP ``wasserstein`` (critic mean on
+real minus on generated) and ``grad_norm`` (mean gradient norm at the penalty points, ideally ~1).
+``warn_*`` flags are 1 while a failure persists (discriminator wins outright, divergence, mode
+collapse); each is printed once and kept in ``model.warnings``.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+
+from medgen.models.base import FamilyParams, GenerativeModel
+from medgen.models.blocks import Discriminator, GANMonitor, Generator, dcgan_init, gradient_penalty
+
+
+class GANParams(FamilyParams):
+    conditional: bool = False
+    loss: Literal["bce", "wgan-gp"] = "bce"
+    latent_dim: int = Field(128, ge=1)  # S004: 64 or 128
+    channels: list[int] = [32, 64, 128, 256]  # per level, shallow to deep (the generator mirrors them)
+    levels: int | None = Field(None, ge=1)  # None: down to 4x4 from the image size
+    embed_dim: int = Field(32, ge=1)  # generator's label embedding
+    upsample: Literal["transpose", "resize"] = "transpose"
+    disc_channels: list[int] | None = None  # default: channels
+    disc_norm: Literal["auto", "batch", "instance", "layer", "none"] = "auto"  # auto: batch (bce), layer (wgan-gp)
+    dropout: float = Field(0.3, ge=0, lt=1)
+    minibatch_std: bool = False  # Karras et al.'s minibatch-std channel before the head (against mode collapse)
+    gp_weight: float = Field(10.0, ge=0)
+    n_critic: int | None = Field(None, ge=1)  # default 5 for wgan-gp, 1 for bce
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5)  # one-sided: real target 1 - s (bce)
+    betas: tuple[float, float] | None = None  # Adam; default (0.5, 0.999) bce, (0.5, 0.9) wgan-gp
+    disc_lr: float | None = Field(None, gt=0)  # default train.lr
+    warn_patience: int = Field(50, ge=1)  # steps a failure must persist before the warning
+    diverge_threshold: float = Field(1000.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.loss == "wgan-gp" and self.disc_norm == "batch":
+            raise ValueError("disc_norm: batch is not valid with loss: wgan-gp (the gradient penalty is per sample; "
+                             "use layer, instance or none, as Gulrajani et al. advise)")
+        return self
+
+
+class GAN(GenerativeModel):
+    Params = GANParams
+
+    def __init__(self, params: GANParams, info):
+        super().__init__(params, info)
+        p = params
+        ncls = info.num_classes if self.conditional else 0
+        norm = p.disc_norm if p.disc_norm != "auto" else ("layer" if p.loss == "wgan-gp" else "batch")
+        self.generator = Generator(info.spatial_dims, info.channels, info.size, p.latent_dim, p.channels, ncls,
+                                   p.embed_dim, p.upsample, p.levels)
+        self.discriminator = Discriminator(info.spatial_dims, info.channels, info.size, p.disc_channels or p.channels,
+                                           ncls, norm, p.dropout, p.levels, p.minibatch_std)
+        dcgan_init(self)
+        self.wgan = p.loss == "wgan-gp"
+        self.n_critic = p.n_critic or (5 if self.wgan else 1)
+        self.monitor = GANMonitor(p.warn_patience)
+
+    @property
+    def warnings(self) -> dict[str, str]:
+        return dict(self.monitor.warnings)
+
+    def notes(self) -> list[str]:
+        p = self.params
+        kind = "WGAN-GP" if self.wgan else "GAN (BCE)"
+        return [f"{'conditional ' if self.conditional else ''}{kind}: {len(self.generator.blocks)} levels, "
+                f"{self.n_critic} discriminator step(s) per generator step"]
+
+    def optimizers(self, stage, cfg):
+        betas = tuple(self.params.betas) if self.params.betas else ((0.5, 0.9) if self.wgan else (0.5, 0.999))
+        return {"generator": torch.optim.Adam(self.generator.parameters(), lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay),
+                "discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=self.params.disc_lr or cfg.lr,
+                                                  betas=betas, weight_decay=cfg.weight_decay)}
+
+    def ema_target(self, stage):
+        return "generator"
+
+    def _labels(self, batch):
+        return batch["label"] if self.conditional else None
+
+    # --- training -------------------------------------------------------------------------
+    def training_step(self, batch, stage, ctx):
+        x, y = batch["image"], self._labels(batch)
+        p = self.params
+        b = x.shape[0]
+        D, G = self.discriminator, self.generator
+        out: dict[str, float] = {}
+        for _ in range(self.n_critic):
+            with torch.no_grad():
+                fake = G(ctx.randn((b, p.latent_dim)), y)
+            d_real, d_fake = D(x, y), D(fake, y)
+            if self.wgan:
+                gp, gnorm = gradient_penalty(D, x, fake, y, ctx)
+                d_loss = d_fake.mean() - d_real.mean() + p.gp_weight * gp
+                out["wasserstein"] = float((d_real.mean() - d_fake.mean()).detach())
+                out["grad_norm"] = float(gnorm)
+            else:
+                d_loss = (F.binary_cross_entropy_with_logits(d_real, torch.full_like(d_real, 1.0 - p.label_smoothing))
+                          + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
+                out["acc_real"] = float((d_real.detach() > 0).float().mean())
+                out["acc_fake"] = float((d_fake.detach() < 0).float().mean())
+            ctx.backward(d_loss, "discriminator")
+        D.requires_grad_(False)  # the generator step needs gradients through D, not for it
+        try:
+            fake = G(ctx.randn((b, p.latent_dim)), y)
+            logits = D(fake, y)
+            g_loss = -logits.mean() if self.wgan else F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+            ctx.backward(g_loss, "generator")
+        finally:
+            D.requires_grad_(True)
+        result = {"g_loss": float(g_loss.detach()), "d_loss": float(d_loss.detach()), **out}
+        return {**result, **self._warnings(result, x, fake)}
+
+    def _warnings(self, losses: dict, real, fake) -> dict[str, float]:
+        m = self.monitor
+        flags = {}
+        if not self.wgan:
+            acc = 0.5 * (losses["acc_real"] + losses["acc_fake"])
+            flags["warn_d_wins"] = m.check("d_wins", losses["d_loss"] < 0.05 and acc > 0.99,
+                                           f"the discriminator wins outright (loss < 0.05, accuracy ~1) for {m.patience} steps: "
+                                           "the generator gets almost no gradient (S004's non-convergence); try a lower "
+                                           "discriminator lr (model.disc_lr), dropout, label_smoothing or loss: wgan-gp")
+        flags["warn_diverging"] = m.diverging({"g_loss": losses["g_loss"], "d_loss": losses["d_loss"]}, self.params.diverge_threshold)
+        flags["warn_mode_collapse"] = m.collapse(real, fake)
+        return flags
+
+    @torch.no_grad()
+    def validation_step(self, batch, stage):
+        x, y = batch["image"], self._labels(batch)
+        gen = torch.Generator(device="cpu").manual_seed(1234)  # the same z every validation
+        z = torch.randn((x.shape[0], self.params.latent_dim), generator=gen).to(x.device)
+        fake = self.generator(z, y)
+        # Wasserstein-1 distance between the pixel-value distributions (sorted values): lower is closer
+        w1 = (x.flatten().sort().values - fake.flatten().sort().values).abs().mean()
+        out = {"intensity_w1": float(w1)}
+        d_real, d_fake = self.discriminator(x, y), self.discriminator(fake, y)
+        if self.wgan:
+            out["wasserstein"] = float(d_real.mean() - d_fake.mean())
+        else:
+            out["acc_real"] = float((d_real > 0).float().mean())
+            out["acc_fake"] = float((d_fake < 0).float().mean())
+        return out
+
+    # --- inference ------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n, labels=None, steps=None, generator=None, progress=None, **kwargs):
+        from medgen.models.diffusion import sample_labels
+
+        dev = generator.device if generator is not None else self.device
+        z = torch.randn((n, self.params.latent_dim), generator=generator, device=dev).to(self.device)
+        y = sample_labels(self, n, labels, self.device)
+        x = self.generator(z, y).clamp(0, 1)
+        if progress is not None:
+            progress()
+        return x
