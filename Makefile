@@ -35,5 +35,8 @@ test: setup
 docs: setup
 	$(PY) -m typer medgen.cli utils docs --name medgen --output docs/cli.md
 
+bench: setup
+	PY=$(abspath $(PY)) bench/run_all.sh
+
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache
