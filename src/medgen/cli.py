@@ -187,11 +187,14 @@ def sample_cmd(
 def demo_cmd(
     out: Path = typer.Option(Path("demo-output"), "--out", "-o", help="Folder for everything the demo makes."),
     force: bool = typer.Option(False, "--force", help="Start again from scratch (otherwise finished steps are reused)."),
+    profile: str = typer.Option("small", "--profile", help="small (the demo, ~10 min on 2 cores) or tiny (a one-minute smoke test)."),
 ) -> None:
-    """Run the main job on the embedded default data (real MNI152 brain slices)."""
+    """Run the main job on the embedded default data (real MNI152 brain slices): prepare, train, sample, evaluate, report."""
     from medgen.demo import run_demo
 
-    run_demo(out, force=force, echo=_echo)
+    if profile not in ("small", "tiny"):
+        raise UserError(f"bad --profile '{profile}': small or tiny")
+    run_demo(out, force=force, echo=_echo, profile=profile, n_images=60 if profile == "tiny" else None)
 
 
 def _register_commands() -> None:

@@ -49,7 +49,8 @@ def install_pretrained(run_dir: Path, dataset: Path) -> Path | None:
     return run_dir
 
 
-def run_demo(out: str | Path = "demo-output", force: bool = False, echo=print) -> dict:
+def run_demo(out: str | Path = "demo-output", force: bool = False, echo=print, profile: str = "small",
+             n_images: int | None = None) -> dict:
     from medgen.data.inspect import inspect_dataset
     from medgen.data.prepare import PrepareOptions, prepare
     from medgen.rundir import RunDir
@@ -68,14 +69,16 @@ def run_demo(out: str | Path = "demo-output", force: bool = False, echo=print) -
     if (data_dir / "stats.json").exists():
         echo("    reusing the prepared data")
     else:
-        prepare(DEMO_SOURCE, data_dir, PrepareOptions(), force=True)
+        from medgen.data.sources import SourceOptions
+
+        prepare(DEMO_SOURCE, data_dir, PrepareOptions(source=SourceOptions(n=n_images)), force=True)
     info = inspect_dataset(data_dir)
     echo(f"    {info['n']} images {tuple(info['shape'])}; " + "; ".join(
         f"{s}: {sum(info['counts'][s].values())}" for s in ("train", "val", "test")) + f"  ({time.time() - t:.0f} s)")
     echo(f"    preview: {info['preview']}")
     result["preview"] = info["preview"]
 
-    t = _step(echo, 2, f"train: preset {DEMO_PRESET} (small profile: autoencoder, then latent diffusion) -> {run_dir}")
+    t = _step(echo, 2, f"train: preset {DEMO_PRESET} ({profile} profile: autoencoder, then latent diffusion) -> {run_dir}")
     run = RunDir(run_dir)
     status = run.status().get("state") if run.exists() else None
     if status == "finished":
@@ -84,20 +87,21 @@ def run_demo(out: str | Path = "demo-output", force: bool = False, echo=print) -
         echo("    resuming the interrupted run")
         train(None, None, run_dir, resume=True, echo=lambda m: echo("    " + m))
     else:
-        train(DEMO_PRESET, data_dir, run_dir, profile="small", force=True, echo=lambda m: echo("    " + m))
+        train(DEMO_PRESET, data_dir, run_dir, profile=profile, force=True, echo=lambda m: echo("    " + m))
     echo(f"    ({time.time() - t:.0f} s)")
 
     runs = [(run_dir, "trained by this demo (a few CPU minutes)")]
-    pre = install_pretrained(out / "runs" / "demo-pretrained", data_dir)
+    pre = install_pretrained(out / "runs" / "demo-pretrained", data_dir) if profile != "tiny" else None
     if pre is not None:
         runs.append((pre, "pretrained checkpoint shipped with medgen (same networks, trained longer with --profile pretrain)"))
 
-    t = _step(echo, 3, "sample: 8 images per class (axial, coronal, sagittal), DDIM 50 steps, guidance 2")
+    steps = 50 if profile != "tiny" else 5
+    t = _step(echo, 3, f"sample: 8 images per class (axial, coronal, sagittal), DDIM {steps} steps, guidance 2")
     grids = []
     for rd, what in runs:
         folder = rd / "samples" / "demo"
         if not (folder / "grid.png").exists():
-            sample(rd, n=24, sampler="ddim", steps=50, guidance=2.0, seed=0, out=folder, force=True, echo=lambda m: None)
+            sample(rd, n=24, sampler="ddim", steps=steps, guidance=2.0, seed=0, out=folder, force=True, echo=lambda m: None)
         grids.append(folder / "grid.png")
         echo(f"    {what}: {folder / 'grid.png'}")
     echo(f"    ({time.time() - t:.0f} s)")
@@ -113,7 +117,10 @@ def run_demo(out: str | Path = "demo-output", force: bool = False, echo=print) -
     else:
         for rd, _ in runs:
             if "evaluation" not in RunDir(rd).metrics():
-                evaluate(run=rd, echo=lambda m: None)
+                evaluate(run=rd, metrics=["distribution", "fidelity", "intensity", "memorisation"], n=60, sweep=[], echo=lambda m: None)
+            summary = RunDir(rd).metrics().get("evaluation", {}).get("summary", {})
+            if summary:
+                echo("    " + ", ".join(f"{k}={v:.4g}" for k, v in list(summary.items())[:6] if isinstance(v, (int, float))))
         echo(f"    ({time.time() - t:.0f} s)")
 
     t = _step(echo, 5, "report")
