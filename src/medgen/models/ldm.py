@@ -68,8 +68,9 @@ class LatentDiffusion(GenerativeModel):
             attention_levels=tuple(a.attention_levels), norm_num_groups=a.norm_num_groups,
             with_encoder_nonlocal_attn=a.with_nonlocal_attn, with_decoder_nonlocal_attn=a.with_nonlocal_attn,
         )
+        # no adversary at all when its weight is 0: smaller checkpoints, no idle parameters
         self.discriminator = PatchDiscriminator(spatial_dims=info.spatial_dims, channels=params.disc_channels,
-                                                in_channels=info.channels, num_layers_d=params.disc_layers)
+                                                in_channels=info.channels, num_layers_d=params.disc_layers) if params.adv_weight > 0 else None
         self.denoiser = Denoiser(params.unet, params.scheduler, info.spatial_dims, a.latent_channels, info.num_classes,
                                  params.conditional, params.cond_drop_prob, params.loss)
         self.register_buffer("scale_factor", torch.ones(()))
@@ -108,8 +109,10 @@ class LatentDiffusion(GenerativeModel):
     # --- stages ---------------------------------------------------------------------------
     def optimizers(self, stage, cfg):
         if stage == "autoencoder":
-            return {"autoencoder": torch.optim.Adam(self.autoencoder.parameters(), lr=cfg.lr),
-                    "discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr)}
+            opts = {"autoencoder": torch.optim.Adam(self.autoencoder.parameters(), lr=cfg.lr)}
+            if self.discriminator is not None:
+                opts["discriminator"] = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr)
+            return opts
         return {"main": torch.optim.Adam(self.denoiser.parameters(), lr=cfg.lr)}
 
     def ema_target(self, stage):
@@ -119,7 +122,8 @@ class LatentDiffusion(GenerativeModel):
         if stage != "diffusion":
             return
         self.autoencoder.eval().requires_grad_(False)
-        self.discriminator.requires_grad_(False)
+        if self.discriminator is not None:
+            self.discriminator.requires_grad_(False)
         mus, sigmas, rows = [], [], []
         with torch.no_grad():
             for batch in data.train_batches():
@@ -156,7 +160,7 @@ class LatentDiffusion(GenerativeModel):
 
         x = batch["image"]
         p = self.params
-        adv_on = p.adv_weight > 0 and ctx.epoch >= p.adv_start_epoch
+        adv_on = self.discriminator is not None and ctx.epoch >= p.adv_start_epoch
         with ctx.autocast():
             recon, z_mu, z_sigma = self.autoencoder(x)
         recon = recon.float()
