@@ -191,7 +191,7 @@ class Discriminator(nn.Module):
 
     def __init__(self, spatial_dims: int, in_channels: int, size: Sequence[int], channels: Sequence[int],
                  num_classes: int = 0, norm: str = "batch", dropout: float = 0.0, levels: int | None = None,
-                 minibatch_std: bool = False):
+                 minibatch_std: bool = False, projection: bool = False):
         super().__init__()
         self.minibatch_std = minibatch_std
         self.strides = level_strides(size, levels)
@@ -212,6 +212,8 @@ class Discriminator(nn.Module):
             c_in = c_out
         self.blocks = nn.ModuleList(blocks)
         self.head = nn.Linear((c_in + int(minibatch_std)) * math.prod(bottom_size(size, self.strides)), 1)
+        # projection discriminator (Miyato & Koyama 2018): logit += <embed(y), pooled features>
+        self.projection = nn.Embedding(num_classes, c_in) if (projection and num_classes) else None
 
     def _input(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         if self.label_map is None:
@@ -227,15 +229,32 @@ class Discriminator(nn.Module):
         for block in self.blocks:
             h = block(h)
             feats.append(h)
+        pooled = h.flatten(2).sum(2)
         if self.minibatch_std:
-            # Karras et al. 2018: the batch's feature spread as one more channel, so the discriminator can
-            # see a batch of near-identical samples (mode collapse) and the generator is pushed to vary
-            std = h.float().std(dim=0, unbiased=False).mean() if h.shape[0] > 1 else h.new_zeros(())
-            h = torch.cat([h, std.to(h.dtype).expand(h.shape[0], 1, *h.shape[2:])], dim=1)
-        return feats, self.head(h.flatten(1)).squeeze(1)
+            h = torch.cat([h, batch_std(h, labels if self.label_map is not None else None)], dim=1)
+        logit = self.head(h.flatten(1)).squeeze(1)
+        if self.projection is not None:
+            logit = logit + (self.projection(labels) * pooled).sum(1)
+        return feats, logit
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.features(x, labels)[1]
+
+
+def batch_std(h: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Karras et al. 2018's minibatch standard deviation as one more channel: the spread of the batch's
+    features, so the discriminator can see a batch of near-identical samples (mode collapse). With
+    labels it is measured within each class (mean over classes with 2+ samples): a generator that
+    collapses to one image per class would otherwise hide behind the differences between classes."""
+    b = h.shape[0]
+    if b < 2:
+        std = h.new_zeros(())
+    elif labels is None:
+        std = h.float().std(dim=0, unbiased=False).mean()
+    else:
+        parts = [h[labels == c].float().std(dim=0, unbiased=False).mean() for c in labels.unique() if int((labels == c).sum()) > 1]
+        std = torch.stack(parts).mean() if parts else h.new_zeros(())
+    return std.to(h.dtype).expand(b, 1, *h.shape[2:])
 
 
 def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None = None,
@@ -458,6 +477,7 @@ class GANMonitor:
         self.streak: dict[str, int] = {}
         self.warnings: dict[str, str] = {}
         self.collapse_checks = 0
+        self.last_diversity = float("nan")
 
     def check(self, name: str, condition: bool, message: str, patience: int | None = None) -> float:
         streak = self.streak.get(name, 0) + 1 if condition else 0
@@ -480,14 +500,18 @@ class GANMonitor:
                            patience=max(self.patience // 5, 1))
         return max(nonfinite, large)
 
-    def collapse(self, real: torch.Tensor, fake: torch.Tensor, ratio: float = 0.1) -> float:
-        """Mode collapse: the generated batch varies far less than the real one. Not judged during the
-        first ``4 * patience`` steps: an untrained generator's output is nearly constant."""
+    def collapse(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None = None, ratio: float = 0.25) -> float:
+        """Mode collapse: the generated batch varies far less than the real one (within each class when
+        labels are given: a conditional generator can collapse to one image per class). Not judged
+        during the first ``4 * patience`` steps: an untrained generator's output is nearly constant."""
         self.collapse_checks += 1
         if real.shape[0] < 2 or fake.shape[0] < 2 or self.collapse_checks <= 4 * self.patience:
             return 0.0
-        r = float(real.detach().float().std(dim=0).mean())
-        f = float(fake.detach().float().std(dim=0).mean())
+        r = float(batch_std(real.detach(), labels)[0].flatten()[0])
+        f = float(batch_std(fake.detach(), labels)[0].flatten()[0])
+        if r <= 0:
+            return 0.0
+        self.last_diversity = f / r
         return self.check("mode_collapse", f < ratio * r,
-                          f"generated images vary {f / max(r, 1e-8):.2f}x as much as real ones for {self.patience} steps: "
-                          "mode collapse (S004)")
+                          f"generated images vary {f / r:.2f}x as much as real ones{' of the same class' if labels is not None else ''} "
+                          f"for {self.patience} steps: mode collapse (S004); try loss: wgan-gp or model.minibatch_std=true")

@@ -46,6 +46,7 @@ class GANParams(FamilyParams):
     disc_norm: Literal["auto", "batch", "instance", "layer", "none"] = "auto"  # auto: batch (bce), layer (wgan-gp)
     dropout: float = Field(0.3, ge=0, lt=1)
     minibatch_std: bool = False  # Karras et al.'s minibatch-std channel before the head (against mode collapse)
+    projection: bool = False  # conditional: also a projection term in the discriminator (Miyato & Koyama)
     gp_weight: float = Field(10.0, ge=0)
     n_critic: int | None = Field(None, ge=1)  # default 5 for wgan-gp, 1 for bce
     label_smoothing: float = Field(0.0, ge=0, lt=0.5)  # one-sided: real target 1 - s (bce)
@@ -73,7 +74,7 @@ class GAN(GenerativeModel):
         self.generator = Generator(info.spatial_dims, info.channels, info.size, p.latent_dim, p.channels, ncls,
                                    p.embed_dim, p.upsample, p.levels)
         self.discriminator = Discriminator(info.spatial_dims, info.channels, info.size, p.disc_channels or p.channels,
-                                           ncls, norm, p.dropout, p.levels, p.minibatch_std)
+                                           ncls, norm, p.dropout, p.levels, p.minibatch_std, p.projection)
         dcgan_init(self)
         self.wgan = p.loss == "wgan-gp"
         self.n_critic = p.n_critic or (5 if self.wgan else 1)
@@ -132,9 +133,9 @@ class GAN(GenerativeModel):
         finally:
             D.requires_grad_(True)
         result = {"g_loss": float(g_loss.detach()), "d_loss": float(d_loss.detach()), **out}
-        return {**result, **self._warnings(result, x, fake)}
+        return {**result, **self._warnings(result, x, fake, y)}
 
-    def _warnings(self, losses: dict, real, fake) -> dict[str, float]:
+    def _warnings(self, losses: dict, real, fake, labels) -> dict[str, float]:
         m = self.monitor
         flags = {}
         if not self.wgan:
@@ -144,7 +145,7 @@ class GAN(GenerativeModel):
                                            "the generator gets almost no gradient (S004's non-convergence); try a lower "
                                            "discriminator lr (model.disc_lr), dropout, label_smoothing or loss: wgan-gp")
         flags["warn_diverging"] = m.diverging({"g_loss": losses["g_loss"], "d_loss": losses["d_loss"]}, self.params.diverge_threshold)
-        flags["warn_mode_collapse"] = m.collapse(real, fake)
+        flags["warn_mode_collapse"] = m.collapse(real, fake, labels)
         return flags
 
     @torch.no_grad()

@@ -2,8 +2,10 @@
 hybrid the survey S001 describes): a VAE whose decoder is also a GAN generator, judged by a
 discriminator, with the VAE's reconstruction error measured in the discriminator's feature space.
 
-Losses (per step, batch x, label y when conditional):
-- ``kl``: KL(q(z|x) || N(0, I)), summed over latent dimensions;
+Losses (per step, batch x, label y when conditional), all per element so their weights do not
+depend on the image size:
+- ``kl``: KL(q(z|x) || N(0, I)) summed over latent dimensions and divided by the number of pixels
+  (so ``kl_weight: 1`` weighs it against the per-pixel reconstruction terms as the ELBO does);
 - ``feature_recon`` (Larsen's L_llike^Dis_l): mean squared difference between the discriminator's
   level-``feature_layer`` features of x and of its reconstruction x~ = Dec(z), z ~ q(z|x);
 - ``pixel_l1``: optional pixel L1 between x and x~ (``pixel_weight``, 0 in Larsen);
@@ -23,6 +25,7 @@ discriminator the GAN's. Logs also the discriminator's accuracies and the GAN fa
 """
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -47,11 +50,11 @@ class VAEGANParams(FamilyParams):
     disc_channels: list[int] | None = None
     disc_norm: Literal["batch", "instance", "layer", "none"] = "batch"
     dropout: float = Field(0.0, ge=0, lt=1)
-    feature_layer: int = -1  # which discriminator level's output is the learned similarity
-    kl_weight: float = Field(0.01, ge=0)
+    feature_layer: int = -2  # which discriminator level's output is the learned similarity
+    kl_weight: float = Field(1.0, ge=0)  # on KL per pixel
     feature_weight: float = Field(1.0, ge=0)
     gamma: float = Field(1.0, ge=0)  # Larsen's gamma: feature reconstruction vs GAN loss in the decoder
-    adv_weight: float = Field(0.1, ge=0)
+    adv_weight: float = Field(0.01, ge=0)
     pixel_weight: float = Field(0.0, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=0.5)
     betas: tuple[float, float] = (0.5, 0.999)
@@ -85,6 +88,7 @@ class VAEGAN(GenerativeModel):
 
             raise UserError(f"model.feature_layer {p.feature_layer}: the discriminator has {n} levels here (use 0..{n - 1} or -1..-{n})")
         self.monitor = GANMonitor(p.warn_patience)
+        self.n_pixels = info.channels * math.prod(info.size)
 
     @property
     def warnings(self) -> dict[str, str]:
@@ -138,7 +142,7 @@ class VAEGAN(GenerativeModel):
             f, _ = self._disc([x, x_rec], y)
             feature = ((f[b:] - f[:b].detach()) ** 2).mean()
             pixel = (x_rec - x).abs().mean()
-            kl = kl_divergence(mu, logvar)
+            kl = kl_divergence(mu, logvar) / self.n_pixels
             enc_loss = p.kl_weight * kl + p.feature_weight * feature + p.pixel_weight * pixel
             ctx.backward(enc_loss, "encoder")
             # decoder: learned similarity + fool the discriminator with reconstructions and prior samples
@@ -167,7 +171,7 @@ class VAEGAN(GenerativeModel):
                                      f"the discriminator wins outright for {m.patience} steps: the decoder's adversarial "
                                      "gradient vanishes; try a lower model.disc_lr or adv_weight")
         out["warn_diverging"] = m.diverging({k: out[k] for k in ("g_loss", "d_loss", "kl", "feature_recon")}, p.diverge_threshold)
-        out["warn_mode_collapse"] = m.collapse(x, x_p)
+        out["warn_mode_collapse"] = m.collapse(x, x_p, y)
         return out
 
     @torch.no_grad()
@@ -180,7 +184,7 @@ class VAEGAN(GenerativeModel):
         z = torch.randn(mu.shape, generator=gen).to(mu.device)
         fake = self.decode(z, y)
         w1 = (x.flatten().sort().values - fake.flatten().sort().values).abs().mean()
-        return {"mae": float(mae), "kl": float(kl_divergence(mu, logvar)), "intensity_w1": float(w1)}
+        return {"mae": float(mae), "kl": float(kl_divergence(mu, logvar) / self.n_pixels), "intensity_w1": float(w1)}
 
     # --- inference ------------------------------------------------------------------------
     @torch.no_grad()

@@ -1,0 +1,171 @@
+"""``medgen detect`` end to end on tiny runs trained on normal brain-lesions slices: the conv-ae
+(reconstruction) and a pixel DDPM (AnoDDPM-style partial noising), from prepared data and from a
+folder of image files with masks."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def lesions(tmp_path_factory):
+    from medgen.data.prepare import PrepareOptions, prepare
+    from medgen.data.sources import SourceOptions
+
+    out = tmp_path_factory.mktemp("anomaly") / "bl"
+    prepare("builtin:brain-lesions", out, PrepareOptions(size=(32, 32), workers=1, split=(0.5, 0.25, 0.25),
+                                                         source=SourceOptions(n=64)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def ae_run(lesions):
+    from medgen.training import train
+
+    run = lesions.parent / "ae"
+    train("brain-ae-anomaly", lesions, run, profile="tiny", subset=["label=none"], echo=lambda *_: None)
+    return run
+
+
+@pytest.fixture(scope="module")
+def ddpm_run(lesions):
+    from medgen.training import train
+
+    run = lesions.parent / "ddpm"
+    train("brain-ddpm-anomaly", lesions, run, profile="tiny", subset=["label=none"], echo=lambda *_: None)
+    return run
+
+
+def test_detect_conv_ae_end_to_end(ae_run):
+    from medgen.anomaly import detect
+    from medgen.rundir import RunDir
+
+    lines = []
+    r = detect(ae_run, echo=lines.append, map="combined", smooth=1.0, score="top-percentile")
+    out = ae_run / "detect" / "test"
+    assert r["output"] == str(out)
+    for name in ("metrics.json", "scores.csv", "maps.npy", "figure.png", "scores.png"):
+        assert (out / name).stat().st_size > 0, name
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["image"]["n_normal"] == 4 and m["image"]["n_anomalous"] == 12
+    for key in ("auroc", "auprc", "fpr_at_threshold", "sensitivity_at_threshold"):
+        assert m["image"][key] is not None and 0 <= m["image"][key] <= 1, key
+    for key in ("auroc", "auprc", "dice_best", "dice_at_threshold"):
+        assert 0 <= m["pixel"][key] <= 1 and 0 <= m["pixel_foreground"][key] <= 1, key
+    assert m["pixel_foreground"]["pixels"] < m["pixel"]["pixels"] == 16 * 32 * 32
+    assert set(m["image"]["by_label"]) == {"glioma", "meningioma", "pituitary", "none"}
+    assert m["settings"]["map"] == "combined" and m["settings"]["detector"] == "reconstruct"
+    assert m["model"]["family"] == "conv-ae" and m["model"]["encoder_weights"].startswith("none")
+    assert m["threshold"]["target_fpr"] == 0.05 and m["calibration"]["n"] == 4
+    # the threshold is the 95th percentile of the normal-validation scores: at most 1 of 4 above it
+    assert m["threshold"]["image"] > 0
+    rows = list(csv.DictReader(open(out / "scores.csv")))
+    assert len(rows) == 16 and set(rows[0]) == {"id", "label", "score", "predicted", "anomalous"}
+    assert {r_["anomalous"] for r_ in rows if r_["label"] == "none"} == {"0"}
+    maps = np.load(out / "maps.npy")
+    assert maps.shape == (16, 1, 32, 32) and np.isfinite(maps).all()
+    section = RunDir(ae_run).metrics()["anomaly"]
+    assert section["image"]["auroc"] == m["image"]["auroc"] and "test" in section["by_input"]
+    assert any("image: AUROC" in line for line in lines)
+
+    from medgen.errors import UserError
+
+    with pytest.raises(UserError, match="already exists"):
+        detect(ae_run, echo=lambda *_: None)
+    r2 = detect(ae_run, echo=lambda *_: None, force=True, threshold="value:0.5", map="abs", score="max", smooth=0)
+    assert r2["threshold"]["image"] == 0.5 and r2["settings"]["score"] == "max"
+
+
+def test_detect_folder_of_images_with_masks(ae_run, lesions, tmp_path):
+    from PIL import Image
+
+    from medgen.anomaly import detect
+    from medgen.data.dataset import PreparedDataset
+
+    ds = PreparedDataset(lesions)
+    rows = ds.select("test")[:6]
+    imgs, msks = tmp_path / "imgs", tmp_path / "masks"
+    for i, row in enumerate(rows):
+        lab = ds.index["label"].iloc[row]
+        (imgs / lab).mkdir(parents=True, exist_ok=True)
+        msks.mkdir(exist_ok=True)
+        # 64x64 files: detect resizes them to the run's 32x32 and normalises like its data
+        big = np.kron(np.asarray(ds.images[row, 0]), np.ones((2, 2)))
+        Image.fromarray((big * 65535).astype(np.uint16)).save(imgs / lab / f"case{i}.png")
+        mk = np.kron(np.asarray(ds.masks[row, 0]), np.ones((2, 2)))
+        Image.fromarray((mk * 255).astype(np.uint8)).save(msks / f"case{i}.png")
+    r = detect(ae_run, input=imgs, masks=msks, out=tmp_path / "out", echo=lambda *_: None)
+    assert r["n"] == 6 and r["input_name"] == "imgs"
+    labels = [ds.index["label"].iloc[row] for row in rows]
+    assert r["image"]["n_anomalous"] == sum(lab != "none" for lab in labels)
+    assert "auroc" in r["pixel"] and (tmp_path / "out" / "figure.png").exists()
+
+
+def test_detect_cli_command(ae_run, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from medgen.commands.detect import detect_cmd
+
+    app = typer.Typer()
+    app.command()(detect_cmd)
+    res = CliRunner().invoke(app, [str(ae_run), "--out", str(tmp_path / "cli"), "--map", "ssim", "--smooth", "0",
+                                   "--score", "mean", "--foreground", "none", "--threshold", "fpr:0.1", "--json"])
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "cli" / "metrics.json").read_text())
+    assert m["settings"]["foreground"] is None and m["settings"]["map"] == "ssim" and "pixel_foreground" not in m
+    assert m["threshold"]["rule"] == "fpr:0.1"
+
+
+def test_diffusion_reconstruct_partial_noise(ddpm_run):
+    from medgen.anomaly.diffusion import diffusion_reconstruct, partial_timesteps, t_start_for
+    from medgen.sampling import load_run_model
+
+    assert partial_timesteps(250, 6) == [250, 200, 150, 100, 50, 0]
+    assert partial_timesteps(4, None) == [4, 3, 2, 1, 0]
+    _, model, _ = load_run_model(ddpm_run, "cpu")
+    assert t_start_for(model, 0.25) == 10  # tiny profile: 40 timesteps
+    x = torch.rand(2, 1, 32, 32)
+    a = diffusion_reconstruct(model, x, 10, 4, torch.Generator().manual_seed(0))
+    b = diffusion_reconstruct(model, x, 10, 4, torch.Generator().manual_seed(0))
+    assert a.shape == x.shape and torch.equal(a, b) and 0 <= float(a.min()) and float(a.max()) <= 1
+    c = diffusion_reconstruct(model, x, 10, 4, torch.Generator().manual_seed(0), sampler="ddim")
+    assert c.shape == x.shape and torch.isfinite(c).all()
+    with pytest.raises(ValueError):
+        diffusion_reconstruct(model, x, 40, 4, None)
+
+
+def test_detect_diffusion_end_to_end(ddpm_run):
+    from medgen.anomaly import detect
+
+    r = detect(ddpm_run, echo=lambda *_: None, noise_level=0.25, steps=5, map="abs")
+    s = r["settings"]
+    assert s["detector"] == "diffusion" and s["t_start"] == 10 and s["reverse_steps"] == 5 and s["T"] == 40
+    assert 0 <= r["image"]["auroc"] <= 1 and 0 <= r["pixel"]["auroc"] <= 1
+    assert (ddpm_run / "detect" / "test" / "figure.png").exists()
+
+
+def test_detector_choice_follows_capabilities():
+    from medgen.anomaly.detect import resolve_detector
+    from medgen.errors import UserError
+
+    class Recon:
+        can_reconstruct, can_score = True, True
+
+    class Pixel:
+        can_reconstruct, can_score = False, False
+        denoiser = object()
+
+    class Nothing:
+        can_reconstruct, can_score = False, False
+
+    assert resolve_detector(Recon(), "auto") == "reconstruct"  # vae, vae-gan, ldm: their reconstruct()
+    assert resolve_detector(Pixel(), "auto") == "diffusion"
+    with pytest.raises(UserError, match="neither reconstruct nor score"):
+        resolve_detector(Nothing(), "auto")
+    with pytest.raises(UserError, match="pixel-space ddpm"):
+        resolve_detector(Recon(), "diffusion")

@@ -1,0 +1,371 @@
+"""GAN, WGAN-GP, VAE/CVAE and VAE-GAN families (S004, S001): the gradient penalty, conditioning, the
+freeze schedule through the real trainer, latent interpolation, shapes/ranges, and every tiny preset
+trained and sampled per class on a small built-in brain-lesions dataset."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from medgen.data.prepare import PrepareOptions, prepare
+from medgen.data.sources import SourceOptions
+from medgen.engine.checkpoint import load_checkpoint
+from medgen.engine.context import StepContext
+from medgen.errors import UserError
+from medgen.models.base import DataInfo
+from medgen.models.blocks import GANMonitor, blocks_layout, gradient_penalty, level_strides
+from medgen.models.registry import family_class
+from medgen.sampling import load_run_model, sample
+from medgen.training import train
+
+LABELS = ["glioma", "meningioma", "none", "pituitary"]
+quiet = lambda *a, **k: None  # noqa: E731
+
+
+@pytest.fixture(scope="module")
+def lesions(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data") / "bl"
+    prepare("builtin:brain-lesions", out, PrepareOptions(size=(32, 32), workers=1, source=SourceOptions(n=40)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(lesions, runs):
+    """A preset's tiny profile trained once per module (cached by preset name)."""
+    done = {}
+
+    def get(preset: str):
+        if preset not in done:
+            out = runs / f"tiny-{preset}"
+            train(preset, lesions, out, profile="tiny", echo=quiet)
+            done[preset] = out
+        return done[preset]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def vae_run(tiny_run):
+    """The tiny unconditional VAE (brain-tumor-vae-pretrain), the source of the transfer test."""
+    return tiny_run("brain-tumor-vae-pretrain")
+
+
+def build(family: str, size=(32, 32), labels=LABELS, **params):
+    cls = family_class(family)
+    info = DataInfo(len(size), 1, tuple(size), list(labels))
+    return cls(cls.Params.model_validate({"channels": [8, 16, 16], "latent_dim": 8, **params}), info)
+
+
+def fake_ctx(model, seed=0, lr=1e-3):
+    ctx = StepContext(torch.device("cpu"), False, None, torch.Generator().manual_seed(seed))
+    ctx.optimizers = model.optimizers("main", type("T", (), {"lr": lr, "weight_decay": 0.0})())
+    return ctx
+
+
+def batch(size=(32, 32), n=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"image": torch.rand((n, 1, *size), generator=g), "label": torch.arange(n) % 4, "index": torch.arange(n)}
+
+
+# --- gradient penalty -------------------------------------------------------------------------
+
+def test_gradient_penalty_of_a_linear_critic_is_exact():
+    # f(x) = w.x has gradient w everywhere: penalty (||w|| - 1)^2 whatever eps is
+    w = torch.randn(1 * 8 * 8, generator=torch.Generator().manual_seed(1))
+    w = 3.0 * w / w.norm()
+    critic = lambda x: x.flatten(1) @ w  # noqa: E731
+    real, fake = torch.rand(5, 1, 8, 8), torch.rand(5, 1, 8, 8)
+    for rng in (None, torch.Generator().manual_seed(0)):
+        penalty, norm = gradient_penalty(critic, real, fake, rng=rng)
+        assert penalty.item() == pytest.approx(4.0, rel=1e-5)
+        assert norm.item() == pytest.approx(3.0, rel=1e-5)
+    # a unit-norm critic is not penalised
+    penalty, _ = gradient_penalty(lambda x: x.flatten(1) @ (w / 3.0), real, fake)
+    assert penalty.item() == pytest.approx(0.0, abs=1e-8)
+
+
+def test_gradient_penalty_passes_labels_and_is_differentiable():
+    # a per-class linear critic: norms 2 and 0.5 -> penalty mean((2-1)^2, (0.5-1)^2) = 0.625
+    d = 16
+    W = torch.zeros(2, d)
+    W[0, 0], W[1, 1] = 2.0, 0.5
+    W.requires_grad_(True)
+    critic = lambda x, y: (x.flatten(1) * W[y]).sum(1)  # noqa: E731
+    penalty, norm = gradient_penalty(critic, torch.rand(2, 1, 4, 4), torch.rand(2, 1, 4, 4), torch.tensor([0, 1]))
+    assert penalty.item() == pytest.approx(0.625, rel=1e-5)
+    assert norm.item() == pytest.approx(1.25, rel=1e-5)
+    penalty.backward()  # create_graph: the critic is trained through the penalty
+    assert W.grad is not None and W.grad[0, 0].item() == pytest.approx(2 * (2 - 1) / 2, rel=1e-5)
+
+
+def test_gradient_penalty_uses_the_step_context_generator():
+    critic = lambda x: (x ** 2).flatten(1).sum(1)  # noqa: E731  (gradient depends on eps)
+    real, fake = torch.rand(3, 1, 4, 4), torch.rand(3, 1, 4, 4)
+    a = gradient_penalty(critic, real, fake, rng=fake_ctx(build("gan", loss="wgan-gp"), seed=7))[0]
+    b = gradient_penalty(critic, real, fake, rng=fake_ctx(build("gan", loss="wgan-gp"), seed=7))[0]
+    c = gradient_penalty(critic, real, fake, rng=fake_ctx(build("gan", loss="wgan-gp"), seed=8))[0]
+    assert a.item() == b.item() and a.item() != c.item()
+
+
+# --- conditioning -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("loss", ["bce", "wgan-gp"])
+def test_conditional_gan_uses_the_label_in_generator_and_discriminator(loss):
+    torch.manual_seed(0)
+    m = build("gan", conditional=True, loss=loss).eval()
+    z = torch.randn(1, 8).repeat(4, 1)
+    x = m.generator(z, torch.arange(4))
+    assert all(not torch.allclose(x[0], x[i], atol=1e-6) for i in (1, 2, 3))  # same z, different labels
+    img = torch.rand(1, 1, 32, 32).repeat(4, 1, 1, 1)
+    logits = m.discriminator(img, torch.arange(4))
+    assert len(set(np.round(logits.detach().numpy(), 6))) == 4
+    # the unconditional model has no label inputs and ignores labels given to sample()
+    u = build("gan", conditional=False).eval()
+    assert u.generator.embed is None and u.discriminator.label_map is None
+    assert u.sample(2, labels=torch.tensor([0, 1]), generator=torch.Generator().manual_seed(0)).shape == (2, 1, 32, 32)
+
+
+@pytest.mark.parametrize("family", ["vae", "vae-gan"])
+def test_conditional_vae_uses_the_label_in_encoder_and_decoder(family):
+    torch.manual_seed(0)
+    m = build(family, conditional=True).eval()
+    z = torch.randn(1, 8).repeat(4, 1)
+    x = m.decode(z, torch.arange(4))
+    assert all(not torch.allclose(x[0], x[i], atol=1e-6) for i in (1, 2, 3))
+    img = torch.rand(1, 1, 32, 32).repeat(4, 1, 1, 1)
+    mu, _ = m.encode(img, torch.arange(4))
+    assert not torch.allclose(mu[0], mu[1])
+    with pytest.raises(ValueError, match="labels"):
+        m.encode(img)
+    # reconstruct without labels picks, per image, the class that reconstructs it best
+    rec = m.reconstruct(img[:2])
+    with torch.no_grad():
+        best = min((m.decode(m.encode(img[:1], torch.tensor([c]))[0], torch.tensor([c])) for c in range(4)),
+                   key=lambda r: float((r - img[:1]).abs().mean()))
+    assert torch.allclose(rec[0], best[0], atol=1e-6)
+
+
+# --- shapes, ranges, training steps per family and size -------------------------------------------
+
+FAMILIES = [("gan", {"conditional": True}), ("gan", {"loss": "wgan-gp", "n_critic": 2}),
+            ("gan", {"upsample": "resize", "disc_norm": "batch", "dropout": 0.0}),
+            ("vae", {"conditional": True, "block": "residual"}), ("vae", {"block": "skip", "blocks_per_level": [2, 1], "input_noise": 0.1}),
+            ("vae-gan", {"conditional": True})]
+
+
+@pytest.mark.parametrize("size", [32, 64])
+@pytest.mark.parametrize("family,params", FAMILIES, ids=lambda v: v if isinstance(v, str) else "-".join(f"{k}={x}" for k, x in v.items()))
+def test_shapes_ranges_and_one_training_step(family, params, size):
+    m = build(family, (size, size), **params)
+    ctx = fake_ctx(m)
+    m.train()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    out = m.training_step(batch((size, size)), "main", ctx)
+    assert out and all(np.isfinite(v) for v in out.values())
+    assert any(not torch.equal(before[k], v) for k, v in m.state_dict().items())  # something was trained
+    m.eval()
+    x = m.sample(3, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (3, 1, size, size) and float(x.min()) >= 0 and float(x.max()) <= 1
+    val = m.validation_step(batch((size, size)), "main")
+    assert all(np.isfinite(v) for v in val.values())
+    if m.can_reconstruct:
+        r = m.reconstruct(batch((size, size))["image"])
+        assert r.shape == (4, 1, size, size) and float(r.min()) >= 0 and float(r.max()) <= 1
+
+
+def test_gan_logs_and_3d_volumes():
+    m = build("gan", loss="wgan-gp", n_critic=1)
+    out = m.training_step(batch(), "main", fake_ctx(m))
+    assert {"g_loss", "d_loss", "wasserstein", "grad_norm"} <= set(out)
+    b = build("gan", conditional=True)
+    assert {"g_loss", "d_loss", "acc_real", "acc_fake", "warn_d_wins"} <= set(b.training_step(batch(), "main", fake_ctx(b)))
+    for family in ("gan", "vae", "vae-gan"):  # spatial_dims 3: same code, Conv3d
+        v = build(family, (8, 16, 16), conditional=True)
+        v.training_step(batch((8, 16, 16)), "main", fake_ctx(v))
+        assert v.eval().sample(2).shape == (2, 1, 8, 16, 16)
+
+
+@pytest.mark.parametrize("size,levels", [(16, 2), (32, 3), (64, 4), (128, 5)])
+def test_depth_follows_image_size(size, levels):
+    assert len(level_strides((size, size))) == levels
+    m = build("gan", (size, size), channels=[4, 8])
+    assert len(m.generator.blocks) == levels and len(m.discriminator.blocks) == levels
+    assert m.eval().sample(1).shape == (1, 1, size, size)
+
+
+def test_vgg_variants_count_conv_blocks():
+    assert blocks_layout(None, 13, 5) == [2, 2, 3, 3, 3]
+    assert blocks_layout(None, 16, 5) == [2, 2, 4, 4, 4]
+    for vgg in (13, 16, 19):
+        assert sum(blocks_layout(None, vgg, 4)) == vgg  # folded into fewer levels, same count
+        m = build("vae", (64, 64), vgg=vgg, channels=[4, 8, 8, 8])
+        n_convs = sum(1 for k, p in m.encoder.convs.named_parameters() if p.dim() == 4)
+        assert n_convs == vgg
+
+
+def test_wgan_gp_rejects_batchnorm_critic():
+    from medgen.config import resolve
+
+    with pytest.raises(UserError, match="disc_norm"):
+        resolve("brain-tumor-wgan-gp", "tiny", ["model.disc_norm=batch"])
+
+
+def test_monitor_warns_once_when_the_discriminator_wins(capsys):
+    mon = GANMonitor(patience=3)
+    flags = [mon.check("d_wins", True, "discriminator wins") for _ in range(5)]
+    assert flags == [0.0, 0.0, 1.0, 1.0, 1.0] and "d_wins" in mon.warnings
+    assert mon.check("d_wins", False, "discriminator wins") == 0.0
+    assert mon.diverging({"g_loss": float("nan")}, 1e3) == 1.0 and "nonfinite" in mon.warnings
+    assert capsys.readouterr().err.count("discriminator wins") == 1
+    # a GAN whose discriminator tells real from generated perfectly is flagged (the model keeps the message)
+    m = build("gan", conditional=True, warn_patience=3)
+    b = batch(n=8)
+
+    def perfect(x, labels=None):
+        sign = 1.0 if x.data_ptr() == b["image"].data_ptr() else -1.0
+        return 20.0 * sign + 0.0 * m.discriminator.head.bias.sum() + 0.0 * x.flatten(1).sum(1)
+
+    m.discriminator.forward = perfect
+    ctx = fake_ctx(m)
+    flags = [m.training_step(b, "main", ctx)["warn_d_wins"] for _ in range(4)]
+    assert flags == [0.0, 0.0, 1.0, 1.0] and "d_wins" in m.warnings
+
+
+# --- the freeze schedule and the transfer protocol, through the real trainer -------------------
+
+def test_cvae_transfer_freezes_conv_layers_then_unfreezes(lesions, runs, vae_run):
+    out = runs / "cvae-tl"
+    train("brain-tumor-cvae-transfer", lesions, out, profile="tiny", init_from=vae_run, echo=quiet)
+    src = load_checkpoint(vae_run / "checkpoints" / "final")["model"]
+    info = json.loads((out / "data.json").read_text())["init_from"]
+    assert sorted(info["skipped"]) == ["decoder.dense.0.weight", "encoder.dense.0.weight"]  # the label-dependent layers
+    steps = sorted(p for p in (out / "checkpoints").glob("step-*"))
+    assert len(steps) == 2  # one step per epoch (32 training items, batch 32)
+    after_frozen = load_checkpoint(steps[0])["model"]
+    after_unfrozen = load_checkpoint(steps[1])["model"]
+    conv = [k for k in src if k.startswith(("encoder.convs.", "decoder.convs."))]
+    assert conv and any(k.endswith("running_mean") for k in conv)
+    for k in conv:  # frozen epoch: weights and batch-norm statistics exactly as loaded
+        assert torch.equal(after_frozen[k], src[k]), k
+    assert not torch.equal(after_frozen["encoder.dense.0.weight"], after_unfrozen["encoder.dense.0.weight"])
+    assert any(not torch.equal(after_unfrozen[k], src[k]) for k in conv if "running" not in k)  # unfrozen epoch trains them
+    model = load_run_model(out)[1]
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_freeze_schedule_on_the_model():
+    m = build("vae", conditional=True, freeze=["encoder.convs"], freeze_epochs=2)
+    names = [n for n, _ in m.named_parameters() if n.startswith("encoder.convs.")]
+    for epoch, frozen in ((0, True), (1, True), (2, False)):
+        m.on_epoch_start("main", epoch)
+        assert all(p.requires_grad is not frozen for n, p in m.named_parameters() if n in names)
+        assert all(p.requires_grad for n, p in m.named_parameters() if n not in names)
+    with pytest.raises(UserError, match="names no parameters"):
+        build("vae", freeze=["encoder.nothing"], freeze_epochs=1)
+
+
+# --- interpolation -------------------------------------------------------------------------------
+
+def test_interpolation_endpoints_are_the_reconstructions(vae_run, lesions):
+    from medgen.data.dataset import PreparedDataset
+    from medgen.interpolation import interpolate
+
+    ds = PreparedDataset(lesions)
+    a, b = ds.index["id"].iloc[0], ds.index["id"].iloc[1]
+    res = interpolate(vae_run, a, b, n=5, echo=quiet)
+    imgs = res["images"]
+    assert imgs.shape == (5, 1, 32, 32) and res["t"][0] == 0.0 and res["t"][-1] == 1.0
+    _, model, _ = load_run_model(vae_run)
+    xa = torch.from_numpy(np.array(ds.images[0]))[None]
+    xb = torch.from_numpy(np.array(ds.images[1]))[None]
+    assert np.allclose(imgs[0], model.reconstruct(xa).numpy()[0], atol=1e-5)
+    assert np.allclose(imgs[-1], model.reconstruct(xb).numpy()[0], atol=1e-5)
+    assert not np.allclose(imgs[2], imgs[0])
+    out = vae_run / "samples" / f"interpolate-{a}-{b}"
+    assert (out / "interpolation.png").stat().st_size > 0 and len(list(out.glob("interp_*.png"))) == 5
+    from PIL import Image
+
+    assert Image.open(out / "interp_00.png").mode.startswith("I")  # 16-bit
+    with pytest.raises(UserError, match="already exists"):
+        interpolate(vae_run, a, b, n=5, echo=quiet)
+    interpolate(vae_run, a, b, n=3, force=True, echo=quiet)
+    assert len(list(out.glob("interp_*.png"))) == 3
+    # an image file works as an endpoint too
+    from medgen.data.export import write_png
+
+    write_png(lesions.parent / "b.png", np.array(ds.images[1]))
+    res = interpolate(vae_run, a, str(lesions.parent / "b.png"), n=2, echo=quiet)
+    assert np.allclose(res["images"][-1], imgs[-1], atol=2e-3)  # 16-bit PNG round trip
+    with pytest.raises(UserError, match="neither"):
+        interpolate(vae_run, "no-such-id", b, echo=quiet)
+
+
+def test_interpolation_with_a_cvae_uses_the_label_of_a(lesions, tiny_run):
+    from medgen.data.dataset import PreparedDataset
+    from medgen.interpolation import interpolate
+
+    out = tiny_run("brain-tumor-cvae")
+    ds = PreparedDataset(lesions)
+    res = interpolate(out, ds.index["id"].iloc[0], ds.index["id"].iloc[1], n=4, echo=quiet)
+    lab = ds.index["label"].iloc[0]
+    assert res["label"] == lab and res["label_source"] == "label of A"
+    _, model, _ = load_run_model(out)
+    y = torch.tensor([LABELS.index(lab)])
+    rec = model.reconstruct(torch.from_numpy(np.array(ds.images[0]))[None], y)
+    assert np.allclose(res["images"][0], rec.numpy()[0], atol=1e-5)
+    res2 = interpolate(out, ds.index["id"].iloc[0], ds.index["id"].iloc[1], n=4, label="none", force=True, echo=quiet)
+    assert res2["label"] == "none" and not np.allclose(res2["images"], res["images"])
+
+
+def test_interpolation_refuses_families_that_cannot_encode(tiny_run):
+    from medgen.interpolation import interpolate
+
+    with pytest.raises(UserError, match="cannot interpolate"):
+        interpolate(tiny_run("brain-tumor-cgan"), "a", "b", echo=quiet)
+
+
+# --- every tiny preset trains and samples per class ------------------------------------------
+
+PRESETS = ["brain-tumor-cgan", "brain-tumor-wgan-gp", "brain-tumor-cwgan-gp", "brain-tumor-cvae", "vae-gan"]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_tiny_preset_trains_and_samples(preset, tiny_run):
+    out = tiny_run(preset)
+    log = [json.loads(line) for line in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert any("g_loss" in r or "loss" in r for r in log)
+    res = sample(out, n=8, echo=quiet)
+    imgs = res["images"]
+    assert imgs.shape == (8, 1, 32, 32) and imgs.min() >= 0 and imgs.max() <= 1
+    _, model, _ = load_run_model(out)
+    if model.conditional:
+        assert [LABELS[i] for i in res["labels"]] == LABELS * 2  # classes in turn
+        assert not np.allclose(imgs[0], imgs[1])
+        one = sample(out, n=3, label="pituitary", echo=quiet)
+        assert list(one["labels"]) == [3, 3, 3]
+        assert sorted(p.name for p in (out / "samples").glob("*pituitary*/sample_*.png"))[0].endswith("_pituitary.png")
+    else:
+        assert res["labels"] is None
+        with pytest.raises(UserError, match="not class-conditional"):
+            sample(out, n=2, label="glioma", echo=quiet)
+
+
+def test_cli_trains_and_samples_the_tiny_cwgan(lesions, runs):
+    from medgen.cli import main
+
+    out = runs / "cli-cwgan"
+    for argv in (["train", "brain-tumor-cwgan-gp", "--profile", "tiny", "--data", str(lesions), "--out", str(out),
+                  "--set", "train.max_steps=2"],
+                 ["sample", str(out), "--n", "4", "--label", "glioma"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code in (0, None)
+    grids = list((out / "samples").glob("*glioma*/grid.png"))
+    assert grids and len(list(grids[0].parent.glob("sample_*_glioma.png"))) == 4
