@@ -31,9 +31,10 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
-# the CLI reference is generated from the code (tests check it is current)
+# the CLI reference and the preset pages are generated from the code (tests check they are current)
 docs: setup
 	$(PY) -m typer medgen.cli utils docs --name medgen --output docs/cli.md
+	$(PY) -m medgen.preset_docs docs/presets
 
 bench: setup
 	PY=$(abspath $(PY)) bench/run_all.sh
