@@ -14,6 +14,16 @@ from medgen.models.conv_ae import (VGG16_CFG, ConvAEParams, ConvAutoencoder, res
 INFO = DataInfo(2, 1, (32, 32), ["none", "tumour"])
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One torch thread for this module: on a 2-core machine shared with other jobs, two OpenMP
+    threads made these small convolutions up to 100x slower (measured); restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _vgg16_state_file(path, fmt="pth"):
     """A random-init VGG16 state dict laid out like torchvision's (features.* + classifier.*)."""
     torch.manual_seed(0)

@@ -11,6 +11,16 @@ import pytest
 import torch
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One torch thread for this module: on a 2-core machine shared with other jobs, two OpenMP
+    threads made these small convolutions up to 100x slower (measured); restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def lesions(tmp_path_factory):
     from medgen.data.prepare import PrepareOptions, prepare

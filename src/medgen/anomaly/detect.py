@@ -197,9 +197,9 @@ def _maps(items_images, recon, detector, map_type, smooth, foreground, window):
     return scoring.anomaly_map(items_images, recon, map_type, smooth, foreground, window)
 
 
-def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="test", map="abs", smooth=1.0,
-           score="top-percentile", noise_level=0.25, force=False, echo=print, *, top_percent: float = 1.0,
-           foreground: float | None = 0.05, detector: str = "auto", steps: int | None = 50, sampler: str = "ddpm",
+def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="test", map="abs", smooth=3.0,
+           score="top-percentile", noise_level=0.1, force=False, echo=print, *, top_percent: float = 5.0,
+           foreground: float | None = 0.05, detector: str = "auto", steps: int | None = 10, sampler: str = "ddim",
            normal: str | list[str] | None = None, batch_size: int = 16, seed: int = 0, ssim_window: int = 7,
            device: str | None = None, figure_items: int = 8) -> dict:
     """Score and localise anomalies with a trained run; returns the metrics dict (also written to disk).
