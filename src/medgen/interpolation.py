@@ -126,7 +126,8 @@ def interpolate(run_dir: str | Path, a: str, b: str, n: int = 8, out: str | Path
     ts = [float(v) for v in t.flatten().cpu()]
     files = [write_image(out / f"interp_{i:02d}", img, "png").name for i, img in enumerate(images)]
     strip = np.concatenate([img_a[None], images, img_b[None]])
-    titles = [f"A: {name_a}"[:18]] + [f"t={v:.2f}" for v in ts] + [f"B: {name_b}"[:18]]
+    short = lambda name: name if len(name) <= 12 else "..." + name[-9:]  # noqa: E731
+    titles = [f"A: {short(name_a)}"] + [f"t={v:.2f}" for v in ts] + [f"B: {short(name_b)}"]
     image_grid(strip, out / "interpolation.png", titles, ncols=len(strip),
                title=f"{run.root.name}: latent interpolation" + (f" (label {label})" if label else ""))
     manifest = {"run": str(run.root), "a": str(a), "b": str(b), "n": n, "t": ts, "label": label,
