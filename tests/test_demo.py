@@ -15,3 +15,38 @@ def test_tiny_demo_end_to_end_and_rerun(tmp_path):
     again = []
     run_demo(tmp_path / "demo", profile="tiny", n_images=45, echo=again.append)
     assert any("reusing the prepared data" in line for line in again) and any("reusing the finished run" in line for line in again)
+
+
+def test_pretrained_export_and_install_round_trip(tmp_path):
+    """The shipped-checkpoint path: a finished demo run exported as float16 safetensors, installed
+    as a run for another dataset folder, loads with its EMA weights and samples."""
+    import pytest
+    import torch
+    from safetensors.torch import load_file
+
+    from medgen.demo import export_pretrained, install_pretrained
+    from medgen.engine.checkpoint import load_checkpoint
+    from medgen.errors import UserError
+    from medgen.sampling import load_run_model, sample
+
+    run_demo(tmp_path / "demo", profile="tiny", n_images=45, echo=lambda m: None)
+    run = tmp_path / "demo" / "runs" / "demo-small"
+    asset = export_pretrained(run, tmp_path / "asset")
+    shipped = load_file(str(asset))
+    assert all(v.dtype == torch.float16 for v in shipped.values() if v.is_floating_point())
+    assert "dataset" not in json.loads((tmp_path / "asset" / "data.json").read_text())
+
+    installed = install_pretrained(tmp_path / "pre", tmp_path / "demo" / "data", asset_dir=tmp_path / "asset")
+    assert json.loads((installed / "data.json").read_text())["dataset"] == str((tmp_path / "demo" / "data").resolve())
+    _, model, _ = load_run_model(installed, device="cpu")
+    ema = load_checkpoint(run / "checkpoints" / "final")["ema"]
+    name = next(k for k in ema if k.startswith("denoiser") and ema[k].is_floating_point() and ema[k].numel() > 10)
+    got = model.state_dict()[name]
+    assert got.dtype == torch.float32 and torch.allclose(got, ema[name].float(), atol=1e-2, rtol=1e-2)
+    res = sample(installed, n=3, steps=2, seed=0, out=tmp_path / "s", force=True, echo=lambda m: None)
+    assert (tmp_path / "s" / "grid.png").exists(), res
+    assert install_pretrained(tmp_path / "none", tmp_path / "demo" / "data", asset_dir=tmp_path / "missing") is None
+
+    (run / "status.json").write_text(json.dumps({"state": "running"}))
+    with pytest.raises(UserError, match="not finished"):
+        export_pretrained(run, tmp_path / "asset2")

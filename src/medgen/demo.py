@@ -27,23 +27,59 @@ def _step(echo, n: int, text: str) -> float:
     return time.time()
 
 
-def install_pretrained(run_dir: Path, dataset: Path) -> Path | None:
+def export_pretrained(run_dir: str | Path, dest: str | Path = ASSET_DIR) -> Path:
+    """Write a finished demo run as the shipped checkpoint: EMA weights folded into the model's,
+    stored as float16 safetensors (half the size; sampling casts back to float32), plus the run's
+    config and data description. How the shipped file was made:
+    ``medgen train demo-brain-ldm --profile pretrain --data DATA --out RUN`` then
+    ``python -m medgen.demo export RUN``."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from medgen.engine.checkpoint import load_checkpoint
+    from medgen.rundir import RunDir
+
+    run = RunDir.open(run_dir)
+    if run.status().get("state") != "finished":
+        raise UserError("the run has not finished training; export a finished run", run.root)
+    cfg = run.config()
+    if cfg.preset != DEMO_PRESET:
+        raise UserError(f"not a {DEMO_PRESET} run (preset: {cfg.preset})", run.root)
+    ckpt = load_checkpoint(run.checkpoints / "final")
+    weights = dict(ckpt["model"])
+    weights.update({k: v for k, v in (ckpt.get("ema") or {}).items() if k in weights})
+    half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in weights.items()}
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    save_file(half, str(dest / "model.safetensors"), metadata={"source": "medgen demo-brain-ldm", "profile": str(cfg.profile)})
+    shutil.copy(run.root / "config.yaml", dest / "config.yaml")
+    info = json.loads((run.root / "data.json").read_text())
+    info.pop("dataset", None)  # a path on the machine that trained it; install_pretrained sets the user's
+    info["steps"] = run.status().get("steps")
+    (dest / "data.json").write_text(json.dumps(info, indent=2))
+    return dest / "model.safetensors"
+
+
+def install_pretrained(run_dir: Path, dataset: Path, asset_dir: Path = ASSET_DIR) -> Path | None:
     """A run directory for the shipped pretrained checkpoint (safetensors only), pointing at ``dataset``."""
     import json
 
     from medgen.fsio import atomic_write_json
 
-    if not (ASSET_DIR / "model.safetensors").exists():
+    asset_dir = Path(asset_dir)
+    if not (asset_dir / "model.safetensors").exists():
         return None
     if (run_dir / "checkpoints" / "final" / "model.safetensors").exists():
         return run_dir
     (run_dir / "checkpoints" / "final").mkdir(parents=True, exist_ok=True)
     (run_dir / "samples").mkdir(exist_ok=True)
-    shutil.copy(ASSET_DIR / "config.yaml", run_dir / "config.yaml")
-    info = json.loads((ASSET_DIR / "data.json").read_text())
+    shutil.copy(asset_dir / "config.yaml", run_dir / "config.yaml")
+    info = json.loads((asset_dir / "data.json").read_text())
     info["dataset"] = str(Path(dataset).resolve())
     atomic_write_json(run_dir / "data.json", info)
-    shutil.copy(ASSET_DIR / "model.safetensors", run_dir / "checkpoints" / "final" / "model.safetensors")
+    shutil.copy(asset_dir / "model.safetensors", run_dir / "checkpoints" / "final" / "model.safetensors")
     atomic_write_json(run_dir / "checkpoints" / "final" / "state.json", {"pretrained": True, "finished": True})
     atomic_write_json(run_dir / "status.json", {"state": "finished", "steps": info.get("steps"), "pretrained": True})
     return run_dir
@@ -134,3 +170,11 @@ def run_demo(out: str | Path = "demo-output", force: bool = False, echo=print, p
     if not Path(result["preview"]).exists():
         raise UserError("the preview was not written", result["preview"])
     return result
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 3 or sys.argv[1] != "export":
+        sys.exit("usage: python -m medgen.demo export RUN   (writes src/medgen/assets/demo-brain-ldm/)")
+    print(export_pretrained(sys.argv[2]))
