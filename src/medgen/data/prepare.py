@@ -26,6 +26,7 @@ from medgen.data.sources import Record, SourceOptions, list_records
 from medgen.data.split import assign_splits
 from medgen.data.transforms import Normalizer, crop_box, resize
 from medgen.errors import InputFileError, UserError
+from medgen.fsio import current_umask
 from medgen.progress import progress_bar
 
 DEFAULT_SIZE = (128, 128)
@@ -254,6 +255,7 @@ def prepare(source: str, out: str | Path, opts: PrepareOptions | None = None, fo
         from medgen.data.preview import write_preview
 
         write_preview(tmp, title=out.name)
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes an owner-only folder
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from medgen.errors import UserError
+from medgen.fsio import current_umask
 
 
 def _fsync_dir(path: Path) -> None:
@@ -77,6 +78,8 @@ def save_checkpoint(folder: Path, model: torch.nn.Module, state: dict, optimizer
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
+            os.chmod(f, 0o666 & ~current_umask())  # safetensors and mkdtemp make owner-only files; use the usual ones
+        os.chmod(tmp, 0o777 & ~current_umask())
         old = folder.with_name(f".{folder.name}.old")
         if folder.exists():
             if old.exists():
