@@ -190,3 +190,21 @@ def _nifti_bytes():
 
     img = nib.Nifti1Image(np.ones((8, 8, 8), np.float32), np.eye(4))
     return gzip.compress(img.to_bytes())
+
+
+def test_outputs_get_the_usual_permissions_not_owner_only(tmp_path):
+    """Checkpoints and prepared datasets are written via temporary folders (mkdtemp: 0700) and
+    safetensors (0600); a lab sharing runs needs the usual umask-derived modes."""
+    from medgen.data.prepare import PrepareOptions, prepare
+    from medgen.engine.checkpoint import save_checkpoint
+    from medgen.fsio import current_umask
+
+    umask = current_umask()
+    folder = save_checkpoint(tmp_path / "ckpt", torch.nn.Linear(2, 2), {"step": 1}, ema={"weight": torch.zeros(2, 2)})
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~umask
+    for f in folder.iterdir():
+        assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f
+    from medgen.data.sources import SourceOptions
+
+    prepare("builtin:mni152", tmp_path / "data", PrepareOptions(size=(16, 16), source=SourceOptions(n=12)))
+    assert (tmp_path / "data").stat().st_mode & 0o777 == 0o777 & ~umask
