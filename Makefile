@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.medgen-installed
 
-.PHONY: setup demo test docs bench clean
+.PHONY: setup demo test docs bench experiments clean
 
 setup: $(STAMP)
 
@@ -39,5 +39,11 @@ docs: setup
 bench: setup
 	PY=$(abspath $(PY)) bench/run_all.sh
 
+# reruns each study's protocol on the built-in data (small profiles; about an hour or more on 2
+# cores; resumable) and regenerates docs/results.md from the outputs
+experiments: setup
+	-$(PY) experiments/run.py --out experiments-output   # a failed step is reported on the page, not hidden
+	$(PY) experiments/results_page.py --out experiments-output --page docs/results.md
+
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache
+	rm -rf $(VENV) demo-output experiments-output .pytest_cache

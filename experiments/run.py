@@ -1,0 +1,160 @@
+"""Rerun each study's protocol with medgen on the built-in data, through the public CLI only.
+
+    python experiments/run.py [--out experiments-output] [--profile small|tiny] [--only S000,S004] [--force]
+
+Every step is one ``medgen`` command; its output folder marks it done, so an interrupted run
+picks up where it stopped (``--force`` starts again). Each command, its wall time and exit code
+are appended to OUT/commands.jsonl; ``experiments/results_page.py`` turns OUT into docs/results.md.
+``make experiments`` runs both.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Step:
+    study: str
+    name: str
+    args: list[str]
+    done: str  # a path (relative to OUT) that exists once the step has finished
+    env: dict = field(default_factory=dict)
+
+
+def data_dir(builtin: str, size: list[int], n: int | None = None) -> str:
+    return f"data/{builtin}-{'x'.join(map(str, size))}" + (f"-n{n}" if n else "")
+
+
+def prepare(study: str, builtin: str, size: list[int], n: int | None = None, extra: list[str] | None = None) -> Step:
+    out = data_dir(builtin, size, n)
+    args = ["data", "prepare", "--source", f"builtin:{builtin}", "--size", *map(str, size), "--out", out]
+    if n:
+        args += ["--n", str(n)]
+    return Step(study, f"prepare {out}", args + (extra or []), f"{out}/stats.json")
+
+
+def train(study: str, run: str, preset: str, data: str, profile: str, *extra: str) -> Step:
+    return Step(study, f"train {run}", ["train", preset, "--data", data, "--out", f"runs/{run}", "--profile", profile, *extra],
+                f"runs/{run}/checkpoints/final/state.json")
+
+
+def evaluate(study: str, run: str, *extra: str, tag: str = "evaluation") -> Step:
+    return Step(study, f"evaluate {run} {tag}", ["evaluate", f"runs/{run}", *extra, "--json"], f"runs/{run}/{tag}.done")
+
+
+def detect(study: str, run: str, *extra: str, out: str = "test") -> Step:
+    return Step(study, f"detect {run} {out}", ["detect", f"runs/{run}", "--out", f"runs/{run}/detect/{out}", *extra],
+                f"runs/{run}/detect/{out}/metrics.json")
+
+
+def sizes(profile: str) -> dict[str, list[int]]:
+    """The image sizes the presets' profiles prepare (small = 64x64, tiny = 32x32; the 3D sub-volumes)."""
+    return {"2d": [64, 64] if profile != "tiny" else [32, 32], "3d": [8, 32, 32] if profile != "tiny" else [4, 16, 16]}
+
+
+def plan(profile: str) -> list[Step]:
+    s = sizes(profile)
+    n_small = {"tiny": 120}.get(profile)  # tiny: a few images per class, seconds per step
+    phantom = data_dir("breast-phantom", s["2d"], n_small)
+    lesions = data_dir("brain-lesions", s["2d"], n_small)
+    vols = data_dir("mni152", s["3d"], n_small)
+    ldm_sweep = "ddim:50,ddpm:250,ddpm:1000" if profile != "tiny" else "ddim:5,ddpm:10,ddpm:20"
+    steps = [
+        # S000: latent diffusion on mammography ROIs; experiment 1 (class 0, then fine-tune on beta)
+        # against experiment 2 (beta only), FID at three sampling step counts, histograms.
+        prepare("S000", "breast-phantom", s["2d"], n_small),
+        train("S000", "s000-class0", "mammo-roi-ldm", phantom, profile, "--subset", "cohort=class0"),
+        train("S000", "s000-beta-finetuned", "mammo-roi-ldm", phantom, profile, "--subset", "cohort=beta",
+              "--init-from", "runs/s000-class0"),
+        train("S000", "s000-beta-only", "mammo-roi-ldm", phantom, profile, "--subset", "cohort=beta"),
+    ]
+    for run in ("s000-beta-finetuned", "s000-beta-only"):
+        steps.append(evaluate("S000", run, "--metrics", "reconstruction,fidelity,distribution,intensity,memorisation",
+                              "--features", "domain,radiomics", "--sweep", ldm_sweep))
+    # S002: 3D DDPM on MNI152 sub-volumes, MSE against L1 loss (the study's open question).
+    steps.append(prepare("S002", "mni152", s["3d"], n_small))
+    for loss in ("mse", "l1"):
+        steps.append(train("S002", f"s002-{loss}", "dbt-ddpm-3d", vols, profile, "--set", f"model.loss={loss}"))
+        steps.append(evaluate("S002", f"s002-{loss}", "--metrics", "intensity,memorisation,distribution"))
+    # S003: anomaly detection on brain-lesions, trained on normal slices only: S003's autoencoder,
+    # a VAE and the diffusion detector, each with `medgen detect` defaults.
+    steps.append(prepare("S003", "brain-lesions", s["2d"], n_small))
+    steps += [
+        train("S003", "s003-ae", "brain-ae-anomaly", lesions, profile),
+        detect("S003", "s003-ae"),
+        train("S003", "s003-vae", "brain-tumor-vae-pretrain", lesions, profile, "--subset", "label=none"),
+        detect("S003", "s003-vae"),
+        train("S003", "s003-ddpm", "brain-ddpm-anomaly", lesions, profile),
+        detect("S003", "s003-ddpm"),
+    ]
+    # S004: generators judged by a tumour classifier trained on real, synthetic and mixed data.
+    steps += [
+        train("S004", "s004-cgan", "brain-tumor-cgan", lesions, profile),
+        train("S004", "s004-cwgan-gp", "brain-tumor-cwgan-gp", lesions, profile),
+        train("S004", "s004-cvae", "brain-tumor-cvae", lesions, profile),
+        train("S004", "s004-vae-pretrain", "brain-tumor-vae-pretrain", lesions, profile),
+        train("S004", "s004-cvae-transfer", "brain-tumor-cvae-transfer", lesions, profile, "--init-from", "runs/s004-vae-pretrain"),
+    ]
+    for run in ("s004-cgan", "s004-cwgan-gp", "s004-cvae", "s004-cvae-transfer"):
+        steps.append(evaluate("S004", run, "--metrics", "fidelity,intensity,memorisation,utility", "--utility",
+                              "--utility-seeds", "1" if profile == "tiny" else "3"))
+    return steps
+
+
+def run_step(step: Step, out: Path, log: Path, echo=print) -> dict:
+    cmd = [sys.executable, "-m", "medgen", *step.args]
+    shown = "medgen " + " ".join(step.args)
+    echo(f"[{step.study}] {shown}")
+    t0 = time.time()
+    proc = subprocess.run(cmd, cwd=out, capture_output=True, text=True)
+    rec = {"study": step.study, "name": step.name, "command": shown, "seconds": round(time.time() - t0, 1),
+           "returncode": proc.returncode}
+    if proc.returncode != 0:
+        rec["error"] = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+    elif step.done.endswith(".done"):  # evaluate: keep its JSON answer beside the run
+        (out / step.done).write_text(proc.stdout)
+    with open(log, "a") as fh:
+        fh.write(json.dumps(rec) + "\n")
+    echo(f"    {'ok' if proc.returncode == 0 else 'FAILED'} in {rec['seconds']:.0f} s" + ("" if proc.returncode == 0 else ": " + " | ".join(rec["error"])))
+    return rec
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="experiments-output", help="working folder (data, runs, commands.jsonl)")
+    ap.add_argument("--profile", default="small", choices=["small", "tiny"], help="preset profile for every training")
+    ap.add_argument("--only", default="", help="comma list of studies (S000,S002,S003,S004); default all")
+    ap.add_argument("--force", action="store_true", help="delete OUT first and run every step again")
+    args = ap.parse_args(argv)
+    out = Path(args.out).resolve()
+    if args.force and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = out / "experiments.json"
+    if meta.exists() and json.loads(meta.read_text()).get("profile") != args.profile:
+        sys.exit(f"error: {out} holds a {json.loads(meta.read_text())['profile']} run; use another --out or --force")
+    meta.write_text(json.dumps({"profile": args.profile}))
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    failed = []
+    t0 = time.time()
+    for step in plan(args.profile):
+        if only and step.study not in only:
+            continue
+        if (out / step.done).exists():
+            print(f"[{step.study}] {step.name}: done before, kept")
+            continue
+        if run_step(step, out, out / "commands.jsonl")["returncode"] != 0:
+            failed.append(step.name)
+    print(f"finished in {time.time() - t0:.0f} s; {len(failed)} failed step(s)" + (": " + ", ".join(failed) if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""docs/results.md is built only from the experiment outputs: targets are judged from the numbers,
+missing steps are said to be missing, failures are listed (no training here: the outputs are written by hand)."""
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _module(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _metrics(out, run, evaluation=None, anomaly=None):
+    d = out / "runs" / run
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "metrics.json").write_text(json.dumps({"evaluation": evaluation or {}}))
+    if anomaly:
+        (d / "detect" / "test").mkdir(parents=True)
+        (d / "detect" / "test" / "metrics.json").write_text(json.dumps(anomaly))
+
+
+def _sweep(fids):
+    return {"sweep": [{"sampler": s, "steps": n, "seconds_per_image": 0.1 * n, "fid/domain": f} for (s, n), f in fids.items()],
+            "reconstruction": {"mae": {"mean": 0.05}}}
+
+
+def _util(real, mixed):
+    row = lambda a: {"mean": {"accuracy": a, "f1_macro": a, "precision_macro": a, "recall_macro": a},  # noqa: E731
+                     "std": {"accuracy": 0.01, "f1_macro": 0.01, "precision_macro": 0.01, "recall_macro": 0.01}}
+    return {"utility": {"rows": {"real": row(real), "synthetic": row(0.5), "mixed": row(mixed)}},
+            "intensity": {"all": {"ks_statistic": 0.2}}}
+
+
+def test_results_page_judges_targets_from_the_outputs(tmp_path):
+    page_mod = _module("results_page")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "experiments.json").write_text(json.dumps({"profile": "small"}))
+    (out / "commands.jsonl").write_text("\n".join(json.dumps(c) for c in [
+        {"study": "S000", "name": "a", "command": "medgen train mammo-roi-ldm ...", "seconds": 60, "returncode": 0},
+        {"study": "S002", "name": "b", "command": "medgen train dbt-ddpm-3d ...", "seconds": 30, "returncode": 2,
+         "error": ["error: something named"]},
+    ]) + "\n")
+    # fine-tuned FID 0.8x beta-only at both settings: met
+    _metrics(out, "s000-beta-finetuned", _sweep({("ddim", 50): 8.0, ("ddpm", 1000): 4.0}))
+    _metrics(out, "s000-beta-only", _sweep({("ddim", 50): 10.0, ("ddpm", 1000): 5.0}))
+    # the diffusion detector is worse on pixel AUROC: missed
+    _metrics(out, "s003-ae", anomaly={"image": {"auroc": 0.85}, "pixel": {"auroc": 0.97}, "pixel_foreground": {"auroc": 0.94}})
+    _metrics(out, "s003-ddpm", anomaly={"image": {"auroc": 0.86}, "pixel": {"auroc": 0.93}, "pixel_foreground": {"auroc": 0.86}})
+    # one generator's mixed classifier matches real: met
+    _metrics(out, "s004-cgan", _util(0.90, 0.85))
+    _metrics(out, "s004-cvae", _util(0.90, 0.91))
+
+    page = tmp_path / "docs" / "results.md"
+    page.parent.mkdir()
+    assert page_mod.main(["--out", str(out), "--page", str(page)]) == 0
+    text = page.read_text()
+    assert "fine-tuned beta FID <= 0.85 x beta-only FID (domain features): **met** (2 of 2 settings" in text
+    assert "beats the autoencoder on pixel AUROC: **missed** (0.930 vs 0.970)" in text
+    assert "real-only classifier: **met**" in text and "CVAE: 0.910 vs 0.900" in text
+    assert "**Failed:** `medgen train dbt-ddpm-3d ...`: error: something named" in text
+    assert "FAILED (exit 2)" in text
+    # runs that were never made are "not run", not zeros
+    assert "| CVAE-transfer | not run |" in text
+    assert "| VAE (`brain-tumor-vae-pretrain` on normals) | not run |" in text
+
+
+def test_results_page_refuses_an_empty_output_folder(tmp_path):
+    import pytest
+
+    page_mod = _module("results_page")
+    with pytest.raises(SystemExit, match="run experiments/run.py first"):
+        page_mod.main(["--out", str(tmp_path), "--page", str(tmp_path / "r.md")])
+
+
+def test_experiment_plan_uses_only_existing_presets_and_the_public_cli():
+    from medgen.config import preset_names
+
+    run_mod = _module("run")
+    steps = run_mod.plan("small")
+    presets = {s.args[1] for s in steps if s.args[0] == "train"}
+    assert presets <= set(preset_names()), presets - set(preset_names())
+    assert {s.args[0] for s in steps} <= {"data", "train", "evaluate", "detect"}
+    assert {s.study for s in steps} == {"S000", "S002", "S003", "S004"}
+    # the fine-tuned run starts from the class-0 run, which comes first
+    names = [s.name for s in steps]
+    assert names.index("train s000-class0") < names.index("train s000-beta-finetuned")
