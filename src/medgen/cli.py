@@ -146,7 +146,11 @@ def train_cmd(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint."),
     force: bool = typer.Option(False, "--force", help="Replace an existing run directory."),
 ) -> None:
-    """Train a model (preset or config) on a prepared dataset into a run directory."""
+    """Train a model (preset or config) on a prepared dataset into a run directory.
+
+    Several GPUs or machines: start it with torchrun, e.g. `torchrun --nproc_per_node 4 -m medgen train ...`
+    (data parallel; see docs/guide-multi-gpu.md).
+    """
     from medgen.training import train
 
     if config is None and not resume:

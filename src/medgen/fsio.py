@@ -1,11 +1,39 @@
 """Crash-safe file writes: a temp file in the same folder, fsync, then an atomic rename, so a
-reader (or a crash) never sees a half-written file."""
+reader (or a crash) never sees a half-written file. Also: a free-space check made before a long
+job starts writing, so a full disk fails at once rather than hours in."""
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
+
+from medgen.errors import UserError
+
+# write errors the user fixes on their side (space, quota, read-only or forbidden folder)
+WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def check_free_space(folder: str | Path, needed: int, what: str) -> None:
+    """UserError naming ``folder`` when its filesystem has less than ``needed`` bytes free.
+    ``folder`` need not exist yet: its nearest existing parent is measured."""
+    probe = Path(folder).absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < needed:
+        raise UserError(f"not enough free disk space for {what}: {format_bytes(free)} free, "
+                        f"about {format_bytes(needed)} needed; free some space or choose another folder", folder)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -55,15 +55,46 @@ def load_init_weights(model, source: str | Path) -> dict:
     return {"from": str(ckpt_dir), "loaded": len(usable), "skipped": skipped, "not_initialised": missing}
 
 
+def space_needed(model, cfg, resume: bool = False) -> int:
+    """Bytes a run may take on disk, estimated before it starts. A checkpoint holds the weights,
+    the EMA copy and the optimiser state (Adam: two moments), so about 4x the weights; a run keeps
+    the last ``keep_last`` step checkpoints (+1 while the next is written), one best-* per stage
+    and final. A resumed run replaces checkpoints that already exist, so it needs room for one
+    more. Plus a margin for logs, TensorBoard events and samples."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    folders = 2 if resume else cfg.train.keep_last + 1 + len(model.stages) + 1
+    return 4 * weights * folders + 64 * 2**20
+
+
+def _write_error(err: OSError, run: RunDir, out: Path) -> UserError:
+    ckpt = latest_checkpoint(run)
+    intact = (f"the last complete checkpoint, {ckpt}, is intact (checkpoints are written to a temporary folder "
+              f"and renamed, never half-written); free space or fix the permissions, then continue with: "
+              f"medgen train --resume --out {out}") if ckpt else "no checkpoint had been written yet"
+    return UserError(f"cannot write ({os.strerror(err.errno)}); training stopped; {intact}", err.filename or run.root)
+
+
 def train(config: str | Config, data: str | Path | None, out: str | Path, *, profile: str | None = None,
           overrides: list[str] | None = None, init_from: str | Path | None = None, subset: list[str] | None = None,
           resume: bool = False, force: bool = False, echo=print) -> dict:
-    """Train a preset or config on a prepared dataset into run directory ``out``."""
-    import torch
+    """Train a preset or config on a prepared dataset into run directory ``out``.
 
+    Started by ``torchrun`` with several processes, it trains data-parallel (see
+    ``medgen.engine.distributed``); only rank 0 writes the run directory."""
+    from medgen.engine import distributed as dist
+
+    try:
+        return _train(config, data, Path(out), profile=profile, overrides=overrides, init_from=init_from, subset=subset,
+                      resume=resume, force=force, echo=echo)
+    finally:
+        dist.cleanup()
+
+
+def _train(config, data, out: Path, *, profile, overrides, init_from, subset, resume, force, echo) -> dict:
+    from medgen.engine import distributed as dist
     from medgen.engine.trainer import Trainer, pick_device
+    from medgen.fsio import WRITE_ERRNOS, check_free_space
 
-    out = Path(out)
     if resume:
         if force:
             raise UserError("--resume and --force contradict each other")
@@ -80,6 +111,12 @@ def train(config: str | Config, data: str | Path | None, out: str | Path, *, pro
     else:
         cfg = config if isinstance(config, Config) else resolve(str(config), profile, overrides)
         ckpt = None
+    device = dist.init(pick_device(cfg.train.device))
+    if not dist.is_main():  # one voice: ranks > 0 print nothing (errors excepted)
+        from medgen.progress import set_quiet
+
+        set_quiet(True)
+        echo = lambda *a, **k: None  # noqa: E731
     data = data or cfg.data.path
     if not data:
         hint = f" (e.g. medgen data prepare --source builtin:{cfg.data.builtin} --out data/{cfg.data.builtin})" if cfg.data.builtin else ""
@@ -100,38 +137,70 @@ def train(config: str | Config, data: str | Path | None, out: str | Path, *, pro
 
     seed_everything(cfg.train.seed)  # the initial weights depend on the seed alone
     model = build_model(cfg, info)
-    run = RunDir(out) if resume else RunDir.create(out, force=force)
-    init_report = None
-    if init_from and not resume:
-        init_report = load_init_weights(model, init_from)
+    run = RunDir(out)  # only rank 0 writes into it
+
+    def setup_run_dir():
+        """Rank 0: check the space, create the run directory and write what a new run starts with;
+        a failure removes a directory this call created, so none is left half-written."""
+        check_free_space(out, space_needed(model, cfg, resume), "this run's checkpoints and logs")
+        if resume:
+            return None
+        RunDir.create(out, force=force)
+        try:
+            report = load_init_weights(model, init_from) if init_from else None
+            run.write_config(cfg)
+            run.write_data({
+                "dataset": str(Path(data).resolve()), "content_hash": ds.stats.get("content_hash"), "subset": where,
+                "train_split": cfg.data.train_split, "val_split": cfg.data.val_split, "n_train": int(len(train_rows)),
+                "n_val": int(len(val_rows)), "info": info.to_json(), "normalize": ds.stats.get("normalize"),
+                "init_from": report, "command": " ".join(["medgen", *sys.argv[1:]]) if sys.argv else "",
+            })
+        except BaseException as err:
+            import shutil
+
+            shutil.rmtree(out, ignore_errors=True)
+            if isinstance(err, OSError) and err.errno in WRITE_ERRNOS:
+                raise UserError(f"cannot write the run directory ({os.strerror(err.errno)})", err.filename or out) from None
+            raise
+        return report
+
+    # the initial weights reach the other ranks with the trainer's broadcast from rank 0
+    init_report = dist.on_main(setup_run_dir)
+    if init_report:
         echo(f"initialised {init_report['loaded']} tensors from {init_report['from']}"
              + (f"; {len(init_report['skipped'])} skipped (shape differs)" if init_report["skipped"] else ""))
-    if not resume:
-        run.write_config(cfg)
-        run.write_data({
-            "dataset": str(Path(data).resolve()), "content_hash": ds.stats.get("content_hash"), "subset": where,
-            "train_split": cfg.data.train_split, "val_split": cfg.data.val_split, "n_train": int(len(train_rows)),
-            "n_val": int(len(val_rows)), "info": info.to_json(), "normalize": ds.stats.get("normalize"),
-            "init_from": init_report, "command": " ".join(["medgen", *sys.argv[1:]]) if sys.argv else "",
-        })
-    device = pick_device(cfg.train.device)
+    world = dist.world_size()
     n_params = sum(p.numel() for p in model.parameters())
     echo(f"{cfg.model.family} ({n_params / 1e6:.2f} M parameters) on {device}; {len(train_rows)} training / {len(val_rows)} validation items"
-         + (f", subset {where}" if where else ""))
+         + (f", subset {where}" if where else "")
+         + (f"; {world} processes ({dist.backend()}), effective batch {cfg.train.batch_size * world} "
+            f"({cfg.train.batch_size} per process)" if world > 1 else ""))
     for note in getattr(model, "notes", lambda: [])():
         echo(f"note: {note}")
     trainer = Trainer(model, cfg, ds, run, train_rows, val_rows, device)
-    run.set_status("running", resumable=True)
+    parallel = {"processes": world, "effective_batch_size": cfg.train.batch_size * world}
+    if dist.is_main():
+        run.set_status("running", resumable=True, **parallel)
     try:
         summary = trainer.fit(resume_ckpt=ckpt)
+        if dist.is_main():
+            run.set_status("finished", resumable=False, steps=trainer.pos.step)
+            run.update_metrics("training", {"stages": summary, "steps": trainer.pos.step, **parallel})
     except KeyboardInterrupt:
-        run.set_status("interrupted", resumable=True)
+        if dist.is_main():
+            run.set_status("interrupted", resumable=True)
         echo(f"interrupted: checkpoint saved; continue with: medgen train --resume --out {out}")
         raise
     except BaseException as err:
-        run.set_status("failed", error=f"{err.__class__.__name__}: {err}", resumable=latest_checkpoint(run) is not None)
+        write_failed = isinstance(err, OSError) and err.errno in WRITE_ERRNOS
+        if dist.is_main():
+            try:
+                run.set_status("failed", error=f"{err.__class__.__name__}: {err}", resumable=latest_checkpoint(run) is not None)
+            except OSError:
+                if not write_failed:
+                    raise
+        if write_failed:
+            raise _write_error(err, run, out) from None
         raise
-    run.set_status("finished", resumable=False, steps=trainer.pos.step)
-    run.update_metrics("training", {"stages": summary, "steps": trainer.pos.step})
     echo(f"finished: {out}")
     return {"run": str(out), "summary": summary}

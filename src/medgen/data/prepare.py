@@ -26,7 +26,7 @@ from medgen.data.sources import Record, SourceOptions, list_records
 from medgen.data.split import assign_splits
 from medgen.data.transforms import Normalizer, crop_box, resize
 from medgen.errors import InputFileError, UserError
-from medgen.fsio import current_umask
+from medgen.fsio import check_free_space, current_umask
 from medgen.progress import progress_bar
 
 DEFAULT_SIZE = (128, 128)
@@ -199,6 +199,8 @@ def prepare(source: str, out: str | Path, opts: PrepareOptions | None = None, fo
     opts.source.seed = opts.seed
     records, rejected = list_records(source, opts.source)
     workers = opts.workers or min(os.cpu_count() or 1, 8)
+    # images.raw and images.npy (float32, one row per record at least) coexist before the raw file goes
+    check_free_space(out, 2 * len(records) * (3 if opts.rgb else 1) * int(np.prod(opts.size)) * 4, "the prepared images")
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent if str(out.parent) else "."))
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -52,8 +53,16 @@ def _unflatten_optim(plain: dict, tensors: dict[str, torch.Tensor]) -> dict:
     return {"state": state, "param_groups": plain["param_groups"]}
 
 
+def os_error_of(err: Exception, path: Path) -> OSError | None:
+    """The OSError behind a safetensors write failure: safetensors reports I/O errors as
+    ``SafetensorError('... (os error 28) ...')``, which callers could not tell from a bug."""
+    m = re.search(r"\(os error (\d+)\)", str(err))
+    return OSError(int(m.group(1)), os.strerror(int(m.group(1))), str(path)) if m else None
+
+
 def save_checkpoint(folder: Path, model: torch.nn.Module, state: dict, optimizers: dict | None = None,
                     ema: dict[str, torch.Tensor] | None = None) -> Path:
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     folder = Path(folder)
@@ -89,8 +98,11 @@ def save_checkpoint(folder: Path, model: torch.nn.Module, state: dict, optimizer
         _fsync_dir(folder.parent)
         if old.exists():
             shutil.rmtree(old)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        os_err = os_error_of(err, folder) if isinstance(err, SafetensorError) else None
+        if os_err is not None:
+            raise os_err from err
         raise
     return folder
 

@@ -1,10 +1,15 @@
 """What a family's ``training_step`` gets: optimiser steps with AMP, clipping and a non-finite guard,
-and the trainer's seeded random generator (so a resumed run draws the same noise)."""
+and the trainer's seeded random generator (so a resumed run draws the same noise).
+
+``backward`` is the one place where every optimiser step happens, so it is also where data-parallel
+runs (torchrun, see ``medgen.engine.distributed``) average the gradients over the processes."""
 from __future__ import annotations
 
 import contextlib
 
 import torch
+
+from medgen.engine import distributed as dist
 
 
 class StepContext:
@@ -38,21 +43,28 @@ class StepContext:
         return torch.rand(shape, generator=self.generator, device=self.generator.device).to(self.device)
 
     def backward(self, loss: torch.Tensor, name: str = "main") -> bool:
-        """One optimiser step of ``name`` on ``loss``. A non-finite loss skips the step (counted)."""
+        """One optimiser step of ``name`` on ``loss``. A non-finite loss skips the step (counted).
+
+        With several processes, the skip is decided by all of them together (a non-finite loss on
+        any rank skips the step on every rank: a rank that went on alone would wait forever in the
+        gradient all-reduce), and the gradients are averaged over the ranks before the step."""
         opt = self.optimizers[name]
         opt.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss.detach()).all():
+        if dist.any_rank(not torch.isfinite(loss.detach()).all()):
             self.nonfinite += 1
             return False
         params = [p for g in opt.param_groups for p in g["params"] if p.requires_grad]
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
-            self.scaler.unscale_(opt)
         else:
             loss.backward()
+        # before unscale_: the scaler's inf/NaN check then sees the same (averaged) gradients on every rank
+        dist.average_gradients(params)
+        if self.scaler is not None:
+            self.scaler.unscale_(opt)
         if self.grad_clip:
             norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
-            if not torch.isfinite(norm):
+            if dist.any_rank(not torch.isfinite(norm)):
                 opt.zero_grad(set_to_none=True)
                 self.nonfinite += 1
                 if self.scaler is not None:

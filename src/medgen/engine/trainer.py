@@ -5,6 +5,10 @@ Per stage: seeded epoch permutations, batches gathered straight from the memory-
 best/last checkpoints, early stopping and reduce-LR-on-plateau when configured. Everything that
 makes a run random (torch, numpy and python RNGs, the trainer's generator, the position in the
 epoch) is checkpointed, so ``--resume`` continues exactly where the run stopped.
+
+Under torchrun (``medgen.engine.distributed``) every process runs this loop on its shard of each
+epoch; only rank 0 writes the log, TensorBoard and checkpoints. A one-process run takes none of
+the multi-process branches, so it is unchanged bit for bit.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import numpy as np
 import torch
 
 from medgen.data.dataset import PreparedDataset
+from medgen.engine import distributed as dist
 from medgen.engine.checkpoint import load_checkpoint, restore_optimizers, save_checkpoint
 from medgen.engine.context import StepContext
 from medgen.engine.ema import EMA
@@ -118,7 +123,10 @@ class Trainer:
         self.train_labels = ds.label_ids(train_rows)
         self.val_labels = ds.label_ids(val_rows)
         self.device = device
-        self.generator = seed_everything(cfg.train.seed)
+        self.rank, self.world = dist.rank(), dist.world_size()
+        self.main = self.rank == 0  # the only process that writes into the run directory
+        # each rank draws its own noise; rank 0 keeps the run's seed, so one process is unchanged
+        self.generator = seed_everything(cfg.train.seed + self.rank)
         self.pos = Position()
         self.best: dict[str, float] = {}
         self.ema: EMA | None = None
@@ -128,20 +136,27 @@ class Trainer:
 
     # --- checkpoints ----------------------------------------------------------------------
     def _state(self, extra: dict | None = None) -> dict:
-        return {"position": vars(self.pos).copy(), "rng": rng_state(self.generator), "best": self.best,
-                "stage": self.model.stages[min(self.pos.stage_index, len(self.model.stages) - 1)],
-                "ema_stage": self.ema_stage, "family": self.cfg.model.family, **(extra or {})}
+        rngs = dist.all_gather_object(rng_state(self.generator))  # every rank's, so a resume is exact
+        state = {"position": vars(self.pos).copy(), "rng": rngs[0], "best": self.best,
+                 "stage": self.model.stages[min(self.pos.stage_index, len(self.model.stages) - 1)],
+                 "ema_stage": self.ema_stage, "family": self.cfg.model.family, **(extra or {})}
+        if self.world > 1:
+            state.update(world_size=self.world, rng_other_ranks=rngs[1:])
+        return state
 
     def save(self, name: str, optimizers: dict, extra: dict | None = None) -> None:
-        ema = {f"{self.ema_stage_target}.{k}": v for k, v in self.ema.state_dict().items()} if self.ema else None
-        save_checkpoint(self.run.checkpoints / name, self.model, self._state(extra), optimizers, ema)
-        if name.startswith("step-"):
-            keep = self.cfg.train.keep_last
-            old = sorted(p for p in self.run.checkpoints.glob("step-*") if p.is_dir())[:-keep]
-            for p in old:
-                import shutil
+        state = self._state(extra)  # on every rank: it gathers their RNG states
+        if self.main:
+            ema = {f"{self.ema_stage_target}.{k}": v for k, v in self.ema.state_dict().items()} if self.ema else None
+            save_checkpoint(self.run.checkpoints / name, self.model, state, optimizers, ema)
+            if name.startswith("step-"):
+                keep = self.cfg.train.keep_last
+                old = sorted(p for p in self.run.checkpoints.glob("step-*") if p.is_dir())[:-keep]
+                for p in old:
+                    import shutil
 
-                shutil.rmtree(p, ignore_errors=True)
+                    shutil.rmtree(p, ignore_errors=True)
+        dist.barrier()  # no rank runs ahead of a checkpoint that is still being written
 
     def resume_from(self, ckpt_dir: Path) -> dict:
         ckpt = load_checkpoint(ckpt_dir, self.device)
@@ -149,7 +164,14 @@ class Trainer:
         st = ckpt["state"]
         self.pos = Position(**st["position"])
         self.best = st.get("best", {})
-        set_rng_state(st["rng"], self.generator)
+        rngs = [st["rng"], *st.get("rng_other_ranks", [])]
+        if st.get("world_size", 1) != self.world and self.main:
+            console().print(f"[yellow]resuming with {self.world} process(es) a run checkpointed with {st.get('world_size', 1)}: "
+                            "the epoch in progress is split differently, so this is not an exact continuation[/yellow]")
+        if self.rank < len(rngs):
+            set_rng_state(rngs[self.rank], self.generator)
+        else:  # a rank the checkpoint did not have: a fresh stream, distinct per rank and resume point
+            self.generator = seed_everything(int(np.random.SeedSequence([self.cfg.train.seed, self.rank, self.pos.step]).generate_state(1)[0]))
         return ckpt
 
     # --- loop -----------------------------------------------------------------------------
@@ -157,10 +179,11 @@ class Trainer:
         from torch.utils.tensorboard import SummaryWriter
 
         ckpt = self.resume_from(resume_ckpt) if resume_ckpt else None
-        if ckpt is not None:
+        if ckpt is not None and self.main:
             self._truncate_log(self.pos.step)
-        self.writer = SummaryWriter(str(self.run.logs))
+        self.writer = SummaryWriter(str(self.run.logs)) if self.main else _NoWriter()
         self.model.to(self.device)
+        dist.broadcast_module(self.model)  # every rank starts from rank 0's weights
         handlers = {}
         import threading
 
@@ -189,7 +212,12 @@ class Trainer:
         if self._stop_requested:
             raise KeyboardInterrupt
         self._stop_requested = True
-        console().print("[yellow]stopping: saving a checkpoint after this step (press Ctrl-C again to abort at once)[/yellow]")
+        if self.main:
+            console().print("[yellow]stopping: saving a checkpoint after this step (press Ctrl-C again to abort at once)[/yellow]")
+
+    def _log(self, record: dict) -> None:
+        if self.main:
+            self.run.log(record)
 
     def _truncate_log(self, step: int) -> None:
         """Drop log lines past the checkpoint we resume from: those steps are about to be replayed."""
@@ -211,18 +239,24 @@ class Trainer:
     def _fit_stage(self, stage: str, ckpt: dict | None) -> dict:
         scfg = self.cfg.stage(stage)
         model = self.model
-        bs = min(scfg.batch_size, max(1, len(self.train_rows)))
-        batches_per_epoch = math.ceil(len(self.train_rows) / bs)
+        # each rank takes every world-th item of the epoch's permutation, padded (like torch's
+        # DistributedSampler) so that all ranks run the same number of steps
+        per_rank = math.ceil(len(self.train_rows) / self.world)
+        bs = min(scfg.batch_size, max(1, per_rank))
+        batches_per_epoch = math.ceil(per_rank / bs)
         total = scfg.epochs * batches_per_epoch
         if scfg.max_steps:
             total = min(total, scfg.max_steps)
         if total == 0:
             console().print(f"[yellow]stage {stage}: 0 epochs, skipped[/yellow]")
             return {"skipped": True}
+        if self.world > 1 and self.main:
+            console().print(f"stage {stage}: batch {bs} per process x {self.world} processes = effective batch {bs * self.world}")
         ctx = StepContext(self.device, scfg.amp, scfg.grad_clip, self.generator)
         ctx.stage = stage
         model.train()
         model.on_stage_start(stage, _StageData(self, bs))
+        dist.broadcast_module(model, params=False)  # whatever a stage start computed with per-rank noise follows rank 0
         optimizers = model.optimizers(stage, scfg)
         ctx.optimizers = optimizers
         plateau = None
@@ -252,12 +286,21 @@ class Trainer:
                 model.on_epoch_start(stage, epoch)
                 ctx.epoch = epoch
                 perm = np.random.default_rng([self.cfg.train.seed, self.pos.stage_index, epoch]).permutation(len(self.train_rows))
+                if self.world > 1:
+                    perm = np.resize(perm, per_rank * self.world)[self.rank::self.world]
                 sums: dict[str, float] = {}
                 count = 0
                 for b, batch in iterate_batches(self.ds, self.train_rows, self.train_labels, bs, self.device, perm, skip=self.pos.batch):
                     ctx.step = self.pos.step
                     ctx.nonfinite = 0
                     losses = model.training_step(batch, stage, ctx)
+                    stop = self._stop_requested
+                    if self.world > 1:
+                        dist.broadcast_module(model, params=False)  # e.g. BatchNorm statistics: rank 0's, as in DDP
+                        # one all-reduce: the logged losses are means over the ranks, and a Ctrl-C seen by any
+                        # rank stops all of them at the same step
+                        means = dist.mean_values([float(v) for v in losses.values()] + [float(stop)])
+                        losses, stop = dict(zip(losses, means[:-1])), means[-1] > 0
                     consecutive_bad = consecutive_bad + 1 if ctx.nonfinite else 0
                     if consecutive_bad >= scfg.max_nonfinite:
                         self.save(f"step-{self.pos.step:08d}", optimizers)
@@ -276,11 +319,11 @@ class Trainer:
                         rec = {"stage": stage, "epoch": epoch, "step": self.pos.step, **{k: float(v) for k, v in losses.items()}}
                         if ctx.nonfinite:
                             rec["skipped_nonfinite"] = ctx.nonfinite
-                        self.run.log(rec)
+                        self._log(rec)
                         for k, v in losses.items():
                             self.writer.add_scalar(f"{stage}/{k}", float(v), self.pos.step)
                     advance(1, info=" ".join(f"{k}={float(v):.4g}" for k, v in list(losses.items())[:3]))
-                    if self._stop_requested or (scfg.max_steps and self.pos.stage_step >= scfg.max_steps):
+                    if stop or (scfg.max_steps and self.pos.stage_step >= scfg.max_steps):
                         break
                 epoch_done = self.pos.batch >= batches_per_epoch
                 means = {f"train_{k}": v / max(count, 1) for k, v in sums.items()}
@@ -306,46 +349,71 @@ class Trainer:
                         if scfg.early_stopping_patience and since_best >= scfg.early_stopping_patience:
                             stop_early = True
                 rec["lr"] = next(iter(optimizers.values())).param_groups[0]["lr"]
-                self.run.log(rec)
+                self._log(rec)
                 if epoch_done:
                     self.pos.epoch, self.pos.batch = epoch + 1, 0
                 extra = {"since_best": since_best}
                 if plateau:
                     extra["plateau"] = {n: p.state_dict() for n, p in plateau.items()}
                 self.save(f"step-{self.pos.step:08d}", optimizers, extra)
-                if self._stop_requested:
+                if dist.any_rank(self._stop_requested):
                     raise KeyboardInterrupt
                 if stop_early or (scfg.max_steps and self.pos.stage_step >= scfg.max_steps):
                     if stop_early:
                         console().print(f"stage {stage}: early stopping after epoch {epoch + 1} (no improvement for {since_best} validations)")
                     break
-        if scfg.early_stopping_patience and (self.run.checkpoints / f"best-{stage}").exists():
-            # restore the best weights (S003: early stopping with restore_best_weights)
-            best = load_checkpoint(self.run.checkpoints / f"best-{stage}", self.device)
-            model.load_state_dict(best["model"])
+        best_dir = self.run.checkpoints / f"best-{stage}"
+        if scfg.early_stopping_patience and dist.broadcast_object(self.main and best_dir.exists()):
+            # restore the best weights (S003: early stopping with restore_best_weights); rank 0 reads
+            # them and sends them, as other nodes may not see its disk
+            if self.main:
+                model.load_state_dict(load_checkpoint(best_dir, self.device)["model"])
+            dist.broadcast_module(model)
         if self.ema is not None:
             # from here on (next stages, sampling) the EMA weights are the model's weights
             self.model.get_submodule(self.ema_stage_target).load_state_dict(self.ema.state_dict())
-        return {"steps": self.pos.stage_step, "seconds": round(time.time() - t0, 1), "val": last_val}
+        return {"steps": self.pos.stage_step, "seconds": round(time.time() - t0, 1), "val": last_val,
+                "batch_size": bs, "processes": self.world, "effective_batch_size": bs * self.world}
 
     @torch.no_grad()
     def validate(self, stage: str, bs: int) -> dict[str, float]:
+        """Mean validation metrics. Each rank scores its share of the items; the sums are then
+        gathered and added in rank order, so every rank gets the very same numbers (and takes the
+        same early-stopping and LR decisions)."""
         self.model.eval()
         sums: dict[str, float] = {}
         n = 0
         gen_state = self.generator.get_state()
         torch_state = torch.get_rng_state()
-        for _, batch in iterate_batches(self.ds, self.val_rows, self.val_labels, bs, self.device):
+        share = slice(self.rank, None, self.world)
+        for _, batch in iterate_batches(self.ds, self.val_rows[share], self.val_labels[share], bs, self.device):
             out = self.model.validation_step(batch, stage)
             k = len(batch["image"])
             for key, v in out.items():
                 sums[key] = sums.get(key, 0.0) + float(v) * k
             n += k
+        if self.world > 1:
+            parts = dist.all_gather_object((sums, n))
+            sums, n = {}, 0
+            for part_sums, part_n in parts:
+                for key, v in part_sums.items():
+                    sums[key] = sums.get(key, 0.0) + v
+                n += part_n
         # validation must not shift the training randomness (resume equivalence)
         self.generator.set_state(gen_state)
         torch.set_rng_state(torch_state)
         self.model.train()
         return {k: v / max(n, 1) for k, v in sums.items()}
+
+
+class _NoWriter:
+    """TensorBoard writer of ranks > 0: only rank 0 writes logs."""
+
+    def add_scalar(self, *args, **kwargs) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class _StageData:
