@@ -103,3 +103,13 @@ def ldm_run(phantom, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "ldm"
     train("mammo-roi-ldm", phantom, out, profile="tiny", overrides=["model.conditional=true"], echo=lambda *a: None)
     return out
+
+
+@pytest.fixture(autouse=True)
+def _not_quiet_after_a_test():
+    """`medgen --quiet` run in-process (CliRunner) sets a module-level flag; reset it so a later
+    test that checks console output does not depend on the order the tests ran in."""
+    yield
+    from medgen.progress import set_quiet
+
+    set_quiet(False)
