@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
-# make bench: every benchmark prints one JSON line (figures and the ratio to its reference).
+# make bench: every benchmark prints one JSON line per figure (medgen, its plain reference, the
+# ratio, the target and whether it is met). All lines also go to $BENCH_OUT, and the Markdown
+# table for the README is printed at the end. BENCH_QUICK=1: a short sanity run (not for reporting).
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PY:-../.venv/bin/python}
-for b in bench_trainer_overhead bench_samplers bench_latent_cache bench_prepare; do
-  "$PY" "$b.py"
+OUT=${BENCH_OUT:-/tmp/medgen-bench.jsonl}
+: > "$OUT"
+start=$SECONDS
+for b in bench_trainer_overhead bench_samplers bench_latent_cache bench_families bench_prepare bench_features bench_memory; do
+  t=$SECONDS
+  "$PY" "$b.py" | tee -a "$OUT"
+  echo "# $b: $((SECONDS - t)) s" >&2
 done
+echo "# all benchmarks: $((SECONDS - start)) s; JSON lines in $OUT" >&2
+echo
+"$PY" report.py "$OUT"
