@@ -53,3 +53,27 @@ def test_report_renders_in_chromium(report, tmp_path):
     assert img.size == (1366, 900)
     lo, hi = img.getextrema()
     assert hi - lo > 100  # rendered content, not a blank page
+
+
+def test_headline_numbers_come_first_with_their_meaning():
+    """Evaluation and anomaly blocks open with a small table of the numbers people look for, each
+    explained; the full nested values are folded below it."""
+    from medgen.report.html import key_table
+
+    ev = {"summary": {"fid/domain": 2.19, "precision/domain": 0.75, "memorisation/pixels/fraction_flagged": 0.0},
+          "utility": {"rows": {"real": {"mean": dict.fromkeys(("accuracy", "f1_macro", "precision_macro", "recall_macro"), 0.9),
+                                        "std": dict.fromkeys(("accuracy", "f1_macro", "precision_macro", "recall_macro"), 0.01)}}}}
+    html_ev = key_table("evaluation", ev)
+    assert "<th>fid/domain</th><td>2.19</td>" in html_ev and "lower = closer" in html_ev
+    assert "baseline 0.05" in html_ev and "<th>real</th><td>0.900 ± 0.010</td>" in html_ev
+    an = {"image": {"auroc": 0.856, "auprc": 0.95, "fpr_at_threshold": 0.1}, "pixel": {"auroc": 0.97, "dice_best": 0.52,
+          "dice_at_threshold": 0.41}, "pixel_foreground": {"auroc": 0.94}, "threshold": {"target_fpr": 0.05}}
+    html_an = key_table("anomaly", an)
+    assert "<th>image AUROC</th><td>0.856</td>" in html_an and "0.97 / 0.94" in html_an
+    assert key_table("something-else", {"a": 1}) == ""
+
+
+def test_report_folds_the_full_values_under_the_headline_table(report):
+    page = report.read_text()
+    assert "<details><summary>All values</summary>" in page
+    assert "optimiser steps in all stages" in page  # the training block's headline table

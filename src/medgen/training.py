@@ -170,15 +170,19 @@ def _train(config, data, out: Path, *, profile, overrides, init_from, subset, re
         echo(f"initialised {init_report['loaded']} tensors from {init_report['from']}"
              + (f"; {len(init_report['skipped'])} skipped (shape differs)" if init_report["skipped"] else ""))
     world = dist.world_size()
+    # stages may set their own batch size (LDM: autoencoder, then diffusion), so report it per stage
+    batches = {stage: cfg.stage(stage).batch_size for stage in model.stages}
+    effective = {stage: b * world for stage, b in batches.items()}
     n_params = sum(p.numel() for p in model.parameters())
     echo(f"{cfg.model.family} ({n_params / 1e6:.2f} M parameters) on {device}; {len(train_rows)} training / {len(val_rows)} validation items"
          + (f", subset {where}" if where else "")
-         + (f"; {world} processes ({dist.backend()}), effective batch {cfg.train.batch_size * world} "
-            f"({cfg.train.batch_size} per process)" if world > 1 else ""))
+         + (f"; {world} processes ({dist.backend()}), effective batch "
+            + ", ".join(f"{s} {effective[s]} ({batches[s]} per process)" for s in batches) if world > 1 else ""))
     for note in getattr(model, "notes", lambda: [])():
         echo(f"note: {note}")
     trainer = Trainer(model, cfg, ds, run, train_rows, val_rows, device)
-    parallel = {"processes": world, "effective_batch_size": cfg.train.batch_size * world}
+    parallel = {"processes": world,
+                "effective_batch_size": next(iter(effective.values())) if len(effective) == 1 else effective}
     if dist.is_main():
         run.set_status("running", resumable=True, **parallel)
     try:

@@ -25,7 +25,7 @@ TEMPLATE = """<!doctype html>
  table { border-collapse: collapse; font-size: 13px; margin: 6px 0; } td, th { border: 1px solid #e3e6eb; padding: 4px 8px; text-align: left; vertical-align: top; }
  th { background: #f0f2f5; } pre { background: #f0f2f5; padding: 10px; overflow-x: auto; font-size: 12px; max-height: 420px; }
  .grid { display: flex; flex-wrap: wrap; gap: 14px; } .grid figure { margin: 0; flex: 1 1 420px; } figcaption { font-size: 12px; color: #5a6275; }
- .muted { color: #5a6275; font-size: 13px; } .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; background: #e7ecf5; font-size: 12px; }
+ .muted { color: #5a6275; font-size: 13px; } details { margin: 8px 0; } summary { cursor: pointer; color: #3b5bdb; font-size: 13px; } .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; background: #e7ecf5; font-size: 12px; }
 </style></head><body>
 <header><h1>{{ name }}</h1><p>{{ subtitle }}</p></header>
 <main>
@@ -79,6 +79,63 @@ def dict_table(d: dict, depth: int = 0) -> str:
             cell = _fmt(v)
         rows.append(f"<tr><th>{html.escape(str(k))}</th><td>{cell}</td></tr>")
     return "<table>" + "".join(rows) + "</table>"
+
+
+# what the headline numbers mean, by key prefix (the report is read by people who did not write the config)
+MEANINGS = {
+    "fid": "Fréchet distance between real and generated feature distributions (lower = closer)",
+    "frd": "Fréchet distance on radiomics features (lower = closer)",
+    "kid_mean": "kernel inception distance, unbiased (about 0 = indistinguishable; lower = closer)",
+    "kid_std": "spread of KID over subsets",
+    "precision": "share of generated images that fall on the real data's manifold (fidelity)",
+    "recall": "share of real images covered by the generated ones (diversity)",
+    "density": "like precision, counting how many real neighbourhoods hold each generated image",
+    "coverage": "share of real images with a generated image nearby",
+    "intensity/ks": "Kolmogorov-Smirnov statistic of pixel intensities, real vs generated (0 = same)",
+    "intensity/wasserstein": "Wasserstein distance of pixel intensities (0 = same)",
+    "memorisation": "share of generated images closer to a training image than the closest 5 % of real test images are (baseline 0.05)",
+    "utility": "tumour-classifier score on real test images",
+}
+
+
+def _meaning(key: str) -> str:
+    for prefix, text in MEANINGS.items():
+        if key.startswith(prefix):
+            return text
+    return ""
+
+
+def key_table(key: str, value: dict) -> str:
+    """The few numbers a reader looks for first, with what they mean; everything else is folded below."""
+    rows: list[tuple[str, object, str]] = []
+    if key == "evaluation":
+        rows = [(k, v, _meaning(k)) for k, v in (value.get("summary") or {}).items() if isinstance(v, (int, float))]
+    elif key == "anomaly":
+        im, px, pf = value.get("image") or {}, value.get("pixel") or {}, value.get("pixel_foreground") or {}
+        rows = [("image AUROC", im.get("auroc"), "ranking of anomalous above normal images (0.5 = chance)"),
+                ("image AUPRC", im.get("auprc"), "average precision, anomalous = positive"),
+                ("false-positive rate on held-out normals", im.get("fpr_at_threshold"), f"target {value.get('threshold', {}).get('target_fpr', '')}"),
+                ("pixel AUROC (all / foreground)", f"{_fmt(px.get('auroc'))} / {_fmt(pf.get('auroc'))}", "lesion pixels ranked above normal pixels"),
+                ("best Dice / Dice at threshold", f"{_fmt(px.get('dice_best'))} / {_fmt(px.get('dice_at_threshold'))}", "segmentation overlap with the masks")]
+    elif key == "training":
+        rows = [("steps", value.get("steps"), "optimiser steps in all stages")]
+        for stage, d in (value.get("stages") or {}).items():
+            if isinstance(d, dict):
+                val = ", ".join(f"{k} {_fmt(v)}" for k, v in (d.get("val") or {}).items())
+                rows.append((f"{stage}", f"{d.get('steps', '-')} steps, {_fmt(d.get('seconds', '-'))} s" + (f"; validation {val}" if val else ""), ""))
+    rows = [r for r in rows if r[1] is not None]
+    util = (value.get("utility") or {}).get("rows") if key == "evaluation" else None
+    out = ""
+    if rows:
+        out += "<table><tr><th>figure</th><th>value</th><th>meaning</th></tr>" + "".join(
+            f"<tr><th>{html.escape(str(k))}</th><td>{_fmt(v)}</td><td class=\"muted\">{html.escape(m)}</td></tr>" for k, v, m in rows) + "</table>"
+    if util:
+        metrics = ("accuracy", "f1_macro", "precision_macro", "recall_macro")
+        out += "<h3>Utility: a classifier trained on each set, tested on real images</h3><table><tr><th>trained on</th>" + "".join(
+            f"<th>{m}</th>" for m in metrics) + "</tr>" + "".join(
+            f"<tr><th>{html.escape(n)}</th>" + "".join(f"<td>{r['mean'][m]:.3f} ± {r['std'][m]:.3f}</td>" for m in metrics) + "</tr>"
+            for n, r in util.items()) + "</table>"
+    return out
 
 
 def _figures(folder: Path, captions: dict[str, str]) -> list[dict]:
@@ -149,7 +206,9 @@ def write_report(run_dir: str | Path) -> Path:
         if key == "anomaly":
             for d in sorted(run.root.glob("detect/*")):
                 figs += _figures(d, {"figure.png": "original / reconstruction / error map / ground truth", "scores.png": "anomaly scores, normal vs anomalous"})
-        blocks.append({"title": titles.get(key, key.capitalize()), "html": dict_table(value), "figures": figs})
+        head = key_table(key, value)
+        body = f"<details><summary>All values</summary>{dict_table(value)}</details>" if head else dict_table(value)
+        blocks.append({"title": titles.get(key, key.capitalize()), "html": head + body, "figures": figs})
     page = jinja2.Environment(autoescape=True).from_string(TEMPLATE).render(
         name=run.root.name, subtitle=f"medgen report — {cfg.get('description', '')}", overview=overview, notes=notes,
         data=data_rows, preview=preview, curves=curves, samples=samples,
