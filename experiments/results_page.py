@@ -40,8 +40,11 @@ class Page:
         self.out, self.page = out, page
         self.img_dir = page.parent / "images" / "results"
         self.lines: list[str] = []
-        self.commands = [json.loads(line) for line in (out / "commands.jsonl").read_text().splitlines() if line.strip()] \
+        log = [json.loads(line) for line in (out / "commands.jsonl").read_text().splitlines() if line.strip()] \
             if (out / "commands.jsonl").exists() else []
+        # a step that failed and was run again later (the runner resumes) counts by its last attempt
+        last = {c["name"]: i for i, c in enumerate(log)}
+        self.commands = [c for i, c in enumerate(log) if last[c["name"]] == i]
 
     def add(self, *lines: str) -> None:
         self.lines.extend(lines)

@@ -108,6 +108,14 @@ def plan(profile: str) -> list[Step]:
     return steps
 
 
+def select(steps: list[Step], only: set[str]) -> list[Step]:
+    """The steps of the chosen studies, plus the data preparations they use: a data set prepared
+    under one study may serve another (brain-lesions: S003 and S004)."""
+    chosen = [s for s in steps if not only or s.study in only]
+    prepared = lambda s: str(Path(s.done).parent)  # noqa: E731  (a prepare step's output folder)
+    return [s for s in steps if s in chosen or (s.args[0] == "data" and any(prepared(s) in c.args for c in chosen))]
+
+
 def run_step(step: Step, out: Path, log: Path, echo=print) -> dict:
     cmd = [sys.executable, "-m", "medgen", *step.args]
     shown = "medgen " + " ".join(step.args)
@@ -144,9 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     failed = []
     t0 = time.time()
-    for step in plan(args.profile):
-        if only and step.study not in only:
-            continue
+    for step in select(plan(args.profile), only):
         if (out / step.done).exists():
             print(f"[{step.study}] {step.name}: done before, kept")
             continue

@@ -91,3 +91,22 @@ def test_experiment_plan_uses_only_existing_presets_and_the_public_cli():
     # the fine-tuned run starts from the class-0 run, which comes first
     names = [s.name for s in steps]
     assert names.index("train s000-class0") < names.index("train s000-beta-finetuned")
+
+
+def test_only_one_study_still_prepares_the_data_it_uses():
+    run_mod = _module("run")
+    chosen = run_mod.select(run_mod.plan("small"), {"S004"})
+    # its own steps plus the brain-lesions preparation, which is listed under S003
+    assert [s.name for s in chosen if s.args[0] == "data"] == ["prepare data/brain-lesions-64x64"]
+    assert {s.study for s in chosen if s.args[0] != "data"} == {"S004"}
+    assert len(run_mod.select(run_mod.plan("small"), set())) == len(run_mod.plan("small"))
+
+
+def test_a_step_run_again_counts_by_its_last_attempt(tmp_path):
+    page_mod = _module("results_page")
+    (tmp_path / "commands.jsonl").write_text("\n".join(json.dumps(c) for c in [
+        {"study": "S004", "name": "train x", "command": "medgen train x", "seconds": 1, "returncode": 2, "error": ["boom"]},
+        {"study": "S004", "name": "train x", "command": "medgen train x", "seconds": 9, "returncode": 0},
+    ]) + "\n")
+    p = page_mod.Page(tmp_path, tmp_path / "r.md")
+    assert [c["returncode"] for c in p.commands] == [0] and p.failures("S004") == []
