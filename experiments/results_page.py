@@ -121,8 +121,8 @@ def s000(p: Page) -> None:
     checks = [(s, ft.get(s), bo.get(s)) for s in settings if ft.get(s) is not None and bo.get(s) is not None]
     met = sum(f <= 0.85 * b for _, f, b in checks)
     ok = None if not checks else met == len(checks)
-    p.add(f"Target: fine-tuned beta FID <= 0.85 x beta-only FID (domain features): {verdict(ok)} "
-          + (f"({met} of {len(checks)} settings; " + ", ".join(f"{s}: {f:.3g} vs 0.85 x {b:.3g} = {0.85 * b:.3g}" for s, f, b in checks) + ")."
+    p.add(f"Target: fine-tuned beta FID <= 0.85 x beta-only FID (domain features): {verdict(ok)}"
+          + (f" ({met} of {len(checks)} settings; " + ", ".join(f"{s}: {f:.3g} vs 0.85 x {b:.3g} = {0.85 * b:.3g}" for s, f, b in checks) + ")."
              if checks else "."), "")
     p.histograms("s000-beta-finetuned", "S000 fine-tuned: real vs generated intensity histograms")
     p.histograms("s000-beta-only", "S000 beta only: real vs generated intensity histograms")
