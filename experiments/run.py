@@ -103,7 +103,7 @@ def plan(profile: str) -> list[Step]:
         train("S004", "s004-cvae-transfer", "brain-tumor-cvae-transfer", lesions, profile, "--init-from", "runs/s004-vae-pretrain"),
     ]
     for run in ("s004-cgan", "s004-cwgan-gp", "s004-cvae", "s004-cvae-transfer"):
-        steps.append(evaluate("S004", run, "--metrics", "fidelity,intensity,memorisation,utility", "--utility",
+        steps.append(evaluate("S004", run, "--metrics", "fidelity,distribution,intensity,memorisation,utility", "--utility",
                               "--utility-seeds", "1" if profile == "tiny" else "3"))
     return steps
 

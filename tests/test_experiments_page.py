@@ -33,7 +33,7 @@ def _sweep(fids):
 def _util(real, mixed):
     row = lambda a: {"mean": {"accuracy": a, "f1_macro": a, "precision_macro": a, "recall_macro": a},  # noqa: E731
                      "std": {"accuracy": 0.01, "f1_macro": 0.01, "precision_macro": 0.01, "recall_macro": 0.01}}
-    return {"utility": {"rows": {"real": row(real), "synthetic": row(0.5), "mixed": row(mixed)}},
+    return {"utility": {"rows": {"real": row(real), "synthetic": row(0.5), "real+synthetic": row(mixed)}},
             "intensity": {"all": {"ks_statistic": 0.2}}}
 
 
