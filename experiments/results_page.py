@@ -257,6 +257,11 @@ def main(argv: list[str] | None = None) -> int:
           "studies' data (simulated mammography ROIs, real MNI152 anatomy with simulated lesions), so the numbers "
           "show what medgen's pipelines do, not the studies' clinical results. S001 (the survey) has no protocol "
           "to rerun; its VAE-GAN is in [models-gan-vae.md](models-gan-vae.md).", "")
+    ran = {c["study"] for c in p.commands if c["returncode"] == 0 and not c["name"].startswith("prepare")}
+    missing = [st for st in ("S000", "S002", "S003", "S004") if st not in ran]
+    if missing:
+        p.add(f"**This run is incomplete:** nothing was trained for {', '.join(missing)}; those tables say \"not run\". "
+              "`make experiments` resumes from the output folder.", "")
     for section in (s000, s002, s003, s004, samplers, memorisation, commands):
         section(p)
     print(p.write())

@@ -110,3 +110,11 @@ def test_a_step_run_again_counts_by_its_last_attempt(tmp_path):
     ]) + "\n")
     p = page_mod.Page(tmp_path, tmp_path / "r.md")
     assert [c["returncode"] for c in p.commands] == [0] and p.failures("S004") == []
+
+
+def test_an_incomplete_run_says_so_at_the_top(tmp_path):
+    page_mod = _module("results_page")
+    (tmp_path / "commands.jsonl").write_text(json.dumps(
+        {"study": "S003", "name": "train s003-ae", "command": "medgen train ...", "seconds": 1, "returncode": 0}) + "\n")
+    page_mod.main(["--out", str(tmp_path), "--page", str(tmp_path / "r.md")])
+    assert "**This run is incomplete:** nothing was trained for S000, S002, S004" in (tmp_path / "r.md").read_text()
