@@ -105,11 +105,14 @@ def ldm_run(phantom, tmp_path_factory):
     return out
 
 
-@pytest.fixture(autouse=True)
-def _not_quiet_after_a_test():
-    """`medgen --quiet` run in-process (CliRunner) sets a module-level flag; reset it so a later
-    test that checks console output does not depend on the order the tests ran in."""
-    yield
-    from medgen.progress import set_quiet
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module of small convolutions (``pytestmark = pytest.mark.usefixtures(...)``):
+    on a 2-core machine shared with other jobs, two OpenMP threads made them up to 100x slower
+    (measured); restored afterwards."""
+    import torch
 
-    set_quiet(False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

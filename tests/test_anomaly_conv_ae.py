@@ -2,7 +2,6 @@
 a missing file refused clearly, and a frozen encoder that training leaves untouched."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -14,14 +13,7 @@ from medgen.models.conv_ae import (VGG16_CFG, ConvAEParams, ConvAutoencoder, res
 INFO = DataInfo(2, 1, (32, 32), ["none", "tumour"])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One torch thread for this module: on a 2-core machine shared with other jobs, two OpenMP
-    threads made these small convolutions up to 100x slower (measured); restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _vgg16_state_file(path, fmt="pth"):

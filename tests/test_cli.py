@@ -65,3 +65,16 @@ def test_runs_table_reports_status(tmp_path):
     assert rows[0]["status"] == "crashed (resumable)" and rows[0]["metrics"] == {"fid": 12.5}
     r = medgen("runs", tmp_path / "runs", "--json")
     assert json.loads(r.stdout)[0]["preset"] == "x"
+
+
+def test_quiet_lasts_one_invocation():
+    """`--quiet` silences that command only: an in-process caller (a notebook, a test) is not left muted."""
+    from medgen.cli import main
+    from medgen.progress import is_quiet
+
+    assert not is_quiet()
+    try:
+        main(["--quiet", "version"])
+    except SystemExit as e:
+        assert e.code in (0, None)
+    assert not is_quiet()

@@ -304,8 +304,11 @@ def _normalise_argv(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from medgen.progress import is_quiet, set_quiet
+
     args = _normalise_argv(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in args
+    quiet_before = is_quiet()  # --quiet is for this invocation; an in-process caller keeps its own setting
     try:
         # standalone mode: Typer/click handle --help, usage errors (exit 2) and exit codes themselves
         app(args=args, prog_name="medgen")
@@ -322,3 +325,5 @@ def main(argv: list[str] | None = None) -> None:
             raise
         typer.echo(f"internal error: {e.__class__.__name__}: {e} (rerun with --debug for the traceback)", err=True)
         sys.exit(1)
+    finally:
+        set_quiet(quiet_before)

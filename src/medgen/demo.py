@@ -35,29 +35,27 @@ def export_pretrained(run_dir: str | Path, dest: str | Path = ASSET_DIR) -> Path
     ``python -m medgen.demo export RUN``."""
     import json
 
-    import torch
     from safetensors.torch import save_file
 
-    from medgen.engine.checkpoint import load_checkpoint
     from medgen.rundir import RunDir
+    from medgen.sampling import load_run_model
 
     run = RunDir.open(run_dir)
-    if run.status().get("state") != "finished":
+    status = run.status()
+    if status.get("state") != "finished":
         raise UserError("the run has not finished training; export a finished run", run.root)
     cfg = run.config()
     if cfg.preset != DEMO_PRESET:
         raise UserError(f"not a {DEMO_PRESET} run (preset: {cfg.preset})", run.root)
-    ckpt = load_checkpoint(run.checkpoints / "final")
-    weights = dict(ckpt["model"])
-    weights.update({k: v for k, v in (ckpt.get("ema") or {}).items() if k in weights})
-    half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in weights.items()}
+    _, model, _ = load_run_model(run.root, device="cpu", checkpoint="final")  # the EMA weights, as sampling uses them
+    half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     save_file(half, str(dest / "model.safetensors"), metadata={"source": "medgen demo-brain-ldm", "profile": str(cfg.profile)})
     shutil.copy(run.root / "config.yaml", dest / "config.yaml")
     info = json.loads((run.root / "data.json").read_text())
     info.pop("dataset", None)  # a path on the machine that trained it; install_pretrained sets the user's
-    info["steps"] = run.status().get("steps")
+    info["steps"] = status.get("steps")
     (dest / "data.json").write_text(json.dumps(info, indent=2))
     return dest / "model.safetensors"
 

@@ -5,13 +5,10 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from medgen.config import Config, resolve
 from medgen.data.dataset import PreparedDataset
 from medgen.errors import UserError
 from medgen.models.base import DataInfo, build_model
-from medgen.progress import console
 from medgen.rundir import RunDir
 
 

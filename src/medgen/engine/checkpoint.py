@@ -84,11 +84,12 @@ def save_checkpoint(folder: Path, model: torch.nn.Module, state: dict, optimizer
                 save_file(all_tensors, str(tmp / "optim.safetensors"))
             plain_state["optimizers"] = plain_opts
         (tmp / "state.json").write_text(json.dumps(plain_state, default=_json_default))
+        umask = current_umask()  # safetensors and mkdtemp make owner-only files; give them the usual modes
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-            os.chmod(f, 0o666 & ~current_umask())  # safetensors and mkdtemp make owner-only files; use the usual ones
-        os.chmod(tmp, 0o777 & ~current_umask())
+            os.chmod(f, 0o666 & ~umask)
+        os.chmod(tmp, 0o777 & ~umask)
         old = folder.with_name(f".{folder.name}.old")
         if folder.exists():
             if old.exists():

@@ -85,7 +85,6 @@ class GAN(GenerativeModel):
         return dict(self.monitor.warnings)
 
     def notes(self) -> list[str]:
-        p = self.params
         kind = "WGAN-GP" if self.wgan else "GAN (BCE)"
         return [f"{'conditional ' if self.conditional else ''}{kind}: {len(self.generator.blocks)} levels, "
                 f"{self.n_critic} discriminator step(s) per generator step"]
