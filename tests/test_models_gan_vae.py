@@ -132,6 +132,32 @@ def test_conditional_gan_uses_the_label_in_generator_and_discriminator(loss):
     assert u.sample(2, labels=torch.tensor([0, 1]), generator=torch.Generator().manual_seed(0)).shape == (2, 1, 32, 32)
 
 
+@pytest.mark.parametrize("loss", ["bce", "wgan-gp"])
+def test_ac_gan_class_head_learns_the_real_classes_and_is_not_told_the_label(loss):
+    with pytest.raises(ValueError, match="conditional"):
+        build("gan", aux_weight=1.0)
+    torch.manual_seed(0)
+    m = build("gan", conditional=True, loss=loss, aux_weight=1.0, n_critic=1)
+    d = m.discriminator
+    assert d.label_map is None and d.classifier is not None  # the class head cannot read the label off its input
+    img = torch.rand(1, 1, 32, 32).repeat(4, 1, 1, 1)
+    _, logit, cls = d.eval().heads(img, torch.arange(4))
+    assert torch.allclose(cls[0], cls[1]) and cls.shape == (4, 4)  # same image, same class logits
+    # class c: a bright square in quadrant c (a pattern: layer norm would remove a difference in brightness)
+    labels = torch.arange(16) % 4
+    images = torch.full((16, 1, 32, 32), 0.2)
+    for i, c in enumerate(labels.tolist()):
+        images[i, 0, 16 * (c // 2):16 * (c // 2) + 16, 16 * (c % 2):16 * (c % 2) + 16] = 0.9
+    data = {"image": images, "label": labels, "index": torch.arange(16)}
+    ctx = fake_ctx(m, lr=2e-3)
+    m.train()
+    logs = [m.training_step(data, "main", ctx) for _ in range(80)]
+    assert {"d_class_loss", "g_class_loss"} <= set(logs[0])
+    first, last = (np.mean([r["d_class_loss"] for r in part]) for part in (logs[:10], logs[-10:]))
+    assert last < 0.5 * first
+    assert "class_acc_fake" in m.eval().validation_step(data, "main")
+
+
 @pytest.mark.parametrize("family", ["vae", "vae-gan"])
 def test_conditional_vae_uses_the_label_in_encoder_and_decoder(family):
     torch.manual_seed(0)
@@ -233,6 +259,7 @@ def test_monitor_warns_once_when_the_discriminator_wins(capsys):
         return 20.0 * sign + 0.0 * m.discriminator.head.bias.sum() + 0.0 * x.flatten(1).sum(1)
 
     m.discriminator.forward = perfect
+    m.discriminator.heads = lambda x, labels=None: ([], perfect(x, labels), None)
     ctx = fake_ctx(m)
     flags = [m.training_step(b, "main", ctx)["warn_d_wins"] for _ in range(4)]
     assert flags == [0.0, 0.0, 1.0, 1.0] and "d_wins" in m.warnings

@@ -191,16 +191,17 @@ class Discriminator(nn.Module):
 
     def __init__(self, spatial_dims: int, in_channels: int, size: Sequence[int], channels: Sequence[int],
                  num_classes: int = 0, norm: str = "batch", dropout: float = 0.0, levels: int | None = None,
-                 minibatch_std: bool = False, projection: bool = False):
+                 minibatch_std: bool = False, projection: bool = False, aux_classes: int = 0, label_map: bool = True):
         super().__init__()
         self.minibatch_std = minibatch_std
         self.strides = level_strides(size, levels)
         chans = per_level(channels, len(self.strides), "channels")
         self.size = tuple(size)
-        self.label_map = nn.Embedding(num_classes, math.prod(size)) if num_classes else None
+        self.num_classes = num_classes
+        self.label_map = nn.Embedding(num_classes, math.prod(size)) if (num_classes and label_map) else None
         Conv = conv_cls(spatial_dims)
         blocks = []
-        c_in = in_channels + (1 if num_classes else 0)
+        c_in = in_channels + (1 if self.label_map is not None else 0)
         for i, (stride, c_out) in enumerate(zip(self.strides, chans)):
             layers: list[nn.Module] = [Conv(c_in, c_out, _kernel(stride), stride, 1, bias=(i == 0 or norm == "none"))]
             if i > 0:
@@ -214,6 +215,9 @@ class Discriminator(nn.Module):
         self.head = nn.Linear((c_in + int(minibatch_std)) * math.prod(bottom_size(size, self.strides)), 1)
         # projection discriminator (Miyato & Koyama 2018): logit += <embed(y), pooled features>
         self.projection = nn.Embedding(num_classes, c_in) if (projection and num_classes) else None
+        # AC-GAN (Odena et al. 2017): a second head names the class of the image from the same features
+        # (on the flattened features, like the real/fake head: pooling averages a small lesion away)
+        self.classifier = nn.Linear(c_in * math.prod(bottom_size(size, self.strides)), aux_classes) if aux_classes else None
 
     def _input(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         if self.label_map is None:
@@ -224,18 +228,24 @@ class Discriminator(nn.Module):
 
     def features(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
         """(output of every level, logit)."""
+        feats, logit, _ = self.heads(x, labels)
+        return feats, logit
+
+    def heads(self, x: torch.Tensor, labels: torch.Tensor | None = None):
+        """(output of every level, real/fake logit, class logits or None without the AC-GAN head)."""
         h = self._input(x, labels)
         feats = []
         for block in self.blocks:
             h = block(h)
             feats.append(h)
         pooled = h.flatten(2).sum(2)
+        classes = self.classifier(h.flatten(1)) if self.classifier is not None else None
         if self.minibatch_std:
-            h = torch.cat([h, batch_std(h, labels if self.label_map is not None else None)], dim=1)
+            h = torch.cat([h, batch_std(h, labels if self.num_classes else None)], dim=1)
         logit = self.head(h.flatten(1)).squeeze(1)
         if self.projection is not None:
             logit = logit + (self.projection(labels) * pooled).sum(1)
-        return feats, logit
+        return feats, logit, classes
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.features(x, labels)[1]

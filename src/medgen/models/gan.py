@@ -47,6 +47,7 @@ class GANParams(FamilyParams):
     dropout: float = Field(0.3, ge=0, lt=1)
     minibatch_std: bool = False  # Karras et al.'s minibatch-std channel before the head (against mode collapse)
     projection: bool = False  # conditional: also a projection term in the discriminator (Miyato & Koyama)
+    aux_weight: float = Field(0.0, ge=0)  # conditional: AC-GAN class head in the discriminator, this weight on its losses
     gp_weight: float = Field(10.0, ge=0)
     n_critic: int | None = Field(None, ge=1)  # default 5 for wgan-gp, 1 for bce
     label_smoothing: float = Field(0.0, ge=0, lt=0.5)  # one-sided: real target 1 - s (bce)
@@ -60,6 +61,8 @@ class GANParams(FamilyParams):
         if self.loss == "wgan-gp" and self.disc_norm == "batch":
             raise ValueError("disc_norm: batch is not valid with loss: wgan-gp (the gradient penalty is per sample; "
                              "use layer, instance or none, as Gulrajani et al. advise)")
+        if self.aux_weight > 0 and not self.conditional:
+            raise ValueError("aux_weight (the AC-GAN class head) needs conditional: true")
         return self
 
 
@@ -74,7 +77,10 @@ class GAN(GenerativeModel):
         self.generator = Generator(info.spatial_dims, info.channels, info.size, p.latent_dim, p.channels, ncls,
                                    p.embed_dim, p.upsample, p.levels)
         self.discriminator = Discriminator(info.spatial_dims, info.channels, info.size, p.disc_channels or p.channels,
-                                           ncls, norm, p.dropout, p.levels, p.minibatch_std, p.projection)
+                                           ncls, norm, p.dropout, p.levels, p.minibatch_std, p.projection,
+                                           aux_classes=ncls if p.aux_weight > 0 else 0,
+                                           # an AC-GAN discriminator is not told the label: its class head could read it back
+                                           label_map=p.aux_weight == 0)
         dcgan_init(self)
         self.wgan = p.loss == "wgan-gp"
         self.n_critic = p.n_critic or (5 if self.wgan else 1)
@@ -111,7 +117,8 @@ class GAN(GenerativeModel):
         for _ in range(self.n_critic):
             with torch.no_grad():
                 fake = G(ctx.randn((b, p.latent_dim)), y)
-            d_real, d_fake = D(x, y), D(fake, y)
+            _, d_real, cls_real = D.heads(x, y)
+            d_fake = D(fake, y)
             if self.wgan:
                 gp, gnorm = gradient_penalty(D, x, fake, y, ctx)
                 d_loss = d_fake.mean() - d_real.mean() + p.gp_weight * gp
@@ -122,12 +129,22 @@ class GAN(GenerativeModel):
                           + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
                 out["acc_real"] = float((d_real.detach() > 0).float().mean())
                 out["acc_fake"] = float((d_fake.detach() < 0).float().mean())
+            if cls_real is not None:
+                # the class head learns from real images only: trained on generated ones too (Odena's
+                # original) it can learn whatever marks the generator's classes, and stop teaching it
+                cls_loss = F.cross_entropy(cls_real, y)
+                d_loss = d_loss + p.aux_weight * cls_loss
+                out["d_class_loss"] = float(cls_loss.detach())
             ctx.backward(d_loss, "discriminator")
         D.requires_grad_(False)  # the generator step needs gradients through D, not for it
         try:
             fake = G(ctx.randn((b, p.latent_dim)), y)
-            logits = D(fake, y)
+            _, logits, cls_fake = D.heads(fake, y)
             g_loss = -logits.mean() if self.wgan else F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+            if cls_fake is not None:  # the generator is rewarded when its images are named as the class asked for
+                g_class = F.cross_entropy(cls_fake, y)
+                g_loss = g_loss + p.aux_weight * g_class
+                out["g_class_loss"] = float(g_class.detach())
             ctx.backward(g_loss, "generator")
         finally:
             D.requires_grad_(True)
@@ -156,7 +173,10 @@ class GAN(GenerativeModel):
         # Wasserstein-1 distance between the pixel-value distributions (sorted values): lower is closer
         w1 = (x.flatten().sort().values - fake.flatten().sort().values).abs().mean()
         out = {"intensity_w1": float(w1)}
-        d_real, d_fake = self.discriminator(x, y), self.discriminator(fake, y)
+        _, d_real, _ = self.discriminator.heads(x, y)
+        _, d_fake, cls_fake = self.discriminator.heads(fake, y)
+        if cls_fake is not None:  # how often the class head names a generated image's class as asked
+            out["class_acc_fake"] = float((cls_fake.argmax(1) == y).float().mean())
         if self.wgan:
             out["wasserstein"] = float(d_real.mean() - d_fake.mean())
         else:
