@@ -14,7 +14,7 @@ from medgen.data.sources import SourceOptions
 from medgen.errors import UserError
 from medgen.evaluation.domain import DomainSettings
 from medgen.evaluation.evaluate import evaluate, load_image_set, parse_sweep
-from medgen.evaluation.utility import METRIC_COLUMNS, SCENARIOS
+from medgen.evaluation.utility import METRIC_COLUMNS, SCENARIOS, utility_table
 from medgen.training import train
 
 QUIET = lambda *a, **k: None  # noqa: E731
@@ -152,8 +152,26 @@ def test_utility_table_for_a_conditional_run(run):
         assert all(0.0 <= v <= 1.0 for v in row["mean"].values())
         assert len(row["per_seed"]) == 2 and np.array(row["confusion"]).sum() == 2 * 12
         assert row["mean"]["accuracy"] == pytest.approx(row["mean"]["f1_micro"])
+    cc = util["class_consistency"]
+    assert 0.0 <= cc["mean"] <= 1.0 and len(cc["per_seed"]) == 2 and cc["chance"] == 0.25
+    assert np.array(cc["confusion"]).sum() == 2 * 96 and np.array(cc["confusion"]).sum(1).tolist() == [48] * 4
     assert util["synthetic"]["per_class"] == {"glioma": 24, "meningioma": 24, "none": 24, "pituitary": 24}
     assert (run / "evaluation" / "utility_confusion.png").stat().st_size > 0
+
+
+def test_class_consistency_names_generated_classes_and_catches_swapped_ones():
+    rng = np.random.default_rng(0)
+
+    def images(labels):  # class 0 dark, class 1 bright: any classifier tells them apart
+        return (0.25 + 0.5 * labels[:, None, None, None] + 0.05 * rng.standard_normal((len(labels), 1, 16, 16))).astype(np.float32)
+
+    y = np.arange(40) % 2
+    fast = replace(DomainSettings(), epochs=8, patience=4)
+    kwargs = dict(class_names=["a", "b"], seeds=[0], settings=fast, echo=lambda *a: None)
+    right = utility_table((images(y), y), (images(y[:10]), y[:10]), (images(y), y), **kwargs)["class_consistency"]
+    swapped = utility_table((images(y), y), (images(y[:10]), y[:10]), (images(y), 1 - y), **kwargs)["class_consistency"]
+    assert right["mean"] > 0.95 and swapped["mean"] < 0.05 and right["chance"] == 0.5
+    assert np.array(swapped["confusion"]).tolist() == [[0, 20], [20, 0]]  # rows: the class asked for
 
 
 def _png_folder(root, images, labels=None, odd=None):

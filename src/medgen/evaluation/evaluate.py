@@ -1008,5 +1008,9 @@ def summary_tables(result: dict) -> list:
             _add(ut, "n real / synthetic", *(f"{util['rows'][n]['n_train_real']} / {util['rows'][n]['n_train_synthetic']}" for n in names))
             for m in METRIC_COLUMNS:
                 _add(ut, m, *(f"{util['rows'][n]['mean'][m]:.3f} ± {util['rows'][n]['std'][m]:.3f}" for n in names))
+            cc = util.get("class_consistency")
+            if cc:  # tables from before it was measured have none
+                _add(ut, f"class consistency (chance {cc['chance']:.2f})",
+                     *(f"{cc['mean']:.3f} ± {cc['std']:.3f}" if n == "real" else "" for n in names))
         tables.append(ut)
     return tables

@@ -135,6 +135,11 @@ def key_table(key: str, value: dict) -> str:
             f"<th>{m}</th>" for m in metrics) + "</tr>" + "".join(
             f"<tr><th>{html.escape(n)}</th>" + "".join(f"<td>{r['mean'][m]:.3f} ± {r['std'][m]:.3f}</td>" for m in metrics) + "</tr>"
             for n, r in util.items()) + "</table>"
+        cc = value["utility"].get("class_consistency")
+        if cc:
+            out += (f"<p>Class consistency: the real-trained classifier names <b>{cc['mean']:.3f} ± {cc['std']:.3f}</b> of the "
+                    f"synthetic images as the class they were generated for (chance {cc['chance']:.2f}; near chance means "
+                    "the generator's classes do not differ).</p>")
     return out
 
 
