@@ -139,3 +139,25 @@ def test_parallel_workers_give_same_dataset(tmp_path, png_classes):
     assert a.n_items == b.n_items
     assert np.array_equal(np.load(tmp_path / "a/images.npy"), np.load(tmp_path / "b/images.npy"))
     assert json.loads((tmp_path / "a/stats.json").read_text())["content_hash"] == json.loads((tmp_path / "b/stats.json").read_text())["content_hash"]
+
+
+def test_dicom_headers_read_in_worker_processes_give_the_same_series(tmp_path):
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    from medgen.data.dicom import scan_series
+
+    root = tmp_path / "many"
+    root.mkdir()
+    uids = [generate_uid(), generate_uid()]
+    for k in range(70):  # two interleaved series, files named out of slice order
+        write_dicom(root / f"f{(k * 31) % 70:03d}.dcm", np.full((8, 8), k, dtype=np.uint16), series_uid=uids[k % 2],
+                    position=float(k), instance=k + 1)
+    (root / "notes.txt").write_text("not DICOM")
+    one, rej_one = scan_series(root, workers=1)
+    two, rej_two = scan_series(root, workers=2)
+    assert [(s.uid, s.files) for s in one] == [(s.uid, s.files) for s in two] and len(one) == 2
+    assert rej_one == rej_two and [r[0] for r in rej_one] == [str(root / "notes.txt")]
+    for s in one:  # sorted by slice position within each series
+        positions = [int(pydicom.dcmread(str(f)).pixel_array[0, 0]) for f in s.files]
+        assert positions == sorted(positions) and len(positions) == 35

@@ -95,32 +95,50 @@ def _slice_position(ds) -> float:
     return float(ds.get("InstanceNumber", 0) or 0)
 
 
-def scan_series(root: Path) -> tuple[list[DicomSeries], list[tuple[str, str]]]:
+def _header(f: Path) -> tuple[str, float, str] | str:
+    """(series key, slice position, modality) of one file from its header, or why it is not usable."""
+    try:
+        ds = _dcmread(f, stop_before_pixels=True)
+    except InputFileError as err:
+        return str(err).split(": ", 1)[-1]
+    if "SOPClassUID" not in ds and "Rows" not in ds:
+        return "not a DICOM image (no SOPClassUID/Rows)"
+    uid = str(ds.get("SeriesInstanceUID", f"file:{f}"))
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:  # a multi-frame object is its own series
+        uid = f"{uid}:{f.name}"
+    return uid, _slice_position(ds), str(ds.get("Modality", ""))
+
+
+def _headers(files: list[Path], workers: int):
+    """_header of every file, in order; worker processes for large folders (reading headers is
+    most of the time a DICOM listing takes, and it is one small file read each)."""
+    if workers <= 1 or len(files) < 64:
+        return [_header(f) for f in files]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        return list(pool.map(_header, files, chunksize=max(1, min(64, len(files) // (workers * 4)))))
+
+
+def scan_series(root: Path, workers: int = 1) -> tuple[list[DicomSeries], list[tuple[str, str]]]:
     """Group the DICOM files under ``root`` by SeriesInstanceUID, sorted by slice position.
 
-    Returns the series and the (file, reason) pairs that were not usable DICOM images.
+    Returns the series and the (file, reason) pairs that were not usable DICOM images. ``workers``
+    > 1 reads the headers in that many processes (the result is the same).
     """
     files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    files = [f for f in files if not (f.name.startswith(".") or f.name.upper() == "DICOMDIR")]
     rejected: list[tuple[str, str]] = []
     groups: dict[str, list[tuple[float, Path]]] = defaultdict(list)
     modality: dict[str, str] = {}
-    for f in files:
-        if f.name.startswith(".") or f.name.upper() == "DICOMDIR":
+    for f, head in zip(files, _headers(files, workers)):
+        if isinstance(head, str):
+            rejected.append((str(f), head))
             continue
-        try:
-            ds = _dcmread(f, stop_before_pixels=True)
-        except InputFileError as err:
-            rejected.append((str(f), str(err).split(": ", 1)[-1]))
-            continue
-        if "SOPClassUID" not in ds and "Rows" not in ds:
-            rejected.append((str(f), "not a DICOM image (no SOPClassUID/Rows)"))
-            continue
-        uid = str(ds.get("SeriesInstanceUID", f"file:{f}"))
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        if frames > 1:  # a multi-frame object is its own series
-            uid = f"{uid}:{f.name}"
-        groups[uid].append((_slice_position(ds), f))
-        modality[uid] = str(ds.get("Modality", ""))
+        uid, position, modality[uid] = head
+        groups[uid].append((position, f))
     series = []
     for uid, items in groups.items():
         items.sort(key=lambda t: t[0])

@@ -197,8 +197,9 @@ def prepare(source: str, out: str | Path, opts: PrepareOptions | None = None, fo
     if len(opts.size) not in (2, 3) or min(opts.size) < 2:
         raise UserError(f"--size must be H W or D H W with sizes >= 2, got {opts.size}")
     opts.source.seed = opts.seed
-    records, rejected = list_records(source, opts.source)
     workers = opts.workers or min(os.cpu_count() or 1, 8)
+    opts.source.workers = workers
+    records, rejected = list_records(source, opts.source)
     # images.raw and images.npy (float32, one row per record at least) coexist before the raw file goes
     check_free_space(out, 2 * len(records) * (3 if opts.rgb else 1) * int(np.prod(opts.size)) * 4, "the prepared images")
 

@@ -44,6 +44,7 @@ class SourceOptions:
     group_column: str | None = None
     n: int | None = None  # built-ins: number of items
     seed: int = 0
+    workers: int = 1  # processes for listing (DICOM headers)
 
 
 def parse_source(spec: str) -> tuple[str, str]:
@@ -209,7 +210,7 @@ def dicom_records(root: Path, opts: SourceOptions) -> tuple[list[Record], list[t
     """One record per series; label = first sub-folder under root (or 'all'), or a DICOM attribute."""
     from medgen.data.dicom import scan_series
 
-    series, rejected = scan_series(root)
+    series, rejected = scan_series(root, workers=opts.workers)
     records = []
     for s in series:
         first = s.files[0]
