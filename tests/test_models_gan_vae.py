@@ -378,10 +378,17 @@ def test_tiny_preset_trains_and_samples(preset, tiny_run):
         one = sample(out, n=3, label="pituitary", echo=quiet)
         assert list(one["labels"]) == [3, 3, 3]
         assert sorted(p.name for p in (out / "samples").glob("*pituitary*/sample_*.png"))[0].endswith("_pituitary.png")
+        # --each-label: every class from the same seed, so each row is what --label CLASS gives
+        each = sample(out, n=3, each_label=True, echo=quiet)
+        assert list(each["labels"]) == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+        assert np.array_equal(each["images"][9:], one["images"])
+        assert not np.allclose(each["images"][0], each["images"][9])  # same z, another label
     else:
         assert res["labels"] is None
         with pytest.raises(UserError, match="not class-conditional"):
             sample(out, n=2, label="glioma", echo=quiet)
+        with pytest.raises(UserError, match="each-label"):
+            sample(out, n=2, each_label=True, echo=quiet)
 
 
 def test_cli_trains_and_samples_the_tiny_cwgan(lesions, runs):

@@ -172,6 +172,7 @@ def sample_cmd(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default RUN/samples/<settings>)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images generated at once."),
     force: bool = typer.Option(False, "--force", help="Replace an existing sample folder."),
+    each_label: bool = typer.Option(False, "--each-label", help="Conditional runs: --n images per class, every class from the same seed (one grid row per class)."),
     interpolate: Optional[Tuple[str, str]] = typer.Option(None, "--interpolate", help="A B: decode --n latents on the line between two items (dataset ids or image files); VAE families."),
 ) -> None:
     """Generate images from a trained run: files, a grid PNG and a real-vs-generated histogram."""
@@ -184,7 +185,7 @@ def sample_cmd(
     from medgen.sampling import sample
 
     sample(run, n=n, label=label, sampler=sampler, steps=steps, guidance=guidance, seed=seed, fmt=fmt, out=out,
-           batch_size=batch_size, force=force, echo=_echo)
+           batch_size=batch_size, force=force, each_label=each_label, echo=_echo)
 
 
 @app.command("demo")

@@ -76,7 +76,9 @@ def generate(model, n: int, labels: torch.Tensor | None, sampler: str, steps: in
 
 def sample(run_dir: str | Path, n: int = 16, label: str | None = None, sampler: str | None = None, steps: int | None = None,
            guidance: float | None = None, seed: int | None = None, fmt: str | None = None, out: str | Path | None = None,
-           batch_size: int | None = None, force: bool = False, echo=print) -> dict:
+           batch_size: int | None = None, force: bool = False, each_label: bool = False, echo=print) -> dict:
+    """``each_label``: n images per class of a conditional run, every class from the same seed (so the
+    same latents or starting noise), and a grid with one row per class: what the label changes."""
     cfg, model, run = load_run_model(run_dir)
     sc = cfg.sample
     sampler = sampler or sc.sampler
@@ -95,15 +97,23 @@ def sample(run_dir: str | Path, n: int = 16, label: str | None = None, sampler: 
     if steps is not None and T is not None and steps > T:
         raise UserError(f"--steps {steps} exceeds the {T} timesteps this model was trained with")
     labels = list(model.info.labels)
+    if each_label and (label is not None or not getattr(model, "conditional", False)):
+        raise UserError("--each-label needs a class-conditional run and no --label")
     y = resolve_labels(model, labels, label, n)
-    tag = f"{sampler}-{steps or T or 'default'}-seed{seed}" + (f"-{label}" if label else "") + (f"-g{guidance:g}" if guidance != 1 else "")
+    tag = (f"{sampler}-{steps or T or 'default'}-seed{seed}" + (f"-{label}" if label else "") + (f"-g{guidance:g}" if guidance != 1 else "")
+           + ("-each-label" if each_label else ""))
     out = Path(out) if out else run.samples / tag
     if out.exists() and any(out.iterdir()):
         if not force:
             raise UserError("sample folder already exists; use --force to replace it or --out for another", out)
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    images, ylab = generate(model, n, y, sampler, steps, guidance, seed, batch_size or sc.batch_size)
+    if each_label:  # the same seed for every class: the same z (or starting noise), a different label
+        parts = [generate(model, n, torch.full((n,), c, dtype=torch.long), sampler, steps, guidance, seed, batch_size or sc.batch_size,
+                          describe=f"sample {name}") for c, name in enumerate(labels)]
+        images, ylab = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    else:
+        images, ylab = generate(model, n, y, sampler, steps, guidance, seed, batch_size or sc.batch_size)
     import pydicom.uid
 
     series_uid = pydicom.uid.generate_uid()
@@ -114,12 +124,14 @@ def sample(run_dir: str | Path, n: int = 16, label: str | None = None, sampler: 
         files.append({"file": p.name, "label": lab})
     from medgen.plots import image_grid, intensity_histogram
 
-    grid = image_grid(images[:64], out / "grid.png", [f["label"] for f in files[:64]] if ylab is not None else None,
-                      title=f"{run.root.name}: {sampler}, {steps or T} steps, seed {seed}")
+    shown = np.arange(min(64, n)) if not each_label else np.concatenate([c * n + np.arange(min(n, 8)) for c in range(len(labels))])
+    grid = image_grid(images[shown], out / "grid.png", [files[i]["label"] for i in shown] if ylab is not None else None,
+                      ncols=8 if not each_label else min(n, 8),
+                      title=f"{run.root.name}: {sampler}, {steps or T} steps, seed {seed}" + (" (one row per class, same seed)" if each_label else ""))
     real = _real_training_images(run, 256)
     hist = intensity_histogram(real, images, out / "histogram.png", title="intensities: real training vs generated") if real is not None else None
     manifest = {"run": str(run.root), "n": n, "sampler": sampler, "steps": steps or T, "guidance": guidance, "seed": seed,
-                "format": fmt, "label": label, "files": files, "grid": grid.name, "histogram": hist.name if hist else None}
+                "format": fmt, "label": label, "each_label": each_label, "files": files, "grid": grid.name, "histogram": hist.name if hist else None}
     (out / "samples.json").write_text(json.dumps(manifest, indent=2))
     echo(f"{n} samples in {out}; grid: {grid}")
     return {"out": str(out), "grid": str(grid), "histogram": str(hist) if hist else None, "images": images, "labels": ylab}
