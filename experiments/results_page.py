@@ -182,6 +182,8 @@ def s004(p: Page) -> None:
           "on real training images, on synthetic images only (as many per class as real ones), and on real + synthetic "
           "(mixed), and tested on the real test split (`medgen evaluate RUN --utility`); mean ± std over seeds. "
           "KS: two-sample Kolmogorov-Smirnov statistic of real vs generated pixel intensities, as in the study's slides. "
+          "Class consistency: the share of synthetic images that the real-trained classifier names as the class they "
+          "were generated for (chance 0.25): whether the generator's classes differ at all. "
           "The unconditional WGAN-GP (one run per class) is not in this table: the utility table needs one "
           "class-conditional model.", "")
     rows, best_gap = [], []
@@ -192,12 +194,13 @@ def s004(p: Page) -> None:
             util["mixed"] = util.pop("real+synthetic")
         cell = lambda sc, m="accuracy": (f"{util[sc]['mean'][m]:.3f} ± {util[sc]['std'][m]:.3f}" if sc in util else MISSING)  # noqa: E731
         ks = (ev.get("intensity", {}).get("all") or {}).get("ks_statistic")
-        rows.append([name, cell("real"), cell("synthetic"), cell("mixed"), cell("real", "f1_macro"), cell("synthetic", "f1_macro"),
+        cc = (ev.get("utility") or {}).get("class_consistency")
+        rows.append([name, f"{cc['mean']:.3f} ± {cc['std']:.3f}" if cc else MISSING, cell("real"), cell("synthetic"), cell("mixed"), cell("real", "f1_macro"), cell("synthetic", "f1_macro"),
                      cell("mixed", "f1_macro"), cell("mixed", "precision_macro"), cell("mixed", "recall_macro"), ks,
                      (ev.get("summary") or {}).get("precision/domain"), (ev.get("summary") or {}).get("recall/domain")])
         if "real" in util and "mixed" in util:
             best_gap.append((name, util["mixed"]["mean"]["accuracy"], util["real"]["mean"]["accuracy"]))
-    p.table(["generator", "accuracy real", "accuracy synthetic", "accuracy mixed", "F1 macro real", "F1 macro synthetic",
+    p.table(["generator", "class consistency", "accuracy real", "accuracy synthetic", "accuracy mixed", "F1 macro real", "F1 macro synthetic",
              "F1 macro mixed", "precision macro mixed", "recall macro mixed", "KS",
              "precision (domain features)", "recall (domain features)"], rows)
     ok = None if not best_gap else any(m >= r for _, m, r in best_gap)

@@ -30,11 +30,13 @@ def _sweep(fids):
             "reconstruction": {"mae": {"mean": 0.05}}}
 
 
-def _util(real, mixed):
+def _util(real, mixed, consistency=None):
     row = lambda a: {"mean": {"accuracy": a, "f1_macro": a, "precision_macro": a, "recall_macro": a},  # noqa: E731
                      "std": {"accuracy": 0.01, "f1_macro": 0.01, "precision_macro": 0.01, "recall_macro": 0.01}}
-    return {"utility": {"rows": {"real": row(real), "synthetic": row(0.5), "real+synthetic": row(mixed)}},
-            "intensity": {"all": {"ks_statistic": 0.2}}}
+    util = {"rows": {"real": row(real), "synthetic": row(0.5), "real+synthetic": row(mixed)}}
+    if consistency is not None:
+        util["class_consistency"] = {"mean": consistency, "std": 0.02, "chance": 0.25}
+    return {"utility": util, "intensity": {"all": {"ks_statistic": 0.2}}}
 
 
 def test_results_page_judges_targets_from_the_outputs(tmp_path):
@@ -55,7 +57,7 @@ def test_results_page_judges_targets_from_the_outputs(tmp_path):
     _metrics(out, "s003-ddpm", anomaly={"image": {"auroc": 0.86}, "pixel": {"auroc": 0.93}, "pixel_foreground": {"auroc": 0.86}})
     # one generator's mixed classifier matches real: met
     _metrics(out, "s004-cgan", _util(0.90, 0.85))
-    _metrics(out, "s004-cvae", _util(0.90, 0.91))
+    _metrics(out, "s004-cvae", _util(0.90, 0.91, consistency=0.47))
 
     page = tmp_path / "docs" / "results.md"
     page.parent.mkdir()
@@ -64,6 +66,7 @@ def test_results_page_judges_targets_from_the_outputs(tmp_path):
     assert "fine-tuned beta FID <= 0.85 x beta-only FID (domain features): **met** (2 of 2 settings" in text
     assert "beats the autoencoder on pixel AUROC: **missed** (0.930 vs 0.970)" in text
     assert "real-only classifier: **met**" in text and "CVAE: 0.910 vs 0.900" in text
+    assert "| CVAE | 0.470 ± 0.020 | 0.900 ± 0.010 |" in text and "| cGAN | not run | 0.900 ± 0.010 |" in text
     assert "**Failed:** `medgen train dbt-ddpm-3d ...`: error: something named" in text
     assert "FAILED (exit 2)" in text
     # runs that were never made are "not run", not zeros
