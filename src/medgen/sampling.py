@@ -127,13 +127,13 @@ def sample(run_dir: str | Path, n: int = 16, label: str | None = None, sampler: 
     shown = np.arange(min(64, n)) if not each_label else np.concatenate([c * n + np.arange(min(n, 8)) for c in range(len(labels))])
     grid = image_grid(images[shown], out / "grid.png", [files[i]["label"] for i in shown] if ylab is not None else None,
                       ncols=8 if not each_label else min(n, 8),
-                      title=f"{run.root.name}: {sampler}, {steps or T} steps, seed {seed}" + (" (one row per class, same seed)" if each_label else ""))
+                      title=f"{run.root.name}: " + (f"{sampler}, {steps or T} steps, " if T else "") + f"seed {seed}" + (" (one row per class, same seed)" if each_label else ""))
     real = _real_training_images(run, 256)
     hist = intensity_histogram(real, images, out / "histogram.png", title="intensities: real training vs generated") if real is not None else None
     manifest = {"run": str(run.root), "n": n, "sampler": sampler, "steps": steps or T, "guidance": guidance, "seed": seed,
                 "format": fmt, "label": label, "each_label": each_label, "files": files, "grid": grid.name, "histogram": hist.name if hist else None}
     (out / "samples.json").write_text(json.dumps(manifest, indent=2))
-    echo(f"{n} samples in {out}; grid: {grid}")
+    echo(f"{len(images)} samples in {out}; grid: {grid}")
     return {"out": str(out), "grid": str(grid), "histogram": str(hist) if hist else None, "images": images, "labels": ylab}
 
 
