@@ -208,3 +208,23 @@ def test_outputs_get_the_usual_permissions_not_owner_only(tmp_path):
 
     prepare("builtin:mni152", tmp_path / "data", PrepareOptions(size=(16, 16), source=SourceOptions(n=12)))
     assert (tmp_path / "data").stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def test_ema_decay_warms_up_so_a_short_run_does_not_keep_its_start():
+    from medgen.engine.ema import EMA
+
+    lin = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        lin.weight.fill_(0.0)
+    ema = EMA(lin, 0.999)
+    with torch.no_grad():
+        lin.weight.fill_(1.0)
+    ema.update()  # first update: decay min(0.999, 1/10)
+    assert float(ema.shadow["weight"]) == pytest.approx(0.9)
+    for _ in range(179):
+        ema.update()
+    # 180 steps at a constant 0.999 would leave 0.999**180 = 84 % of the starting weight
+    assert float(ema.shadow["weight"]) > 0.99 and ema.updates == 180
+    for _ in range(20000):
+        ema.update()
+    assert ema.current_decay() == 0.999

@@ -139,7 +139,8 @@ class Trainer:
         rngs = dist.all_gather_object(rng_state(self.generator))  # every rank's, so a resume is exact
         state = {"position": vars(self.pos).copy(), "rng": rngs[0], "best": self.best,
                  "stage": self.model.stages[min(self.pos.stage_index, len(self.model.stages) - 1)],
-                 "ema_stage": self.ema_stage, "family": self.cfg.model.family, **(extra or {})}
+                 "ema_stage": self.ema_stage, "ema_updates": self.ema.updates if self.ema else 0,
+                 "family": self.cfg.model.family, **(extra or {})}
         if self.world > 1:
             state.update(world_size=self.world, rng_other_ranks=rngs[1:])
         return state
@@ -271,6 +272,8 @@ class Trainer:
             restore_optimizers(optimizers, ckpt)
             if self.ema is not None and ckpt.get("ema"):
                 self.ema.load_state_dict({k[len(target) + 1:]: v for k, v in ckpt["ema"].items()})
+                # checkpoints from before the warm-up: one update per finished step of this stage
+                self.ema.updates = int(ckpt["state"].get("ema_updates", self.pos.stage_step))
             if plateau and ckpt["state"].get("plateau"):
                 for n, s in ckpt["state"]["plateau"].items():
                     plateau[n].load_state_dict(s)
