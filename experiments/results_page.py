@@ -124,6 +124,17 @@ def s000(p: Page) -> None:
     p.add(f"Target: fine-tuned beta FID <= 0.85 x beta-only FID (domain features): {verdict(ok)}"
           + (f" ({met} of {len(checks)} settings; " + ", ".join(f"{s}: {f:.3g} vs 0.85 x {b:.3g} = {0.85 * b:.3g}" for s, f, b in checks) + ")."
              if checks else "."), "")
+    ev = p.evaluation("s000-beta-finetuned")
+    n_real, n_fake = (ev.get(k, {}).get("n_images") for k in ("real", "fake"))
+    if n_real is not None and n_real < 50:
+        spread = max((max(v) - min(v) for v in ([f for _, f, _ in checks], [b for _, _, b in checks]) if v), default=0.0)
+        gap = max((abs(f - b) for _, f, b in checks), default=0.0)
+        p.add(f"Read these FIDs with care: each compares {n_fake} generated with {n_real} real beta test images (the "
+              "built-in set's beta share of its test split). A Fréchet distance between 128-dimensional features "
+              "estimated from so few images is dominated by sampling noise"
+              + (f": one run's settings differ from each other by up to {spread:.3g}, more than the two experiments "
+                 f"differ at any one setting (up to {gap:.3g})" if checks and spread > gap else "")
+              + ". A larger `--n` at `medgen data prepare` (more beta images) is what a firmer verdict needs.", "")
     p.histograms("s000-beta-finetuned", "S000 fine-tuned: real vs generated intensity histograms")
     p.histograms("s000-beta-only", "S000 beta only: real vs generated intensity histograms")
     p.study_footer("S000")
@@ -223,7 +234,9 @@ def memorisation(p: Page) -> None:
           "Fraction of generated images whose nearest training image is closer than the 5 % quantile of the real "
           "test-to-train nearest distances, in pixel space and in the domain-feature space. The baseline is the "
           "fraction the same rule flags among real test images (0.05 with many test images; coarser with few, e.g. "
-          "1 of 6); more than the baseline means near-copies.", "")
+          "1 of 6); more than the baseline means near-copies. Read the pixel column of a blurry generator (the VAEs) "
+          "with the feature column beside it: a smooth, average-looking image is close in pixels to many training "
+          "images without copying any of them.", "")
     rows = []
     for name, run in (("S000 fine-tuned", "s000-beta-finetuned"), ("S000 beta only", "s000-beta-only"), ("S002 MSE", "s002-mse"),
                       ("S002 L1", "s002-l1"), *S004_RUNS.items()):
