@@ -232,6 +232,8 @@ def test_radiomics_runs_offline_and_frd_of_identical_sets_is_zero():
     noisy = np.clip(images + np.random.default_rng(1).normal(0, 0.2, images.shape), 0, 1).astype(np.float32)
     (a, c), _ = standardise(f, ext(noisy))
     assert fid_from_features(a, c) > 10.0  # noise changes the texture features a lot
+    # worker processes give the same rows, in the same order
+    np.testing.assert_array_equal(RadiomicsExtractor(workers=2)(images), f)
 
 
 def test_radiomics_foreground_mask_and_volumes():

@@ -124,10 +124,14 @@ def sample(run_dir: str | Path, n: int = 16, label: str | None = None, sampler: 
         files.append({"file": p.name, "label": lab})
     from medgen.plots import image_grid, intensity_histogram
 
-    shown = np.arange(min(64, n)) if not each_label else np.concatenate([c * n + np.arange(min(n, 8)) for c in range(len(labels))])
+    if each_label:  # one row per class, at most 8 images each
+        shown, ncols = np.concatenate([c * n + np.arange(min(n, 8)) for c in range(len(labels))]), min(n, 8)
+    else:
+        shown, ncols = np.arange(min(64, n)), 8
+    title = (f"{run.root.name}: " + (f"{sampler}, {steps or T} steps, " if T else "") + f"seed {seed}"
+             + (" (one row per class, same seed)" if each_label else ""))
     grid = image_grid(images[shown], out / "grid.png", [files[i]["label"] for i in shown] if ylab is not None else None,
-                      ncols=8 if not each_label else min(n, 8),
-                      title=f"{run.root.name}: " + (f"{sampler}, {steps or T} steps, " if T else "") + f"seed {seed}" + (" (one row per class, same seed)" if each_label else ""))
+                      ncols=ncols, title=title)
     real = _real_training_images(run, 256)
     hist = intensity_histogram(real, images, out / "histogram.png", title="intensities: real training vs generated") if real is not None else None
     manifest = {"run": str(run.root), "n": n, "sampler": sampler, "steps": steps or T, "guidance": guidance, "seed": seed,

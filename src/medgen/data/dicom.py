@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from medgen.errors import InputFileError
+from medgen.parallel import process_map
 
 PROJECTION_MODALITIES = {"MG", "CR", "DX", "IO", "PX", "RF", "XA"}
 
@@ -109,19 +110,6 @@ def _header(f: Path) -> tuple[str, float, str] | str:
     return uid, _slice_position(ds), str(ds.get("Modality", ""))
 
 
-def _headers(files: list[Path], workers: int):
-    """_header of every file, in order; worker processes for large folders (reading headers is
-    most of the time a DICOM listing takes, and it is one small file read each)."""
-    if workers <= 1 or len(files) < 64:
-        return [_header(f) for f in files]
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        return list(pool.map(_header, files, chunksize=max(1, min(64, len(files) // (workers * 4)))))
-
-
 def scan_series(root: Path, workers: int = 1) -> tuple[list[DicomSeries], list[tuple[str, str]]]:
     """Group the DICOM files under ``root`` by SeriesInstanceUID, sorted by slice position.
 
@@ -133,7 +121,8 @@ def scan_series(root: Path, workers: int = 1) -> tuple[list[DicomSeries], list[t
     rejected: list[tuple[str, str]] = []
     groups: dict[str, list[tuple[float, Path]]] = defaultdict(list)
     modality: dict[str, str] = {}
-    for f, head in zip(files, _headers(files, workers)):
+    # reading headers is most of a DICOM listing's time: worker processes for large folders
+    for f, head in zip(files, process_map(_header, files, workers, min_items=64)):
         if isinstance(head, str):
             rejected.append((str(f), head))
             continue

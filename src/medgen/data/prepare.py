@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from medgen.data.split import assign_splits
 from medgen.data.transforms import Normalizer, crop_box, resize
 from medgen.errors import InputFileError, UserError
 from medgen.fsio import check_free_space, current_umask
+from medgen.parallel import process_map
 from medgen.progress import progress_bar
 
 DEFAULT_SIZE = (128, 128)
@@ -152,25 +152,6 @@ def _slices(record, volume, mask, size, opts, roi):
     return items, rejected
 
 
-def _worker_init():
-    import torch
-
-    torch.set_num_threads(1)  # one process per core; nested threads only contend
-
-
-def _results(records: list[Record], opts: PrepareOptions, workers: int):
-    if workers <= 1 or len(records) < 16:
-        for r in records:
-            yield process_record(r, opts)
-        return
-    import multiprocessing as mp
-
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
-        chunk = max(1, min(32, len(records) // (workers * 8)))
-        yield from pool.map(process_record, records, [opts] * len(records), chunksize=chunk)
-
-
 def _check_out(out: Path, force: bool) -> None:
     if out.exists() and (out.is_file() or any(out.iterdir())):
         if not force:
@@ -209,7 +190,7 @@ def prepare(source: str, out: str | Path, opts: PrepareOptions | None = None, fo
         raw_path = tmp / "images.raw"
         mask_rows: dict[int, np.ndarray] = {}
         with open(raw_path, "wb") as raw, progress_bar("prepare", len(records)) as advance:
-            for items, rej in _results(records, opts, workers):
+            for items, rej in process_map(process_record, records, workers, [opts] * len(records)):
                 rejected += rej
                 for it in items:
                     if channels is None:

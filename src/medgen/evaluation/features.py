@@ -554,15 +554,10 @@ class RadiomicsExtractor(FeatureExtractor):
         workers = self.workers if self.workers is not None else (1 if len(jobs) < 64 else 4)
         import os
 
-        workers = max(1, min(workers, os.cpu_count() or 1))
-        if workers > 1:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor
+        from medgen.parallel import process_map
 
-            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn" if os.name == "nt" else "fork")) as pool:
-                rows = list(pool.map(_radiomics_one, jobs, chunksize=16))
-        else:
-            rows = [_radiomics_one(j) for j in jobs]
+        workers = max(1, min(workers, os.cpu_count() or 1))
+        rows = list(process_map(_radiomics_one, jobs, workers, min_items=2))
         names = sorted(rows[0]) if rows else []
         if self.feature_names and names != self.feature_names:
             raise AssertionError("radiomics feature names changed between calls")

@@ -78,6 +78,8 @@ def utility_table(real_train: tuple[np.ndarray, np.ndarray], real_test: tuple[np
     """
     import torch
 
+    from sklearn.metrics import confusion_matrix
+
     from medgen.evaluation.domain import DomainSettings, fit_classifier, stratified_split
 
     settings = settings or replace(DomainSettings(), epochs=40, patience=8)
@@ -116,15 +118,13 @@ def utility_table(real_train: tuple[np.ndarray, np.ndarray], real_test: tuple[np
             model, report, size = fit_classifier(x[tr], y[tr], x[va], y[va], k, settings, seed=seed)
             from medgen.evaluation.domain import _predict, to_work
 
-            with torch.no_grad():
-                pred = _predict(model, to_work(x_t_torch, size)).argmax(1).numpy()
+            pred = _predict(model, to_work(x_t_torch, size)).argmax(1).numpy()  # (_predict runs without gradients)
             scores, cm = _scores(y_t, pred, k)
             conf += cm
             if scenario == "real":  # the real-trained classifier names the synthetic images' classes
-                with torch.no_grad():
-                    pred_s = _predict(model, to_work(x_s_torch, size)).argmax(1).numpy()
+                pred_s = _predict(model, to_work(x_s_torch, size)).argmax(1).numpy()
                 consistency.append(float((pred_s == y_s).mean()))
-                cons_conf += _scores(y_s, pred_s, k)[1]
+                cons_conf += confusion_matrix(y_s, pred_s, labels=list(range(k)))
             per_seed.append({"seed": int(seed), **scores, "val_accuracy": report["accuracy"], "epochs_run": report["epochs_run"]})
         values = {m: np.array([r[m] for r in per_seed]) for m in METRIC_COLUMNS}
         rows[scenario] = {
