@@ -119,6 +119,9 @@ def _worker(rank: int, store: str, out: str) -> None:
     Path(out, f"rank{rank}.json").write_text(json.dumps({
         "start": start.tolist(), "after_step": after_step.tolist(), "after_skip": net.weight.tolist(),
         "unused": unused.tolist(), "stepped": stepped, "skipped": skipped, "nonfinite": ctx.nonfinite}))
+    # both ranks done before either tears gloo down: a rank that closes its connections while the
+    # other is still in its last collective can abort it ("terminate called without an active exception")
+    tdist.barrier()
     tdist.destroy_process_group()
 
 
