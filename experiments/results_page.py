@@ -111,11 +111,17 @@ def s000(p: Page) -> None:
         by = {f"{r['sampler']} {r['steps']}": r for r in sweeps[name]}
         for s in settings:
             r = by.get(s, {})
-            row += [r.get("fid/domain"), r.get("frd/radiomics")]
+            row += [r.get("intensity/mse"), r.get("fid/domain"), r.get("frd/radiomics")]
         row.append((ev.get("intensity", {}).get("all") or {}).get("ks_statistic"))
         rows.append(row)
-    header = ["experiment", "autoencoder MAE"] + [f"{k} ({s})" for s in settings for k in ("FID domain", "FRD radiomics")] + ["intensity KS"]
+    header = ["experiment", "autoencoder MAE"] + [f"{k} ({s})" for s in settings for k in ("MSE", "FID domain", "FRD radiomics")] + ["intensity KS"]
     p.table(header, rows)
+    base = [((p.evaluation(run).get("intensity", {}).get("all") or {}).get("mse_all_pairs") or {}).get("real_baseline")
+            for run in runs.values()]
+    if any(b is not None for b in base):
+        p.add("MSE: the study's mean MSE of generated against real test images, averaged over every (generated, real) "
+              f"pair; between distinct real beta test images it is {next(b for b in base if b is not None):.3g} "
+              "(a generator of new real images would score that; smoother or mean-like images score lower).", "")
     ft = {f"{r['sampler']} {r['steps']}": r.get("fid/domain") for r in sweeps["experiment 1: class 0 -> beta (fine-tuned)"]}
     bo = {f"{r['sampler']} {r['steps']}": r.get("fid/domain") for r in sweeps["experiment 2: beta only"]}
     checks = [(s, ft.get(s), bo.get(s)) for s in settings if ft.get(s) is not None and bo.get(s) is not None]

@@ -66,6 +66,9 @@ def test_identical_sets_give_zero_distances_and_total_memorisation(lesions, tmp_
     assert -2.0 / len(f) * k_diag <= d["kid_mean"] <= 0 and abs(d["kid_mean"]) < 0.01 * k_diag
     assert res["fidelity"]["domain"]["precision"] == 1.0 and res["fidelity"]["domain"]["coverage"] == 1.0
     assert res["intensity"]["all"]["ks_statistic"] == pytest.approx(0.0, abs=1e-9)
+    # a set against itself: the i == j pairs are zero, the rest are the distinct-real-pairs baseline
+    m = res["intensity"]["all"]["mse_all_pairs"]
+    assert m["mse"] == pytest.approx(m["real_baseline"] * (m["n_real"] - 1) / m["n_real"]) and m["mse"] > 0
     for space in ("pixels", "features"):
         mem = res["memorisation"][space]
         assert mem["fraction_flagged"] == 1.0 and mem["n_synthetic"] == mem["n_train"] == 96

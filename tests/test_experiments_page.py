@@ -50,8 +50,10 @@ def test_results_page_judges_targets_from_the_outputs(tmp_path):
          "error": ["error: something named"]},
     ]) + "\n")
     # fine-tuned FID 0.8x beta-only at both settings: met
-    _metrics(out, "s000-beta-finetuned", {**_sweep({("ddim", 50): 8.0, ("ddpm", 1000): 4.0}),
-                                          "real": {"n_images": 6}, "fake": {"n_images": 6}})
+    ft = _sweep({("ddim", 50): 8.0, ("ddpm", 1000): 4.0})
+    ft["sweep"][0]["intensity/mse"] = 0.0123
+    _metrics(out, "s000-beta-finetuned", {**ft, "real": {"n_images": 6}, "fake": {"n_images": 6},
+                                          "intensity": {"all": {"mse_all_pairs": {"real_baseline": 0.0456}}}})
     _metrics(out, "s000-beta-only", _sweep({("ddim", 50): 10.0, ("ddpm", 1000): 5.0}))
     # the diffusion detector is worse on pixel AUROC: missed
     _metrics(out, "s003-ae", anomaly={"image": {"auroc": 0.85}, "pixel": {"auroc": 0.97}, "pixel_foreground": {"auroc": 0.94}})
@@ -65,6 +67,9 @@ def test_results_page_judges_targets_from_the_outputs(tmp_path):
     assert page_mod.main(["--out", str(out), "--page", str(page)]) == 0
     text = page.read_text()
     assert "fine-tuned beta FID <= 0.85 x beta-only FID (domain features): **met** (2 of 2 settings" in text
+    # the study's MSE per setting, beside its real-real baseline; a setting without one is "not run"
+    assert "| experiment 1: class 0 -> beta (fine-tuned) | 0.05 | 0.0123 | 8 | not run | not run | 4 |" in text
+    assert "between distinct real beta test images it is 0.0456" in text
     # 6 test images: the page warns; here one run's settings spread by 5 > the experiments' gap of 2
     assert "compares 6 generated with 6 real beta test images" in text and "differ from each other by up to 5," in text
     assert "beats the autoencoder on pixel AUROC: **missed** (0.930 vs 0.970)" in text

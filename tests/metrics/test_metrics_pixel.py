@@ -121,3 +121,18 @@ def test_torch_inputs_and_shape_checks():
         mse(np.zeros((2, 1, 8, 8)), np.zeros((2, 1, 8, 9)))
     with pytest.raises(ValueError):
         mse(np.zeros((8, 8)), np.zeros((8, 8)))
+
+
+def test_mse_all_pairs_matches_the_double_loop_and_its_real_baseline():
+    from medgen.metrics import mse_all_pairs
+
+    rng = np.random.default_rng(3)
+    real, fake = rng.random((5, 1, 6, 7)), rng.random((4, 1, 6, 7)) * 0.5
+    brute = np.mean([np.mean((r - f) ** 2) for r in real for f in fake])
+    distinct = np.mean([np.mean((real[i] - real[j]) ** 2) for i in range(5) for j in range(5) if i != j])
+    out = mse_all_pairs(real, fake)
+    assert out["mse"] == pytest.approx(brute, rel=1e-12) and out["real_baseline"] == pytest.approx(distinct, rel=1e-12)
+    assert (out["n_real"], out["n_fake"]) == (5, 4)
+    assert mse_all_pairs(real[:1], real[:1]) == {"mse": 0.0, "real_baseline": None, "n_real": 1, "n_fake": 1}
+    with pytest.raises(ValueError, match="differ in shape"):
+        mse_all_pairs(real, rng.random((2, 1, 6, 6)))

@@ -384,11 +384,12 @@ def _fidelity(f_real: np.ndarray, f_fake: np.ndarray) -> dict:
 
 
 def _intensity(real: ImageSet, fake: ImageSet, fig_path: Path | None) -> dict:
-    from medgen.metrics import compare_intensities, compare_intensities_by_class
+    from medgen.metrics import compare_intensities, compare_intensities_by_class, mse_all_pairs
 
     kw = {"value_range": (0.0, 1.0), "gmm_max_samples": GMM_MAX_SAMPLES}
     overall = compare_intensities(real.images, fake.images, **kw)
     out = {"all": overall, "by_class": None}
+    out["all"]["mse_all_pairs"] = mse_all_pairs(real.images, fake.images)
     if real.labels is not None and fake.labels is not None:
         out["by_class"] = compare_intensities_by_class(real.images, real.labels, fake.images, fake.labels, **kw)
     if fig_path is not None:
@@ -590,6 +591,8 @@ def _summary(result: dict) -> dict:
     if inten:
         s["intensity/ks"] = inten["ks_statistic"]
         s["intensity/wasserstein"] = inten["wasserstein"]
+        if "mse_all_pairs" in inten:
+            s["intensity/mse"] = inten["mse_all_pairs"]["mse"]
     for space, d in (result.get("memorisation") or {}).items():
         if isinstance(d, dict) and "fraction_flagged" in d:
             s[f"memorisation/{space}/fraction_flagged"] = d["fraction_flagged"]
@@ -962,6 +965,9 @@ def summary_tables(result: dict) -> list:
         a = inten["all"]
         _add(t, "intensity", "KS (all)", _fmt(a["ks_statistic"]), f"p {_fmt(a['ks_pvalue'])}")
         _add(t, "intensity", "Wasserstein (all)", _fmt(a["wasserstein"]), "")
+        if "mse_all_pairs" in a:  # absent from metrics.json files written before it existed
+            m = a["mse_all_pairs"]
+            _add(t, "intensity", "MSE (all pairs)", _fmt(m["mse"]), f"real-real {_fmt(m['real_baseline'])}")
         _add(t, "intensity", "bimodality coef. real/synth", f"{_fmt(a['bimodality']['real']['bimodality_coefficient'])} / "
                   f"{_fmt(a['bimodality']['fake']['bimodality_coefficient'])}", "BC > 0.555 suggests two modes")
         for label, r in (inten.get("by_class") or {}).items():

@@ -4,7 +4,8 @@ Modules:
   frechet      Fréchet distance / FID from features
   kid          Kernel Inception Distance (unbiased polynomial-kernel MMD^2 over subsets)
   prdc         precision, recall, density, coverage (Naeem et al. 2020)
-  pixel        paired metrics: MAE, MSE, PSNR, SSIM, MS-SSIM with size-adapted windows/scales
+  pixel        paired metrics: MAE, MSE, PSNR, SSIM, MS-SSIM with size-adapted windows/scales;
+               the unpaired mean MSE over all real/generated pairs (S000's MSE)
   intensity    intensity-distribution comparisons (KS, Wasserstein, histograms, bimodality)
   memorisation nearest-neighbour memorisation / privacy audit and closest-pairs figure
 
@@ -27,6 +28,7 @@ from medgen.metrics.pixel import (
     ms_ssim,
     ms_ssim_settings,
     mse,
+    mse_all_pairs,
     paired_metrics,
     psnr,
     ssim,
@@ -53,6 +55,7 @@ __all__ = [
     "ms_ssim",
     "ms_ssim_settings",
     "mse",
+    "mse_all_pairs",
     "nearest_neighbours",
     "paired_metrics",
     "polynomial_kernel",

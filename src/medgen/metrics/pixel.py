@@ -12,6 +12,9 @@ and the settings used (window sizes, scales...) so that a report can state them.
   window and the number of scales adapted to the image size, see :func:`ssim_settings` and
   :func:`ms_ssim_settings`. MONAI's defaults (window 11, sigma 1.5, 5 scales) need every side
   > 160 px for MS-SSIM and >= 11 px for SSIM, which rules out 32/64 px images and 8-slice volumes.
+
+One unpaired metric sits here too, :func:`mse_all_pairs`: generated images have no real
+counterpart, so S000's "mean MSE" of generated against real test images averages over every pair.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ __all__ = [
     "ms_ssim",
     "ms_ssim_settings",
     "mse",
+    "mse_all_pairs",
     "paired_metrics",
     "psnr",
     "ssim",
@@ -252,3 +256,33 @@ def paired_metrics(x: Any, y: Any, data_range: float = 1.0) -> dict[str, PairedS
         "ssim": ssim(x, y, data_range),
         "ms_ssim": ms_ssim(x, y, data_range),
     }
+
+
+def _sum_sq_pair_distances(x: np.ndarray, y: np.ndarray) -> float:
+    """sum over all (i, j) of ||x_i - y_j||^2, from the sums alone (no N x M distance matrix):
+    M sum ||x_i||^2 + N sum ||y_j||^2 - 2 <sum x_i, sum y_j>."""
+    total = len(y) * np.sum(x * x) + len(x) * np.sum(y * y) - 2.0 * np.dot(x.sum(0), y.sum(0))
+    return max(float(total), 0.0)  # rounding can leave a tiny negative for identical images
+
+
+def mse_all_pairs(real: Any, fake: Any) -> dict:
+    """Mean per-pixel squared difference over every (real, generated) pair of images, the unpaired
+    "mean MSE" S000 reports for generated against real test images (it falls as generated images get
+    smoother or closer to the real mean, so read it beside FID). ``real_baseline``: the same mean
+    over pairs of *distinct* real images, the value a generator drawing new real images would get.
+
+    Returns {"mse", "real_baseline" (None with fewer than 2 real images), "n_real", "n_fake"}.
+    """
+    r = as_numpy(real).astype(np.float64)
+    f = as_numpy(fake).astype(np.float64)
+    if r.shape[1:] != f.shape[1:]:
+        raise ValueError(f"real and generated images differ in shape: {r.shape[1:]} vs {f.shape[1:]}")
+    if len(r) == 0 or len(f) == 0:
+        raise ValueError("mse_all_pairs needs at least one image on each side")
+    r, f = r.reshape(len(r), -1), f.reshape(len(f), -1)
+    pixels = r.shape[1]
+    out = {"mse": _sum_sq_pair_distances(r, f) / (len(r) * len(f) * pixels), "real_baseline": None,
+           "n_real": int(len(r)), "n_fake": int(len(f))}
+    if len(r) > 1:  # the i == j terms of the real-real sum are zero; leave them out of the count
+        out["real_baseline"] = _sum_sq_pair_distances(r, r) / (len(r) * (len(r) - 1) * pixels)
+    return out
