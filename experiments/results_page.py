@@ -279,6 +279,10 @@ def main(argv: list[str] | None = None) -> int:
           "studies' data (simulated mammography ROIs, real MNI152 anatomy with simulated lesions), so the numbers "
           "show what medgen's pipelines do, not the studies' clinical results. S001 (the survey) has no protocol "
           "to rerun; its VAE-GAN is in [models-gan-vae.md](models-gan-vae.md).", "")
+    commits = list(dict.fromkeys(c["commit"] for c in p.commands if c.get("commit")))
+    if commits:
+        p.add(f"medgen commit{'s' if len(commits) > 1 else ''} the commands ran at: "
+              + ", ".join(f"`{c}`" for c in commits) + ".", "")
     ran = {c["study"] for c in p.commands if c["returncode"] == 0 and not c["name"].startswith("prepare")}
     missing = [st for st in ("S000", "S002", "S003", "S004") if st not in ran]
     if missing:

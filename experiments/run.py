@@ -116,6 +116,14 @@ def select(steps: list[Step], only: set[str]) -> list[Step]:
     return [s for s in steps if s in chosen or (s.args[0] == "data" and any(prepared(s) in c.args for c in chosen))]
 
 
+def source_commit() -> str | None:
+    """The git commit of the medgen checkout this script belongs to (None outside a git clone)."""
+    proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return None
+    return proc.stdout.strip() or None
+
+
 def run_step(step: Step, out: Path, log: Path, echo=print) -> dict:
     cmd = [sys.executable, "-m", "medgen", *step.args]
     shown = "medgen " + " ".join(step.args)
@@ -123,7 +131,7 @@ def run_step(step: Step, out: Path, log: Path, echo=print) -> dict:
     t0 = time.time()
     proc = subprocess.run(cmd, cwd=out, capture_output=True, text=True)
     rec = {"study": step.study, "name": step.name, "command": shown, "seconds": round(time.time() - t0, 1),
-           "returncode": proc.returncode}
+           "returncode": proc.returncode, "commit": source_commit()}
     if proc.returncode != 0:
         rec["error"] = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
     elif step.done.endswith(".done"):  # evaluate: keep its JSON answer beside the run

@@ -45,7 +45,8 @@ def test_results_page_judges_targets_from_the_outputs(tmp_path):
     out.mkdir()
     (out / "experiments.json").write_text(json.dumps({"profile": "small"}))
     (out / "commands.jsonl").write_text("\n".join(json.dumps(c) for c in [
-        {"study": "S000", "name": "a", "command": "medgen train mammo-roi-ldm ...", "seconds": 60, "returncode": 0},
+        {"study": "S000", "name": "a", "command": "medgen train mammo-roi-ldm ...", "seconds": 60, "returncode": 0,
+         "commit": "abc1234"},
         {"study": "S002", "name": "b", "command": "medgen train dbt-ddpm-3d ...", "seconds": 30, "returncode": 2,
          "error": ["error: something named"]},
     ]) + "\n")
@@ -66,6 +67,7 @@ def test_results_page_judges_targets_from_the_outputs(tmp_path):
     page.parent.mkdir()
     assert page_mod.main(["--out", str(out), "--page", str(page)]) == 0
     text = page.read_text()
+    assert "medgen commit the commands ran at: `abc1234`." in text
     assert "fine-tuned beta FID <= 0.85 x beta-only FID (domain features): **met** (2 of 2 settings" in text
     # the study's MSE per setting, beside its real-real baseline; a setting without one is "not run"
     assert "| experiment 1: class 0 -> beta (fine-tuned) | 0.05 | 0.0123 | 8 | not run | not run | 4 |" in text
@@ -129,3 +131,15 @@ def test_an_incomplete_run_says_so_at_the_top(tmp_path):
         {"study": "S003", "name": "train s003-ae", "command": "medgen train ...", "seconds": 1, "returncode": 0}) + "\n")
     page_mod.main(["--out", str(tmp_path), "--page", str(tmp_path / "r.md")])
     assert "**This run is incomplete:** nothing was trained for S000, S002, S004" in (tmp_path / "r.md").read_text()
+
+
+def test_each_command_record_names_the_commit_it_ran_at(tmp_path):
+    import subprocess
+
+    run_mod = _module("run")
+    step = run_mod.Step("S000", "help", ["runs", "--help"], "never")
+    rec = run_mod.run_step(step, tmp_path, tmp_path / "commands.jsonl", echo=lambda *a: None)
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    expected = git.stdout.strip() if git.returncode == 0 else None  # a copy without .git has no commit to name
+    assert rec["returncode"] == 0 and rec["commit"] == expected
+    assert json.loads((tmp_path / "commands.jsonl").read_text())["commit"] == expected
