@@ -152,6 +152,26 @@ def test_detect_diffusion_end_to_end(ddpm_run):
     assert (ddpm_run / "detect" / "test" / "figure.png").exists()
 
 
+def test_diffusion_detector_averages_its_draws(ddpm_run, tmp_path):
+    from medgen.anomaly import detect
+    from medgen.anomaly.detect import _run_detector
+    from medgen.anomaly.diffusion import diffusion_reconstruct
+    from medgen.errors import UserError
+    from medgen.sampling import load_run_model
+
+    _, model, _ = load_run_model(ddpm_run, "cpu")
+    x = np.random.default_rng(0).random((3, 1, 32, 32)).astype(np.float32)
+    got = _run_detector(model, x, "diffusion", 8, 5, 10, 4, "ddpm", "test", draws=3)
+    gen = torch.Generator().manual_seed(5)  # the same noise, drawn in the same order
+    draws = [diffusion_reconstruct(model, torch.from_numpy(x), 10, 4, gen, "ddpm") for _ in range(3)]
+    assert not torch.equal(draws[0], draws[1])  # each draw has its own noise
+    np.testing.assert_allclose(got, (sum(draws) / 3).numpy(), rtol=1e-6, atol=1e-6)
+    r = detect(ddpm_run, out=tmp_path / "d2", echo=lambda *_: None, noise_level=0.25, steps=3, draws=2)
+    assert r["settings"]["draws"] == 2
+    with pytest.raises(UserError, match="--draws"):
+        detect(ddpm_run, out=tmp_path / "d0", echo=lambda *_: None, draws=0)
+
+
 def test_detector_choice_follows_capabilities():
     from medgen.anomaly.detect import resolve_detector
     from medgen.errors import UserError

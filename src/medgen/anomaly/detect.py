@@ -146,8 +146,12 @@ def resolve_detector(model, detector: str) -> str:
 
 
 def _run_detector(model, images: np.ndarray, detector: str, batch_size: int, seed: int, t_start: int | None,
-                  steps: int | None, sampler: str, describe: str) -> np.ndarray | None:
-    """Reconstructions (N, C, *spatial) float32, or for ``model`` the model's own maps (N, 1, ...)."""
+                  steps: int | None, sampler: str, describe: str, draws: int = 1) -> np.ndarray | None:
+    """Reconstructions (N, C, *spatial) float32, or for ``model`` the model's own maps (N, 1, ...).
+
+    Diffusion: the mean of ``draws`` reconstructions, each from its own noise. One draw's errors
+    in normal tissue are partly that draw's noise (zero-mean, it averages out), while a lesion the
+    model cannot reproduce is missing from every draw, so the mean sharpens the map."""
     from medgen.anomaly.diffusion import diffusion_reconstruct
     from medgen.progress import progress_bar
 
@@ -159,7 +163,7 @@ def _run_detector(model, images: np.ndarray, detector: str, batch_size: int, see
             xb = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).to(device)
             with torch.no_grad():
                 if detector == "diffusion":
-                    y = diffusion_reconstruct(model, xb, t_start, steps, gen, sampler)
+                    y = sum(diffusion_reconstruct(model, xb, t_start, steps, gen, sampler) for _ in range(draws)) / draws
                 elif detector == "model":
                     y = model.anomaly_map(xb)
                 else:
@@ -199,7 +203,7 @@ def _maps(items_images, recon, detector, map_type, smooth, foreground, window):
 
 def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="test", map="abs", smooth=3.0,
            score="top-percentile", noise_level=0.1, force=False, echo=print, *, top_percent: float = 5.0,
-           foreground: float | None = 0.05, detector: str = "auto", steps: int | None = 10, sampler: str = "ddim",
+           foreground: float | None = 0.05, detector: str = "auto", steps: int | None = 10, sampler: str = "ddim", draws: int = 8,
            normal: str | list[str] | None = None, batch_size: int = 16, seed: int = 0, ssim_window: int = 7,
            device: str | None = None, figure_items: int = 8) -> dict:
     """Score and localise anomalies with a trained run; returns the metrics dict (also written to disk).
@@ -233,6 +237,8 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
         raise UserError(f"unknown --sampler '{sampler}'; choose ddpm or ddim")
     if steps is not None and steps < 1:
         raise UserError("--steps must be >= 1")
+    if draws < 1:
+        raise UserError("--draws must be >= 1")
     with restoring_from_checkpoint():
         cfg, model, rundir = load_run_model(run, device)
     run_data = rundir.data()
@@ -279,13 +285,14 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
                 "top_percent": top_percent if score == "top-percentile" else None, "foreground": foreground,
                 "threshold_rule": str(rule), "ssim_window": ssim_window if map != "abs" else None}
     if detector == "diffusion":
-        settings.update(noise_level=noise_level, t_start=t_start, T=model.denoiser.T, steps=steps, sampler=sampler, seed=seed)
+        settings.update(noise_level=noise_level, t_start=t_start, T=model.denoiser.T, steps=steps, sampler=sampler, seed=seed,
+                        draws=draws)
     describe = getattr(model, "describe", None)
     model_info = {"family": cfg.model.family, **(describe() if callable(describe) else {})}
     if detector == "diffusion":
         settings["reverse_steps"] = len(partial_timesteps(t_start, steps))
         echo(f"detector: diffusion ({cfg.model.family}), noised to t={t_start} of {model.denoiser.T}, "
-             f"{settings['reverse_steps']} reverse steps ({sampler})")
+             f"{settings['reverse_steps']} reverse steps ({sampler})" + (f", mean of {draws} draws" if draws > 1 else ""))
     else:
         echo(f"detector: {detector} ({cfg.model.family})")
     if "encoder_weights" in model_info:
@@ -302,7 +309,7 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
     calib_scores = None
     calib_info = {"source": None}
     if calib is not None:
-        rec = _run_detector(model, calib.images, detector, batch_size, seed + 1, t_start, steps, sampler, "calibrate (normal val)")
+        rec = _run_detector(model, calib.images, detector, batch_size, seed + 1, t_start, steps, sampler, "calibrate (normal val)", draws)
         cmaps, cfg_fg = _maps(calib.images, rec, detector, map, smooth, foreground, ssim_window)
         calib_scores = scoring.image_scores(cmaps, score, top_percent, cfg_fg)
         calib_pixels = cmaps.ravel() if cfg_fg is None else cmaps[cfg_fg]
@@ -318,7 +325,7 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
         raise UserError(f"--threshold {rule} needs the run's normal validation images ({run_ds}); give --threshold value:X")
 
     # the input
-    recon = _run_detector(model, items.images, detector, batch_size, seed, t_start, steps, sampler, f"detect ({items.name})")
+    recon = _run_detector(model, items.images, detector, batch_size, seed, t_start, steps, sampler, f"detect ({items.name})", draws)
     maps, fg = _maps(items.images, recon, detector, map, smooth, foreground, ssim_window)
     scores = scoring.image_scores(maps, score, top_percent, fg)
     predicted = scores > image_thr

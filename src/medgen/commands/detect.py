@@ -27,6 +27,7 @@ def detect_cmd(
     steps: Optional[int] = typer.Option(10, "--steps", min=1, help="Diffusion detector: reverse steps from t_start to 0, evenly respaced (--all-steps: every timestep)."),
     all_steps: bool = typer.Option(False, "--all-steps", help="Diffusion detector: walk every timestep from t_start to 0 (AnoDDPM; slow on CPU)."),
     sampler: str = typer.Option("ddim", "--sampler", help="Diffusion detector: ddim (deterministic) or ddpm (stochastic, AnoDDPM)."),
+    draws: int = typer.Option(8, "--draws", min=1, help="Diffusion detector: average this many reconstructions, each from its own noise (the map sharpens; time grows in proportion; 1 = fastest)."),
     detector: str = typer.Option("auto", "--detector", help="auto, reconstruct, diffusion or model (the model's own anomaly map)."),
     normal: Optional[str] = typer.Option(None, "--normal", help="Labels that count as normal, comma-separated (default: the run's --subset label=...)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per forward pass."),
@@ -50,7 +51,7 @@ def detect_cmd(
         raise UserError("give either --steps N or --all-steps")
     result = detect(run, input=input, masks=masks, out=out, threshold=threshold, split=split, map=map_type, smooth=smooth,
                     score=score, noise_level=noise_level, force=force, echo=echo, top_percent=top_percent, foreground=fg,
-                    detector=detector, steps=None if all_steps else steps, sampler=sampler, normal=normal,
+                    detector=detector, steps=None if all_steps else steps, sampler=sampler, draws=draws, normal=normal,
                     batch_size=batch_size, seed=seed)
     if as_json:
         typer.echo(json.dumps(result, indent=2, default=str))
