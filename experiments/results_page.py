@@ -182,6 +182,11 @@ def s003(p: Page) -> None:
                      px.get("auprc"), px.get("dice_best"), px.get("dice_at_threshold")])
     p.table(["detector", "image AUROC", "image AUPRC", "held-out FPR (target 0.05)", "pixel AUROC (all)", "pixel AUROC (brain)",
              "pixel AUPRC", "best Dice", "Dice at threshold"], rows)
+    ds = p.anomaly("s003-ddpm").get("settings") or {}
+    if "t_start" in ds:
+        p.add(f"The diffusion detector noised each image to t = {ds['t_start']} of {ds['T']}, walked "
+              f"{ds.get('reverse_steps', ds.get('steps'))} {ds.get('sampler', '')} steps back, and compared it with the mean of "
+              f"{ds.get('draws', 1)} such reconstruction{'s' if ds.get('draws', 1) != 1 else ''}, each from its own noise.", "")
     ok = None if pix.get("s003-ddpm") is None or pix.get("s003-ae") is None else pix["s003-ddpm"] > pix["s003-ae"]
     p.add(f"Target: the diffusion detector beats the autoencoder on pixel AUROC: {verdict(ok)}"
           + (f" ({pix['s003-ddpm']:.3f} vs {pix['s003-ae']:.3f})." if ok is not None else "."), "")

@@ -58,7 +58,8 @@ def test_results_page_judges_targets_from_the_outputs(tmp_path):
     _metrics(out, "s000-beta-only", _sweep({("ddim", 50): 10.0, ("ddpm", 1000): 5.0}))
     # the diffusion detector is worse on pixel AUROC: missed
     _metrics(out, "s003-ae", anomaly={"image": {"auroc": 0.85}, "pixel": {"auroc": 0.97}, "pixel_foreground": {"auroc": 0.94}})
-    _metrics(out, "s003-ddpm", anomaly={"image": {"auroc": 0.86}, "pixel": {"auroc": 0.93}, "pixel_foreground": {"auroc": 0.86}})
+    _metrics(out, "s003-ddpm", anomaly={"image": {"auroc": 0.86}, "pixel": {"auroc": 0.93}, "pixel_foreground": {"auroc": 0.86},
+                                        "settings": {"t_start": 100, "T": 1000, "reverse_steps": 10, "sampler": "ddim", "draws": 8}})
     # one generator's mixed classifier matches real: met
     _metrics(out, "s004-cgan", _util(0.90, 0.85))
     _metrics(out, "s004-cvae", _util(0.90, 0.91, consistency=0.47))
@@ -75,6 +76,7 @@ def test_results_page_judges_targets_from_the_outputs(tmp_path):
     # 6 test images: the page warns; here one run's settings spread by 5 > the experiments' gap of 2
     assert "compares 6 generated with 6 real beta test images" in text and "differ from each other by up to 5," in text
     assert "beats the autoencoder on pixel AUROC: **missed** (0.930 vs 0.970)" in text
+    assert "noised each image to t = 100 of 1000, walked 10 ddim steps back, and compared it with the mean of 8 such reconstructions" in text
     assert "real-only classifier: **met**" in text and "CVAE: 0.910 vs 0.900" in text
     assert "| CVAE | 0.470 ± 0.020 | 0.900 ± 0.010 |" in text and "| cGAN | not run | 0.900 ± 0.010 |" in text
     assert "**Failed:** `medgen train dbt-ddpm-3d ...`: error: something named" in text
