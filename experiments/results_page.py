@@ -116,11 +116,14 @@ def s000(p: Page) -> None:
         rows.append(row)
     header = ["experiment", "autoencoder MAE"] + [f"{k} ({s})" for s in settings for k in ("MSE", "FID domain", "FRD radiomics")] + ["intensity KS"]
     p.table(header, rows)
-    base = [((p.evaluation(run).get("intensity", {}).get("all") or {}).get("mse_all_pairs") or {}).get("real_baseline")
-            for run in runs.values()]
-    if any(b is not None for b in base):
+    def real_baseline(run: str):  # the same beta test split in both runs: either run's value will do
+        intensity = p.evaluation(run).get("intensity") or {}
+        return ((intensity.get("all") or {}).get("mse_all_pairs") or {}).get("real_baseline")
+
+    base = next((b for b in map(real_baseline, runs.values()) if b is not None), None)
+    if base is not None:
         p.add("MSE: the study's mean MSE of generated against real test images, averaged over every (generated, real) "
-              f"pair; between distinct real beta test images it is {next(b for b in base if b is not None):.3g} "
+              f"pair; between distinct real beta test images it is {base:.3g} "
               "(a generator of new real images would score that; smoother or mean-like images score lower).", "")
     ft = {f"{r['sampler']} {r['steps']}": r.get("fid/domain") for r in sweeps["experiment 1: class 0 -> beta (fine-tuned)"]}
     bo = {f"{r['sampler']} {r['steps']}": r.get("fid/domain") for r in sweeps["experiment 2: beta only"]}

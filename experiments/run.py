@@ -117,7 +117,8 @@ def select(steps: list[Step], only: set[str]) -> list[Step]:
 
 
 def source_commit() -> str | None:
-    """The git commit of the medgen checkout this script belongs to (None outside a git clone)."""
+    """The git commit of the medgen checkout this script belongs to (None outside a git clone).
+    Asked at every step, not once: a checkout can move on during a two-hour run."""
     proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True)
     if proc.returncode != 0:
         return None

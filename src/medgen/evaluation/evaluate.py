@@ -388,8 +388,7 @@ def _intensity(real: ImageSet, fake: ImageSet, fig_path: Path | None) -> dict:
 
     kw = {"value_range": (0.0, 1.0), "gmm_max_samples": GMM_MAX_SAMPLES}
     overall = compare_intensities(real.images, fake.images, **kw)
-    out = {"all": overall, "by_class": None}
-    out["all"]["mse_all_pairs"] = mse_all_pairs(real.images, fake.images)
+    out = {"all": {**overall, "mse_all_pairs": mse_all_pairs(real.images, fake.images)}, "by_class": None}
     if real.labels is not None and fake.labels is not None:
         out["by_class"] = compare_intensities_by_class(real.images, real.labels, fake.images, fake.labels, **kw)
     if fig_path is not None:
