@@ -48,9 +48,10 @@ def median_time(fn, repeats: int = 5, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
-def paired_median(fns: dict, repeats: int = 5, warmup: int = 1) -> dict:
-    """Median seconds per call of each function, their runs interleaved (A B, B A, A B, ...) so a
-    change of load on a shared machine hits medgen and its reference alike."""
+def paired_times(fns: dict, repeats: int = 5, warmup: int = 1) -> dict:
+    """Seconds of every call of each function, their runs interleaved (A B, B A, A B, ...) so a
+    change of load on a shared machine hits medgen and its reference alike; repeat ``r`` of each
+    function is at index ``r``, so ratios can be taken per repeat (``median_ratio``)."""
     names = list(fns)
     for _ in range(warmup):
         for n in names:
@@ -63,7 +64,20 @@ def paired_median(fns: dict, repeats: int = 5, warmup: int = 1) -> dict:
             fns[n]()
             _sync()
             times[n].append(time.perf_counter() - t)
-    return {n: statistics.median(v) for n, v in times.items()}
+    return times
+
+
+def paired_median(fns: dict, repeats: int = 5, warmup: int = 1) -> dict:
+    """Median seconds per call of each function, measured by ``paired_times``."""
+    return {n: statistics.median(v) for n, v in paired_times(fns, repeats, warmup).items()}
+
+
+def median_ratio(a: list, b: list) -> tuple[float, list[float]]:
+    """The median of the per-repeat ratios a[r] / b[r], and their range. Each pair ran back to back,
+    so a slow spell of a noisy machine slows both sides of a pair: the per-pair ratio cancels it,
+    where a ratio of the two medians would keep it when it hit the sides unevenly."""
+    ratios = [x / y for x, y in zip(a, b)]
+    return statistics.median(ratios), [min(ratios), max(ratios)]
 
 
 class TutorialStep:

@@ -1,5 +1,6 @@
 """The benchmarks' JSON lines (a file, or stdin) as a Markdown table for the README:
-figure | medgen | reference | ratio | target | met, then the machine(s) they were measured on.
+figure | medgen | reference | ratio | target | met, then the machine(s) they were measured on. A ratio
+taken per repeat shows the lowest and highest repeat's beside the median: the machine's noise.
 
     python bench/report.py /tmp/medgen-bench.jsonl
     bench/run_all.sh | python bench/report.py
@@ -35,7 +36,10 @@ def table(records: list[dict]) -> str:
         ref = fmt(r.get("reference"), unit) if r.get("reference") is not None else ""
         ref = f"{ref} ({r['reference_name']})" if ref else r.get("reference_name", "-")
         met = "-" if r.get("target_met") is None else fmt(r["target_met"])
-        rows.append(f"| {r['figure']} | {fmt(r.get('medgen'), unit)} | {ref} | {fmt(r.get('ratio'))} | "
+        ratio = fmt(r.get("ratio"))
+        if r.get("ratio_range"):
+            ratio += " ({} to {})".format(*(fmt(v) for v in r["ratio_range"]))
+        rows.append(f"| {r['figure']} | {fmt(r.get('medgen'), unit)} | {ref} | {ratio} | "
                     f"{r.get('target') or '-'} | {met} |")
         line = machine_line(r.get("machine", {}))
         if line not in machines:

@@ -121,6 +121,46 @@ def test_nonfinite_losses_stop_the_run_with_a_checkpoint(phantom, tmp_path, monk
     assert json.loads((tmp_path / "nan/status.json").read_text())["state"] == "failed"
 
 
+def test_checkpoint_budget_rule():
+    from medgen.engine.trainer import checkpoint_due
+
+    assert checkpoint_due(None, cost=5.0, done_at=0.0, now=0.1)  # null: after every epoch
+    assert not checkpoint_due(0.02, cost=1.0, done_at=10.0, now=59.0)  # 49 s of training < 1 s / 2 %
+    assert checkpoint_due(0.02, cost=1.0, done_at=10.0, now=60.0)
+
+
+STEPS = ["model.spatial_dims=2", "train.batch_size=16", "train.epochs=4", "train.max_steps=100", "train.keep_last=10"]  # 3 steps per epoch
+
+
+@pytest.mark.parametrize("budget, steps", [("null", [3, 6, 9, 12]), ("1e-9", [3, 12])])
+def test_step_checkpoints_follow_the_budget(phantom, tmp_path, budget, steps):
+    """A budget no checkpoint fits in still writes the first epoch's and the stage's last."""
+    from medgen.training import train
+
+    run = tmp_path / "run"
+    train("dbt-ddpm-3d", phantom, run, profile="tiny", overrides=[*STEPS, f"train.checkpoint_budget={budget}"], echo=lambda *a: None)
+    assert sorted(p.name for p in (run / "checkpoints").glob("step-*")) == [f"step-{s:08d}" for s in steps]
+
+
+def test_a_stop_writes_a_checkpoint_whatever_the_budget(phantom, tmp_path, monkeypatch):
+    from medgen.models.ddpm import PixelDiffusion
+    from medgen.training import train
+
+    real_step = PixelDiffusion.training_step
+
+    def step(self, batch, stage, ctx):
+        if ctx.step == 7:
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C during the 8th step (the 3rd epoch)
+        return real_step(self, batch, stage, ctx)
+
+    monkeypatch.setattr(PixelDiffusion, "training_step", step)
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train("dbt-ddpm-3d", phantom, run, profile="tiny", overrides=[*STEPS, "train.checkpoint_budget=1e-9"], echo=lambda *a: None)
+    assert sorted(p.name for p in (run / "checkpoints").glob("step-*")) == ["step-00000003", "step-00000008"]
+    assert json.loads((run / "status.json").read_text())["state"] == "interrupted"
+
+
 SUFFIXES = [".png", ".jpg", ".tif", ".dcm", ".nii", ".nii.gz", ".npy", ""]
 
 

@@ -85,6 +85,9 @@ class TrainConfig(Strict):
     grad_clip: float | None = Field(None, gt=0)
     num_workers: int = Field(0, ge=0)
     keep_last: int = Field(2, ge=1)
+    # the largest share of training time the epoch-end step checkpoints may take: one is skipped
+    # while the last took longer than this share of the time since it (null: after every epoch)
+    checkpoint_budget: float | None = Field(0.02, gt=0, le=1)
     max_nonfinite: int = Field(10, ge=1)  # consecutive non-finite losses before the run stops
     early_stopping_patience: int | None = Field(None, ge=1)
     lr_plateau_patience: int | None = Field(None, ge=1)

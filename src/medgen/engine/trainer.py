@@ -106,6 +106,15 @@ def seed_everything(seed: int) -> torch.Generator:
     return gen
 
 
+def checkpoint_due(budget: float | None, cost: float, done_at: float, now: float) -> bool:
+    """The checkpoint budget's rule: write the next periodic checkpoint once the training time since
+    the last one is at least ``cost / budget`` (the last one took ``cost`` seconds and ended at
+    ``done_at``). Checkpoints then take at most ``budget`` of the run, and a crash loses at most
+    about ``1 / budget`` checkpoint writes' worth of training (50 at the default 2 %) plus an epoch.
+    ``budget`` None: after every epoch."""
+    return budget is None or cost <= budget * (now - done_at)
+
+
 @dataclass
 class Position:
     stage_index: int = 0
@@ -133,6 +142,7 @@ class Trainer:
         self.ema_stage: str | None = None
         self.writer = None
         self._stop_requested = False
+        self._last_checkpoint: tuple[float, float] | None = None  # (seconds it took to write, when it was done)
 
     # --- checkpoints ----------------------------------------------------------------------
     def _state(self, extra: dict | None = None) -> dict:
@@ -158,6 +168,16 @@ class Trainer:
 
                     shutil.rmtree(p, ignore_errors=True)
         dist.barrier()  # no rank runs ahead of a checkpoint that is still being written
+
+    def _step_checkpoint_due(self, forced: bool) -> bool:
+        """Whether this epoch end writes a step checkpoint. On small data an epoch can be a few steps,
+        and a checkpoint after each would take a large share of the run (5 % of the trainer bench's
+        8-step epochs), so ``train.checkpoint_budget`` caps that share: see ``checkpoint_due``. The
+        first epoch end of a run, the end of a stage and a stop always write one. With several
+        processes rank 0 decides (a checkpoint is a step every rank takes together)."""
+        due = forced or self._last_checkpoint is None or checkpoint_due(
+            self.cfg.train.checkpoint_budget, *self._last_checkpoint, now=time.perf_counter())
+        return bool(dist.broadcast_object(due))
 
     def resume_from(self, ckpt_dir: Path) -> dict:
         ckpt = load_checkpoint(ckpt_dir, self.device)
@@ -355,11 +375,16 @@ class Trainer:
                 self._log(rec)
                 if epoch_done:
                     self.pos.epoch, self.pos.batch = epoch + 1, 0
-                extra = {"since_best": since_best}
-                if plateau:
-                    extra["plateau"] = {n: p.state_dict() for n, p in plateau.items()}
-                self.save(f"step-{self.pos.step:08d}", optimizers, extra)
-                if dist.any_rank(self._stop_requested):
+                stopping = dist.any_rank(self._stop_requested)
+                stage_ends = stop_early or (scfg.max_steps and self.pos.stage_step >= scfg.max_steps) or epoch + 1 >= scfg.epochs
+                if self._step_checkpoint_due(forced=stopping or stage_ends):
+                    extra = {"since_best": since_best}
+                    if plateau:
+                        extra["plateau"] = {n: p.state_dict() for n, p in plateau.items()}
+                    started = time.perf_counter()
+                    self.save(f"step-{self.pos.step:08d}", optimizers, extra)
+                    self._last_checkpoint = (time.perf_counter() - started, time.perf_counter())
+                if stopping:
                     raise KeyboardInterrupt
                 if stop_early or (scfg.max_steps and self.pos.stage_step >= scfg.max_steps):
                     if stop_early:
