@@ -265,6 +265,23 @@ def test_monitor_warns_once_when_the_discriminator_wins(capsys):
     assert flags == [0.0, 0.0, 1.0, 1.0] and "d_wins" in m.warnings
 
 
+def test_monitor_flags_mode_collapse_within_each_class_checking_every_tenth_step():
+    mon = GANMonitor(patience=20)  # judged after 80 steps, on every 10th; 2 collapsed checks in a row warn
+    gen = torch.Generator().manual_seed(0)
+    real = torch.rand(8, 1, 8, 8, generator=gen)
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    varied = torch.rand(8, 1, 8, 8, generator=gen)
+    one_per_class = torch.cat([varied[:1].expand(4, -1, -1, -1), varied[4:5].expand(4, -1, -1, -1)])
+    assert [mon.collapse(real, varied, labels) for _ in range(120)] == [0.0] * 120  # a varied batch never
+    # the same image for each class: distinct across classes, no spread within one
+    flags = [mon.collapse(real, one_per_class, labels) for _ in range(30)]
+    assert flags == [0.0] * 9 + [0.0] + [0.0] * 9 + [1.0] * 11 and "mode_collapse" in mon.warnings
+    assert mon.last_diversity == 0.0
+    assert GANMonitor(patience=20).collapse(real, one_per_class, None) == 0.0  # not judged in the first 80 steps
+    blind = GANMonitor(patience=1)
+    assert [blind.collapse(real, one_per_class, None) for _ in range(20)][-1] == 0.0  # across classes it varies
+
+
 # --- the freeze schedule and the transfer protocol, through the real trainer -------------------
 
 def test_cvae_transfer_freezes_conv_layers_then_unfreezes(lesions, runs, vae_run):
