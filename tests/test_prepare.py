@@ -161,3 +161,16 @@ def test_dicom_headers_read_in_worker_processes_give_the_same_series(tmp_path):
     for s in one:  # sorted by slice position within each series
         positions = [int(pydicom.dcmread(str(f)).pixel_array[0, 0]) for f in s.files]
         assert positions == sorted(positions) and len(positions) == 35
+
+
+def test_preview_is_one_grid_per_class_with_lesions_outlined(tmp_path, png_classes):
+    out = tmp_path / "lesions"
+    prepare("builtin:brain-lesions", out, PrepareOptions(size=(32, 32), workers=1, source=SourceOptions(n=24)))
+    rgb = np.asarray(Image.open(out / "preview.png").convert("RGB")).astype(int)
+    red = (rgb[..., 0] > 180) & (rgb[..., 1] < 90) & (rgb[..., 2] < 90)  # the mask outlines
+    assert rgb.shape[:2] == (int(100 * (1.5 * 4 + 0.4)), int(100 * 1.4 * 8))  # 4 classes x 8 columns
+    assert red.sum() > 50
+    plain = tmp_path / "plain"  # no masks: nothing outlined
+    prepare(f"folder:{png_classes}", plain, _opts(size=(16, 16)))
+    rgb = np.asarray(Image.open(plain / "preview.png").convert("RGB")).astype(int)
+    assert not ((rgb[..., 0] > 180) & (rgb[..., 1] < 90) & (rgb[..., 2] < 90)).any()
