@@ -383,7 +383,8 @@ class Trainer:
                         extra["plateau"] = {n: p.state_dict() for n, p in plateau.items()}
                     started = time.perf_counter()
                     self.save(f"step-{self.pos.step:08d}", optimizers, extra)
-                    self._last_checkpoint = (time.perf_counter() - started, time.perf_counter())
+                    done = time.perf_counter()
+                    self._last_checkpoint = (done - started, done)
                 if stopping:
                     raise KeyboardInterrupt
                 if stop_early or (scfg.max_steps and self.pos.stage_step >= scfg.max_steps):
