@@ -27,28 +27,22 @@ def write_preview(root: Path, per_class: int = 8, title: str | None = None) -> P
 
     ds = PreparedDataset(root)
     labels = ds.labels
-    cells = {}  # (row, column) -> (image as (H, W, 3), mask or None)
+    h, w = ds.size[-2:]  # a volume shows its middle slice
+    gap, band = max(1, w // 32), max(4, h // 4)  # white space between images; a band above each row for its title
+    grid = np.ones((len(labels) * (band + h + gap), per_class * (w + gap), 3), dtype=np.float32)
+    masks = np.zeros(grid.shape[:2], dtype=np.float32)
     counts = []
     for r, label in enumerate(labels):
         rows = ds.select(where={"label": label})
         counts.append(len(rows))
         pick = rows[np.linspace(0, len(rows) - 1, min(per_class, len(rows))).astype(int)] if len(rows) else []
         for c, i in enumerate(pick):
+            y, x = r * (band + h + gap) + band, c * (w + gap)
             img = _display(np.asarray(ds.images[i]))
-            mask = None
+            grid[y:y + h, x:x + w] = img[..., None] if img.ndim == 2 else img  # grey fills all three channels
             if ds.masks is not None:
                 m = np.asarray(ds.masks[i])
-                mask = m[0, m.shape[1] // 2] if m.ndim == 4 else m[0]
-            cells[r, c] = (np.repeat(img[..., None], 3, -1) if img.ndim == 2 else img, mask)
-    h, w = next(iter(cells.values()))[0].shape[:2] if cells else (1, 1)
-    gap, band = max(1, w // 32), max(4, h // 4)  # white space between images; a band above each row for its title
-    grid = np.ones((len(labels) * (band + h + gap), per_class * (w + gap), 3), dtype=np.float32)
-    masks = np.zeros(grid.shape[:2], dtype=np.float32)
-    for (r, c), (img, mask) in cells.items():
-        y, x = r * (band + h + gap) + band, c * (w + gap)
-        grid[y:y + h, x:x + w] = img
-        if mask is not None:
-            masks[y:y + h, x:x + w] = mask
+                masks[y:y + h, x:x + w] = m[0, m.shape[1] // 2] if m.ndim == 4 else m[0]
     fig = plt.figure(figsize=(1.4 * per_class, 1.5 * len(labels) + 0.4))
     ax = fig.add_axes((0.01, 0.01, 0.98, 0.98 - 0.4 / fig.get_figheight()))
     ax.imshow(grid, interpolation="nearest", aspect="equal")

@@ -376,8 +376,8 @@ class Trainer:
                 if epoch_done:
                     self.pos.epoch, self.pos.batch = epoch + 1, 0
                 stopping = dist.any_rank(self._stop_requested)
-                stage_ends = stop_early or (scfg.max_steps and self.pos.stage_step >= scfg.max_steps) or epoch + 1 >= scfg.epochs
-                if self._step_checkpoint_due(forced=stopping or stage_ends):
+                stage_stops = stop_early or bool(scfg.max_steps and self.pos.stage_step >= scfg.max_steps)
+                if self._step_checkpoint_due(forced=stopping or stage_stops or epoch + 1 >= scfg.epochs):
                     extra = {"since_best": since_best}
                     if plateau:
                         extra["plateau"] = {n: p.state_dict() for n, p in plateau.items()}
@@ -387,7 +387,7 @@ class Trainer:
                     self._last_checkpoint = (done - started, done)
                 if stopping:
                     raise KeyboardInterrupt
-                if stop_early or (scfg.max_steps and self.pos.stage_step >= scfg.max_steps):
+                if stage_stops:
                     if stop_early:
                         console().print(f"stage {stage}: early stopping after epoch {epoch + 1} (no improvement for {since_best} validations)")
                     break

@@ -520,8 +520,9 @@ class GANMonitor:
         self.collapse_checks += 1
         if self.collapse_checks <= 4 * self.patience:
             return 0.0
+        checks = max(self.patience // every, 1)  # the patience, counted in measured steps
         if self.collapse_checks % every or real.shape[0] < 2 or fake.shape[0] < 2:
-            return float(self.streak.get("mode_collapse", 0) >= max(self.patience // every, 1))
+            return float(self.streak.get("mode_collapse", 0) >= checks)
         r = float(batch_std(real.detach(), labels)[0].flatten()[0])
         f = float(batch_std(fake.detach(), labels)[0].flatten()[0])
         if r <= 0:
@@ -530,4 +531,4 @@ class GANMonitor:
         return self.check("mode_collapse", f < ratio * r,
                           f"generated images vary {f / r:.2f}x as much as real ones{' of the same class' if labels is not None else ''} "
                           f"for {self.patience} steps: mode collapse (S004); try loss: wgan-gp or model.minibatch_std=true",
-                          patience=max(self.patience // every, 1))
+                          patience=checks)
