@@ -29,6 +29,22 @@ def test_resize_3d_and_nearest_mask():
     assert set(np.unique(small)) <= {0.0, 1.0} and small.sum() == 25
 
 
+@pytest.mark.parametrize("tracking", [True, False])
+def test_resize_gives_monais_values_without_metadata_and_leaves_tracking_as_it_was(tracking):
+    from monai.data import get_track_meta, set_track_meta
+    from monai.transforms import Resize
+
+    img = np.random.default_rng(0).random((1, 50, 40)).astype(np.float32)
+    expected = np.asarray(Resize((32, 32), mode="bilinear", anti_aliasing=True)(img))  # with MetaTensors
+    set_track_meta(tracking)
+    try:
+        out = resize(img, (32, 32), keep_aspect=False)
+        assert get_track_meta() is tracking
+    finally:
+        set_track_meta(True)
+    assert type(out) is np.ndarray and np.array_equal(out, expected)
+
+
 @pytest.mark.parametrize("spec,x,expected", [
     ("minmax", [2.0, 4.0, 6.0], [0, 0.5, 1]),
     ("window:40,400", [-1000.0, 40.0, 240.0, 1000.0], [0, 0.5, 1, 1]),

@@ -14,6 +14,7 @@ normalised exactly as the training data was):
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,12 +51,26 @@ def resize(arr: np.ndarray, size: tuple[int, ...], keep_aspect: bool = True, nea
     else:
         inner = tuple(size)
     kwargs = {} if nearest else {"anti_aliasing": True}
-    out = Resize(inner, mode=mode, **kwargs)(arr)
-    out = np.asarray(out)
-    if tuple(out.shape[1:]) != tuple(size):
-        fill = 0.0 if nearest else float(arr.min())
-        out = np.asarray(SpatialPad(size, mode="constant", value=fill)(out))
+    with _untracked():
+        out = np.asarray(Resize(inner, mode=mode, **kwargs)(arr))
+        if tuple(out.shape[1:]) != tuple(size):
+            fill = 0.0 if nearest else float(arr.min())
+            out = np.asarray(SpatialPad(size, mode="constant", value=fill)(out))
     return out.astype(arr.dtype, copy=False)
+
+
+@contextmanager
+def _untracked():
+    """MONAI transforms without metadata tracking: their results become plain arrays here, and
+    tracking (MetaTensor) took 40% of a resize's time."""
+    from monai.data import get_track_meta, set_track_meta
+
+    tracked = get_track_meta()
+    set_track_meta(False)
+    try:
+        yield
+    finally:
+        set_track_meta(tracked)
 
 
 @dataclass(frozen=True)
@@ -88,6 +103,12 @@ class Normalizer:
         if arg:
             raise UserError(f"--normalize {name} takes no argument (got '{spec}')")
         return cls(name, {})
+
+    @property
+    def per_image(self) -> bool:
+        """Whether an image's normalised values depend on that image alone (every mode but
+        ``train-max``): preparation then normalises in its worker processes."""
+        return self.mode != "train-max"
 
     def fit(self, train_max: float) -> "Normalizer":
         """Fill dataset-level parameters from the training split."""
