@@ -131,11 +131,12 @@ def test_nothing_usable_is_an_error(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_parallel_workers_give_same_dataset(tmp_path, png_classes):
+@pytest.mark.parametrize("normalize", ["minmax", "train-max"])  # in the workers / in place after they finish
+def test_parallel_workers_give_same_dataset(tmp_path, png_classes, normalize):
     for i in range(20):
         Image.fromarray(np.full((20, 30), i * 1000, np.uint16)).save(png_classes / "normal" / f"extra{i}.png")
-    a = prepare(f"folder:{png_classes}", tmp_path / "a", PrepareOptions(size=(16, 16), workers=1))
-    b = prepare(f"folder:{png_classes}", tmp_path / "b", PrepareOptions(size=(16, 16), workers=2))
+    a = prepare(f"folder:{png_classes}", tmp_path / "a", PrepareOptions(size=(16, 16), workers=1, normalize=normalize))
+    b = prepare(f"folder:{png_classes}", tmp_path / "b", PrepareOptions(size=(16, 16), workers=2, normalize=normalize))
     assert a.n_items == b.n_items
     assert np.array_equal(np.load(tmp_path / "a/images.npy"), np.load(tmp_path / "b/images.npy"))
     assert json.loads((tmp_path / "a/stats.json").read_text())["content_hash"] == json.loads((tmp_path / "b/stats.json").read_text())["content_hash"]
@@ -174,3 +175,18 @@ def test_preview_is_one_grid_per_class_with_lesions_outlined(tmp_path, png_class
     prepare(f"folder:{png_classes}", plain, _opts(size=(16, 16)))
     rgb = np.asarray(Image.open(plain / "preview.png").convert("RGB")).astype(int)
     assert not ((rgb[..., 0] > 180) & (rgb[..., 1] < 90) & (rgb[..., 2] < 90)).any()
+
+
+def test_images_are_written_once_behind_a_header_numpy_reads(tmp_path, png_classes):
+    from medgen.data.prepare import _npy_header
+
+    # the header is written for 0 images first and rewritten at the end: numpy pads axis 0 for growth
+    assert len(_npy_header((0, 1, 16, 16))) == len(_npy_header((10**12, 1, 16, 16))) == len(_npy_header((7, 3, 8, 8, 8)))
+    s = prepare(f"folder:{png_classes}", tmp_path / "out", _opts(size=(16, 20), normalize="train-max"))
+    images = np.load(tmp_path / "out" / "images.npy", mmap_mode="r")
+    assert images.shape == (s.n_items, 1, 16, 20) and images.dtype == np.float32
+    header = len(_npy_header(images.shape))
+    assert (tmp_path / "out" / "images.npy").stat().st_size == header + images.size * 4  # nothing after the last image
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["images.npy", "index.csv", "preview.png", "rejected.csv", "stats.json"]
+    train = images[(pd.read_csv(tmp_path / "out" / "index.csv")["split"] == "train").to_numpy()]
+    assert train.max() == 1.0  # divided in place by the training split's largest value

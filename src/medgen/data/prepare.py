@@ -11,10 +11,12 @@ one only once the new one is complete.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,7 +97,17 @@ def _builtin_items(record: Record, size: tuple[int, ...]) -> list[Item]:
 
 
 def process_record(record: Record, opts: PrepareOptions) -> tuple[list[Item], list[tuple[str, str]]]:
-    """Read, crop, slice and resize one record. Returns its items and any rejections."""
+    """Read, crop, slice, resize and normalise one record. Returns its items and any rejections.
+    ``train-max`` images come back unnormalised: their divisor is known only once every image is in."""
+    items, rejected = _record_items(record, opts)
+    normalizer = Normalizer.parse(opts.normalize)
+    if normalizer.per_image:
+        for it in items:
+            it.image = normalizer(it.image)
+    return items, rejected
+
+
+def _record_items(record: Record, opts: PrepareOptions) -> tuple[list[Item], list[tuple[str, str]]]:
     size = tuple(opts.size or DEFAULT_SIZE)
     try:
         if record.kind == "builtin":
@@ -181,64 +193,77 @@ def prepare(source: str, out: str | Path, opts: PrepareOptions | None = None, fo
     workers = opts.workers or min(os.cpu_count() or 1, 8)
     opts.source.workers = workers
     records, rejected = list_records(source, opts.source)
-    # images.raw and images.npy (float32, one row per record at least) coexist before the raw file goes
-    check_free_space(out, 2 * len(records) * (3 if opts.rgb else 1) * int(np.prod(opts.size)) * 4, "the prepared images")
+    # images.npy: float32, one row per record at least
+    check_free_space(out, len(records) * (3 if opts.rgb else 1) * int(np.prod(opts.size)) * 4, "the prepared images")
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent if str(out.parent) else "."))
     try:
         items_meta, maxima, channels = [], [], None
-        raw_path = tmp / "images.raw"
+        images_path = tmp / "images.npy"
         mask_rows: dict[int, np.ndarray] = {}
-        with open(raw_path, "wb") as raw, progress_bar("prepare", len(records)) as advance:
+        # The images go straight into images.npy as they arrive, behind room for its header: the
+        # number of images is known only at the end (volumes give many slices, files get rejected).
+        with open(images_path, "wb") as f, progress_bar("prepare", len(records)) as advance:
             for items, rej in process_map(process_record, records, workers, [opts] * len(records)):
                 rejected += rej
                 for it in items:
                     if channels is None:
                         channels = it.image.shape[0]
+                        room = f.write(_npy_header((0, channels, *opts.size)))
                     if it.image.shape[0] != channels:
                         rejected.append((it.source, f"{it.image.shape[0]} channels, but earlier images have {channels}"))
                         continue
-                    raw.write(np.ascontiguousarray(it.image, dtype=np.float32).tobytes())
+                    f.write(np.ascontiguousarray(it.image, dtype=np.float32).tobytes())
                     if it.mask is not None:
                         mask_rows[len(items_meta)] = it.mask
-                    maxima.append(float(it.image.max()))
+                    if not normalizer.per_image:
+                        maxima.append(float(it.image.max()))
                     it.image = None  # type: ignore[assignment] - free memory; the bytes are on disk
                     it.mask = None
                     items_meta.append(it)
                 advance()
+            if items_meta:
+                shape = (len(items_meta), channels, *opts.size)
+                header = _npy_header(shape)
+                if len(header) != room:  # only if numpy stopped padding the header for axis 0 to grow
+                    raise RuntimeError(f"the .npy header for {shape} does not fit the room left for it")
+                f.seek(0)
+                f.write(header)
         if not items_meta:
             reasons = "; ".join(f"{Path(s).name}: {r}" for s, r in rejected[:3])
             raise UserError(f"no usable images in {source} ({len(rejected)} rejected: {reasons})")
 
         splits = assign_splits([it.label for it in items_meta], [it.group for it in items_meta],
                                [it.split for it in items_meta], opts.split, opts.seed)
-        train_max = max((m for m, s in zip(maxima, splits) if s == "train"), default=max(maxima))
-        normalizer = normalizer.fit(train_max)
-        shape = (len(items_meta), channels, *opts.size)
-        images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.float32, shape=shape)
-        raw_mm = np.memmap(raw_path, dtype=np.float32, mode="r", shape=shape)
-        for i in range(len(items_meta)):
-            images[i] = normalizer(np.array(raw_mm[i]))
-        images.flush()
-        del raw_mm
-        raw_path.unlink()
+        if normalizer.per_image:
+            images = np.load(images_path, mmap_mode="r")
+        else:  # train-max: the divisor comes from the training split, so it is applied now, in place
+            normalizer = normalizer.fit(max((m for m, s in zip(maxima, splits) if s == "train"), default=max(maxima)))
+            images = np.load(images_path, mmap_mode="r+")
+            for i in range(0, len(images), 64):
+                images[i:i + 64] = normalizer(np.asarray(images[i:i + 64]))
         if mask_rows:
             masks = np.lib.format.open_memmap(tmp / "masks.npy", mode="w+", dtype=np.uint8, shape=(shape[0], 1, *opts.size))
             masks[:] = 0
             for i, m in mask_rows.items():
                 masks[i] = m
-            masks.flush()
-            del masks
+            del masks  # closing the map leaves its pages to the kernel (a flush would wait for the disk)
 
         _write_index(tmp, items_meta, splits, mask_rows)
         _write_rejected(tmp, rejected)
-        stats = _stats(images, items_meta, splits, normalizer, opts, source, bool(mask_rows))
-        del images
-        stats["content_hash"] = content_hash(tmp)
-        (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
         from medgen.data.preview import write_preview
 
-        write_preview(tmp, title=out.name)
+        stats = _stats(images, items_meta, splits, normalizer, opts, source, bool(mask_rows))
+        (tmp / "stats.json").write_text(json.dumps(stats, indent=2))  # the preview reads it
+        # The content hash and the intensity statistics run in threads beside the preview: hashlib
+        # and numpy let go of the GIL, matplotlib mostly holds it. stats.json gets both at the end.
+        with ThreadPoolExecutor(2) as pool:
+            digest = pool.submit(content_hash, tmp)
+            intensity = pool.submit(_intensity, images, splits)
+            write_preview(tmp, title=out.name)
+            stats["intensity"], stats["content_hash"] = intensity.result(), digest.result()
+        del images
+        (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
         os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes an owner-only folder
         if out.exists():
             shutil.rmtree(out)
@@ -247,6 +272,14 @@ def prepare(source: str, out: str | Path, opts: PrepareOptions | None = None, fo
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return PrepareSummary(str(out), len(items_meta), len(rejected), stats["counts"], str(out / "preview.png"))
+
+
+def _npy_header(shape: tuple[int, ...]) -> bytes:
+    """The .npy header of a C-order float32 array. numpy leaves room in it for the first axis to
+    grow to 21 digits, so a placeholder written for 0 images has the length of the final one."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": tuple(shape)})
+    return buf.getvalue()
 
 
 def _write_index(folder: Path, items: list[Item], splits: list[str], mask_rows: dict) -> None:
@@ -266,25 +299,32 @@ def _write_rejected(folder: Path, rejected: list[tuple[str, str]]) -> None:
 
 
 def _stats(images, items, splits, normalizer, opts, source, has_masks) -> dict:
+    """stats.json, its intensity statistics still empty (``_intensity`` fills them)."""
     labels = sorted({it.label for it in items})
     counts: dict = {s: {lab: 0 for lab in labels} for s in ("train", "val", "test")}
     for it, s in zip(items, splits):
         counts[s][it.label] += 1
-    intensity = {}
-    for s in ("train", "val", "test"):
-        idx = [i for i, sp in enumerate(splits) if sp == s]
-        if idx:
-            sample = np.stack([np.asarray(images[i]) for i in idx[:: max(1, len(idx) // 256)]])
-            intensity[s] = {"min": float(sample.min()), "max": float(sample.max()), "mean": float(sample.mean()),
-                            "std": float(sample.std()), "p01": float(np.percentile(sample, 1)), "p99": float(np.percentile(sample, 99))}
     from medgen import __version__
 
     return {
         "source": source, "medgen_version": __version__, "n": len(items), "channels": int(images.shape[1]),
         "size": list(opts.size), "spatial_dims": len(opts.size), "labels": labels, "counts": counts,
         "normalize": normalizer.to_json(), "keep_aspect": opts.keep_aspect, "split_fractions": list(opts.split),
-        "seed": opts.seed, "has_masks": has_masks, "intensity": intensity,
+        "seed": opts.seed, "has_masks": has_masks, "intensity": {},
     }
+
+
+def _intensity(images, splits) -> dict:
+    """Intensity statistics of each split, from about 256 of its images spread over it."""
+    intensity = {}
+    for s in ("train", "val", "test"):
+        idx = [i for i, sp in enumerate(splits) if sp == s]
+        if idx:
+            sample = np.stack([np.asarray(images[i]) for i in idx[:: max(1, len(idx) // 256)]])
+            p01, p99 = np.percentile(sample, [1, 99])  # one partition for both
+            intensity[s] = {"min": float(sample.min()), "max": float(sample.max()), "mean": float(sample.mean()),
+                            "std": float(sample.std()), "p01": float(p01), "p99": float(p99)}
+    return intensity
 
 
 def content_hash(folder: Path) -> str:
