@@ -35,7 +35,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     prepare("builtin:breast-phantom", tmp / "d", PrepareOptions(size=(32, 32), workers=1, source=SourceOptions(n=160)))
     ds = PreparedDataset(tmp / "d")
-    short, long = pick(16, 4), pick(64, 12)
+    short, long = pick(16, 4), pick(128, 12)
     info = DataInfo(2, 1, (32, 32), ds.labels)
     rows = ds.select("train")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
