@@ -19,7 +19,7 @@ import torch
 
 from common import TutorialStep, figure, gpu_options, median_ratio, paired_times, pick
 
-REPEATS = pick(15, 1)
+REPEATS = pick(11, 1)
 
 
 def main() -> None:
