@@ -2,11 +2,12 @@
 within 15 % of DDPM-1000's, i.e. FID(DDIM-50) / FID(DDPM-1000) <= 1.15).
 
 ``bench_samplers`` times the two samplers on an untrained denoiser; whether the 20x faster sampler
-gives images as good needs a trained one. This bench goes through the public commands a user would
-run: ``medgen data prepare`` (the built-in brain-lesions at 32x32), ``medgen train
+gives images as good needs a trained one. This bench calls the functions behind the public
+commands: ``medgen data prepare`` (the built-in brain-lesions at 32x32), ``medgen train
 brain-ddpm-anomaly --profile small`` (the pixel-space DDPM of the S003 protocol, small networks,
-trained on the normal slices for a fixed number of steps), then ``medgen evaluate --metrics
-distribution --features domain --sweep ddim:50,ddpm:1000``: both samplers draw the same number of
+here on all labels, not only the normal slices, so that the training split is the real side too;
+a fixed number of steps), then ``medgen evaluate --metrics distribution --features domain --sweep
+ddim:50,ddpm:1000 --real DATA@train``: both samplers draw the same number of
 images with the same seed, and each set's FID is taken in the domain classifier's feature space
 (the offline "classifier features") against the same real images. ``BENCH_QUICK=1``: a few
 training steps, DDPM-100, no target.
@@ -19,8 +20,6 @@ per image of each sampler. ``--train_steps=N`` and ``--n=N`` change the sizes.
 """
 from __future__ import annotations
 
-import json
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -39,27 +38,24 @@ def main() -> None:
     steps = arg("train_steps", pick(800, 20))
     n_images = arg("n", pick(64, 16))
     ddpm_steps = pick(1000, 100)
-    tmp = Path(tempfile.mkdtemp())
-    t0 = time.perf_counter()
-    prepare("builtin:brain-lesions", tmp / "data", PrepareOptions(size=(32, 32), source=SourceOptions(n=pick(1200, 200))))
-    t1 = time.perf_counter()
-    train("brain-ddpm-anomaly", tmp / "data", tmp / "run", profile="small",
-          overrides=[f"train.max_steps={steps}", "train.epochs=1000", "train.val_every=1000", "data.subset={}",
-                    "sample.batch_size=32"], echo=lambda *_: None)
-    t2 = time.perf_counter()
-    res = evaluate(run=tmp / "run", real=f"{tmp / 'data'}@train", metrics="distribution", features="domain", n=n_images,
-                   sweep=f"ddim:50,ddpm:{ddpm_steps}", echo=lambda *_: None)
-    t3 = time.perf_counter()
-    rows = {r["sampler"]: r for r in res["sweep"]}
-    extractor = res["features"]
-    shutil.rmtree(tmp, ignore_errors=True)
-    fid = {k: rows[k]["fid/domain"] for k in rows}
+    with tempfile.TemporaryDirectory() as tmp:
+        data, run = Path(tmp) / "data", Path(tmp) / "run"
+        t0 = time.perf_counter()
+        prepare("builtin:brain-lesions", data, PrepareOptions(size=(32, 32), source=SourceOptions(n=pick(1200, 200))))
+        t1 = time.perf_counter()
+        train("brain-ddpm-anomaly", data, run, profile="small",
+              overrides=[f"train.max_steps={steps}", "train.epochs=1000", "train.val_every=1000", "data.subset={}",
+                         "sample.batch_size=32"], echo=lambda *_: None)
+        t2 = time.perf_counter()
+        res = evaluate(run=run, real=f"{data}@train", metrics="distribution", features="domain", n=n_images,
+                       sweep=f"ddim:50,ddpm:{ddpm_steps}", echo=lambda *_: None)  # a JSON-ready dict
+        t3 = time.perf_counter()
+    fid = {r["sampler"]: r["fid/domain"] for r in res["sweep"]}
     ratio = fid["ddim"] / fid["ddpm"]
     figure("sampler_quality", f"DDIM-50 vs DDPM-{ddpm_steps} FID, domain features (brain-ddpm-anomaly small, 32x32, trained "
            f"{steps} steps; {n_images} images each vs the real training slices)", "FID", fid["ddim"], fid["ddpm"],
            f"DDPM-{ddpm_steps}, same model and seed", ratio, "<= 1.15" if ddpm_steps == 1000 else None,
-           sweep=[{k: v for k, v in r.items() if not isinstance(v, (dict, list))} for r in res["sweep"]],
-           features=json.loads(json.dumps(extractor, default=str)),
+           sweep=res["sweep"], features=res["features"],
            seconds={"prepare": t1 - t0, "train": t2 - t1, "evaluate": t3 - t2}, gpu_options=gpu_options())
 
 
