@@ -255,12 +255,13 @@ def bench_sampling(family: str, m, cfg_text: str) -> None:
 
 
 def bench_amp(device) -> None:
-    """GPU options: medgen's one is AMP (autocast, bf16 where supported); measured on the ddpm step
-    against the same step in fp32. channels_last and torch.compile are not used by medgen."""
+    """AMP (autocast, bf16 where supported; on by default, CUDA only), measured on the ddpm step against
+    the same step in fp32. The opt-in options (channels_last, torch.compile, efficient attention) are
+    bench_speed_options.py's."""
     if device.type != "cuda":
-        figure("families", "GPU options (autocast, channels_last, torch.compile)", "", None, None,
-               "not applicable on a CPU: medgen autocasts on CUDA only and uses neither channels_last nor torch.compile",
-               None, None, gpu_options=gpu_options())
+        figure("families", "AMP (autocast) vs fp32", "", None, None,
+               "not applicable on a CPU: medgen autocasts on CUDA only (channels_last, torch.compile and "
+               "efficient attention: the speed-option rows)", None, None, gpu_options=gpu_options())
         return
     from medgen.config import resolve
     from medgen.engine.context import StepContext

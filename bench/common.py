@@ -151,13 +151,13 @@ def peak_memory_mb(fn) -> tuple[float | None, str]:
 # --- machine and output --------------------------------------------------------------------------
 
 def gpu_options(autocast: str | None = None) -> dict:
-    """Which GPU options a figure ran with. On a CPU they do not apply (not faked as 'off')."""
+    """Which speed options a figure ran with. AMP applies on CUDA only (not faked as 'off' on a CPU);
+    channels_last, torch.compile and efficient attention are opt-in ``train.*`` options, off in every
+    row but bench_speed_options.py's, which measures each of them."""
     import torch
 
-    if not torch.cuda.is_available():
-        return {"autocast": "n/a (CPU)", "channels_last": "n/a (CPU)", "torch_compile": "n/a (CPU)"}
-    return {"autocast": autocast or "off", "channels_last": "off (medgen does not use it)",
-            "torch_compile": "off (medgen does not use it)"}
+    amp = (autocast or "off") if torch.cuda.is_available() else "n/a (CPU)"
+    return {"autocast": amp, "channels_last": "off", "torch_compile": "off", "efficient_attention": "off"}
 
 
 def machine() -> dict:

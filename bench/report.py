@@ -1,6 +1,7 @@
 """The benchmarks' JSON lines (a file, or stdin) as a Markdown table for the README:
 figure | medgen | reference | ratio | target | met, then the machine(s) they were measured on. A ratio
-taken per repeat shows the lowest and highest repeat's beside the median: the machine's noise.
+taken per repeat shows the lowest and highest repeat's beside the median: the machine's noise. Rows
+that count their floating-point operations show the achieved TFLOP/s beside medgen's figure.
 
     python bench/report.py /tmp/medgen-bench.jsonl
     bench/run_all.sh | python bench/report.py
@@ -39,7 +40,13 @@ def table(records: list[dict]) -> str:
         ratio = fmt(r.get("ratio"))
         if r.get("ratio_range"):
             ratio += " ({} to {})".format(*(fmt(v) for v in r["ratio_range"]))
-        rows.append(f"| {r['figure']} | {fmt(r.get('medgen'), unit)} | {ref} | {ratio} | "
+        value = fmt(r.get("medgen"), unit)
+        tflops = r.get("achieved_tflops")
+        if isinstance(tflops, dict):  # compiled vs eager: the row's own side
+            tflops = next(iter(tflops.values()))
+        if tflops is not None:
+            value += f" ({fmt(tflops)} TFLOP/s)"
+        rows.append(f"| {r['figure']} | {value} | {ref} | {ratio} | "
                     f"{r.get('target') or '-'} | {met} |")
         line = machine_line(r.get("machine", {}))
         if line not in machines:

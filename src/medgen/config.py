@@ -82,6 +82,12 @@ class TrainConfig(Strict):
     log_every: int = Field(10, ge=1)  # steps
     ema_decay: float | None = Field(None, ge=0, lt=1)
     amp: bool = True  # used on GPU only
+    # opt-in speed options (medgen.engine.speed; bench/bench_speed_options.py measures them): off by
+    # default, as on a CPU only compile gained (1.13x per step, after a minute of compiling)
+    compile: bool = False  # torch.compile each network in place (kernels cached on disk)
+    compile_backend: str = "inductor"
+    channels_last: bool = False  # NHWC / NDHWC conv weights
+    efficient_attention: bool = False  # MONAI attention blocks through scaled_dot_product_attention
     grad_clip: float | None = Field(None, gt=0)
     num_workers: int = Field(0, ge=0)
     keep_last: int = Field(2, ge=1)

@@ -186,7 +186,8 @@ def _train(config, data, out: Path, *, profile, overrides, init_from, subset, re
         summary = trainer.fit(resume_ckpt=ckpt)
         if dist.is_main():
             run.set_status("finished", resumable=False, steps=trainer.pos.step)
-            run.update_metrics("training", {"stages": summary, "steps": trainer.pos.step, **parallel})
+            run.update_metrics("training", {"stages": summary, "steps": trainer.pos.step, **parallel,
+                                            "speed_options": trainer.speed_options})
     except KeyboardInterrupt:
         if dist.is_main():
             run.set_status("interrupted", resumable=True)

@@ -12,6 +12,13 @@ import torch
 from medgen.engine import distributed as dist
 
 
+def autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
+    """AMP's dtype on CUDA (bf16 where the GPU has it), None elsewhere: on a CPU autocast is off."""
+    if not (amp and device.type == "cuda"):
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 class StepContext:
     def __init__(self, device: torch.device, amp: bool, grad_clip: float | None, generator: torch.Generator):
         self.device = device
@@ -22,11 +29,9 @@ class StepContext:
         self.epoch = 0
         self.step = 0
         self.nonfinite = 0  # non-finite losses met during the current step
-        use_amp = amp and device.type == "cuda"
-        bf16 = use_amp and torch.cuda.is_bf16_supported()
-        self.amp_dtype = torch.bfloat16 if bf16 else (torch.float16 if use_amp else None)
+        self.amp_dtype = autocast_dtype(device, amp)
         # fp16 needs loss scaling; bf16 has float32's range and does not
-        self.scaler = torch.amp.GradScaler("cuda") if use_amp and not bf16 else None
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
 
     def autocast(self):
         if self.amp_dtype is None:

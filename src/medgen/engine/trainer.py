@@ -27,6 +27,7 @@ from medgen.engine import distributed as dist
 from medgen.engine.checkpoint import load_checkpoint, restore_optimizers, save_checkpoint
 from medgen.engine.context import StepContext
 from medgen.engine.ema import EMA
+from medgen.engine.speed import apply_speed_options, describe
 from medgen.errors import UserError
 from medgen.models.base import GenerativeModel
 from medgen.progress import console, progress_bar
@@ -143,6 +144,7 @@ class Trainer:
         self.writer = None
         self._stop_requested = False
         self._last_checkpoint: tuple[float, float] | None = None  # (seconds it took to write, when it was done)
+        self.speed_options: dict[str, str] = {}
 
     # --- checkpoints ----------------------------------------------------------------------
     def _state(self, extra: dict | None = None) -> dict:
@@ -205,6 +207,9 @@ class Trainer:
         self.writer = SummaryWriter(str(self.run.logs)) if self.main else _NoWriter()
         self.model.to(self.device)
         dist.broadcast_module(self.model)  # every rank starts from rank 0's weights
+        self.speed_options = apply_speed_options(self.model, self.cfg.train, self.device)
+        if self.main and any(not v.startswith("off") for v in self.speed_options.values()):
+            console().print(f"speed options: {describe(self.speed_options)}")  # metrics.json keeps them either way
         handlers = {}
         import threading
 

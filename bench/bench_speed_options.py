@@ -1,0 +1,154 @@
+"""Each opt-in speed option of a training run against the same medgen training step without it,
+on the demo's latent-diffusion U-Net (``demo-brain-ldm`` small, diffusion stage: 3x16x16 latents of
+64x64 images, batch 32, attention at the second level): ``train.efficient_attention``,
+``train.channels_last`` and ``train.compile`` (Inductor); AMP against fp32 is bench_families.py's
+row. No targets: the issue asks that these options be used where they help and measured, and this is the
+measurement (``ratio`` = the plain step's time over the option's: above 1 the option is faster).
+
+Every row also gives the achieved TFLOP/s: the floating-point operations of one training step
+(forward and backward, counted by ``torch.utils.flop_counter.FlopCounterMode``) over its time,
+and its peak memory (CUDA: allocated; CPU: resident set).
+
+``train.compile`` runs in child processes with an empty kernel cache of their own: the first
+child's first step is the cold compilation, a second child with the cache the first left shows
+what the cache saves (``--compile-child CACHE`` is that child; it prints one JSON line).
+``BENCH_QUICK=1``: one repeat, and the compile rows are skipped (a sanity run only).
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+from common import QUICK, figure, median_ratio, paired_times, peak_memory_mb, pick
+
+PRESET, PROFILE, SIZE, BATCH, STEPS = "demo-brain-ldm", "small", (64, 64), 32, 3
+LABELS = ["axial", "coronal", "sagittal"]
+REPEATS = pick(5, 1)
+COMPILE_REPEATS = 3  # in each compile child: its compiled steps scatter less (1.11-1.22x over 5)
+NET = f"{PRESET} {PROFILE} diffusion stage, 3x16x16 latents, batch {BATCH}"
+
+
+class _Data:
+    """What LatentDiffusion.on_stage_start reads: the training batches (to cache their latents)."""
+
+    def __init__(self, batches):
+        self.batches = batches
+        self.generator = torch.Generator().manual_seed(0)
+
+    def train_batches(self):
+        yield from self.batches
+
+
+def make_step(overrides: list[str], device):
+    """One pass of STEPS medgen diffusion-stage training steps with the given train.* options;
+    returns (pass function, one-step function, the options as the run reports them)."""
+    from medgen.config import resolve
+    from medgen.engine.context import StepContext
+    from medgen.engine.speed import apply_speed_options
+    from medgen.models.base import DataInfo, build_model
+
+    cfg = resolve(PRESET, PROFILE, overrides)
+    gen = torch.Generator().manual_seed(0)
+    batches = [{"image": torch.rand(BATCH, 1, *SIZE, generator=gen).to(device),
+                "label": torch.randint(0, len(LABELS), (BATCH,), generator=gen).to(device),
+                "index": torch.arange(i * BATCH, (i + 1) * BATCH)} for i in range(STEPS)]
+    torch.manual_seed(0)  # every variant starts from the same weights
+    m = build_model(cfg, DataInfo(2, 1, SIZE, LABELS)).to(device).train()
+    on = apply_speed_options(m, cfg.train, device)
+    scfg = cfg.stage("diffusion")
+    ctx = StepContext(device, scfg.amp, scfg.grad_clip, torch.Generator().manual_seed(0))
+    ctx.stage = "diffusion"
+    m.on_stage_start("diffusion", _Data(batches))
+    ctx.optimizers = m.optimizers("diffusion", scfg)
+    return (lambda: [m.training_step(bt, "diffusion", ctx) for bt in batches],
+            lambda: m.training_step(batches[0], "diffusion", ctx), on)
+
+
+def step_flops(one_step) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        one_step()
+    return counter.get_total_flops()
+
+
+def compile_child(cache: str) -> None:
+    """In a fresh process: the first compiled step (compilation included), then compiled against
+    eager passes, paired. Prints one JSON line."""
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    compiled, compiled_one, on = make_step(["train.compile=true"], device)
+    t = time.perf_counter()
+    compiled_one()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    first = time.perf_counter() - t
+    eager, _, _ = make_step([], device)
+    times = paired_times({"compiled": compiled, "eager": eager}, repeats=COMPILE_REPEATS, warmup=1)
+    speedup, spread = median_ratio(times["eager"], times["compiled"])
+    print(json.dumps({"first_step_s": first, "compiled_s": statistics.median(times["compiled"]) / STEPS,
+                      "eager_s": statistics.median(times["eager"]) / STEPS, "speedup": speedup, "range": spread,
+                      "options": on}))
+
+
+def _child(cache: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--compile-child", cache], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_compile(flops: int) -> None:
+    with tempfile.TemporaryDirectory() as cache:
+        cold = _child(cache)
+        warm = _child(cache)
+    figure("speed-options", f"train.compile (Inductor) vs eager ({NET})", "s/step", cold["compiled_s"], cold["eager_s"],
+           "the same step, eager", cold["speedup"], None, ratio_range=cold["range"],
+           achieved_tflops={"compiled": flops / cold["compiled_s"] / 1e12, "eager": flops / cold["eager_s"] / 1e12},
+           options=cold["options"], repeats=COMPILE_REPEATS)
+    figure("speed-options", f"train.compile: first step, empty kernel cache vs the cache of a previous run ({NET})", "s",
+           warm["first_step_s"], cold["first_step_s"], "first step with an empty cache (cold compilation)",
+           cold["first_step_s"] / warm["first_step_s"], None,
+           note="each in a fresh process; the ratio is how many times faster the cached start is")
+
+
+def main() -> None:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    variants = {"plain": [], "efficient_attention": ["train.efficient_attention=true"],
+                "channels_last": ["train.channels_last=true"]}
+    steps, options, mem = {}, {}, {}
+    flops = None
+    for name, overrides in variants.items():
+        passes, one, options[name] = make_step(overrides, device)
+        mem[name] = peak_memory_mb(one)  # the first step: optimiser state and activations allocated
+        flops = flops or step_flops(one)
+        steps[name] = passes
+    times = paired_times(steps, repeats=REPEATS, warmup=1)
+    per = {k: statistics.median(v) / STEPS for k, v in times.items()}
+    figure("speed-options", f"plain training step ({NET})", "s/step", per["plain"], None,
+           "none: the reference of the rows below", None, None, achieved_tflops=flops / per["plain"] / 1e12,
+           flops_per_step=flops, peak_memory_mb=mem["plain"][0], memory_method=mem["plain"][1],
+           options=options["plain"], device=str(device), repeats=REPEATS)
+    for name in variants:
+        if name == "plain":
+            continue
+        speedup, spread = median_ratio(times["plain"], times[name])
+        figure("speed-options", f"{name} vs plain step ({NET})", "s/step", per[name], per["plain"],
+               "the same step without the option", speedup, None, ratio_range=spread,
+               achieved_tflops=flops / per[name] / 1e12, peak_memory_mb={"option": mem[name][0], "plain": mem["plain"][0]},
+               options=options[name], repeats=REPEATS)
+    if not QUICK:
+        bench_compile(flops)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--compile-child":
+        compile_child(sys.argv[2])
+    else:
+        main()
