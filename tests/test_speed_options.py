@@ -3,11 +3,13 @@ leaves what the networks compute as it was (to float rounding) and the checkpoin
 plain model, and the run records which options it trained with."""
 import json
 
+import pytest
 import torch
 
 from medgen.config import resolve
 from medgen.engine.checkpoint import load_checkpoint, save_checkpoint
 from medgen.engine.speed import apply_speed_options, networks
+from medgen.errors import UserError
 from medgen.models.base import DataInfo, build_model
 
 INFO = DataInfo(2, 1, (32, 32), ["a", "b", "c"])
@@ -106,6 +108,10 @@ def test_a_run_records_its_speed_options_in_metrics_json(tmp_path):
     from medgen.training import train
 
     prepare("builtin:mni152", tmp_path / "d", PrepareOptions(size=(32, 32), workers=1, source=_n(24)))
+    with pytest.raises(UserError, match="not a torch.compile backend"):  # refused before the run directory exists
+        train("demo-brain-ldm", tmp_path / "d", tmp_path / "bad", profile="tiny",
+              overrides=["train.compile=true", "train.compile_backend=nope"], echo=lambda *a: None)
+    assert not (tmp_path / "bad").exists()
     train("demo-brain-ldm", tmp_path / "d", tmp_path / "r", profile="tiny",
           overrides=["train.efficient_attention=true", "train.channels_last=true"], echo=lambda *a: None)
     speed = json.loads((tmp_path / "r" / "metrics.json").read_text())["training"]["speed_options"]
@@ -117,3 +123,14 @@ def _n(n):
     from medgen.data.sources import SourceOptions
 
     return SourceOptions(n=n)
+
+
+def test_compile_says_what_is_missing_before_training_starts(monkeypatch):
+    m, cfg = _model("train.compile=true", "train.compile_backend=no-such-backend")
+    with pytest.raises(UserError, match="'no-such-backend' is not a torch.compile backend .*inductor"):
+        apply_speed_options(m, cfg.train, torch.device("cpu"))
+    m, cfg = _model("train.compile=true")
+    monkeypatch.setattr("medgen.engine.speed.shutil.which", lambda name: None)
+    with pytest.raises(UserError, match="needs a C\\+\\+ compiler"):
+        apply_speed_options(m, cfg.train, torch.device("cpu"))
+    assert all(n._compiled_call_impl is None for n in networks(m))  # refused before anything was compiled

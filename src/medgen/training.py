@@ -89,6 +89,7 @@ def train(config: str | Config, data: str | Path | None, out: str | Path, *, pro
 
 def _train(config, data, out: Path, *, profile, overrides, init_from, subset, resume, force, echo) -> dict:
     from medgen.engine import distributed as dist
+    from medgen.engine.speed import check_speed_options
     from medgen.engine.trainer import Trainer, pick_device
     from medgen.fsio import WRITE_ERRNOS, check_free_space
 
@@ -109,6 +110,7 @@ def _train(config, data, out: Path, *, profile, overrides, init_from, subset, re
         cfg = config if isinstance(config, Config) else resolve(str(config), profile, overrides)
         ckpt = None
     device = dist.init(pick_device(cfg.train.device))
+    check_speed_options(cfg.train, device)  # before a run directory exists
     if not dist.is_main():  # one voice: ranks > 0 print nothing (errors excepted)
         from medgen.progress import set_quiet
 

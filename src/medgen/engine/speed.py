@@ -22,9 +22,12 @@ compilation: all three are off by default, since compiling costs more than it sa
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import torch
+
+from medgen.errors import UserError
 
 ATTENTION_BLOCKS = ("SABlock", "CrossAttentionBlock")
 
@@ -87,6 +90,7 @@ def apply_speed_options(model: torch.nn.Module, train_cfg, device: torch.device)
     else:
         on["channels_last"] = "off"
     if train_cfg.compile:
+        check_speed_options(train_cfg, device)
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(inductor_cache_dir()))
         nets = list(networks(model))
         for net in nets:
@@ -96,6 +100,23 @@ def apply_speed_options(model: torch.nn.Module, train_cfg, device: torch.device)
     else:
         on["compile"] = "off"
     return on
+
+
+def check_speed_options(train_cfg, device: torch.device) -> None:
+    """What would make ``train.compile`` fail only at the first step, said before a run starts: an
+    unknown backend, or Inductor on a CPU (it builds C++) without a C++ compiler."""
+    if not train_cfg.compile:
+        return
+    backend = train_cfg.compile_backend
+    try:
+        torch._dynamo.lookup_backend(backend)
+    except torch._dynamo.exc.InvalidBackend:
+        raise UserError(f"train.compile_backend '{backend}' is not a torch.compile backend "
+                        f"(e.g. {', '.join(torch._dynamo.list_backends())}, aot_eager)") from None
+    if backend == "inductor" and device.type == "cpu" and not any(
+            shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "c++", "clang++") if c):
+        raise UserError("train.compile with the Inductor backend on a CPU needs a C++ compiler (g++ or clang++, "
+                        "none found on PATH): install one, or set train.compile_backend=aot_eager or train.compile=false")
 
 
 def describe(on: dict[str, str]) -> str:
