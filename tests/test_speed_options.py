@@ -68,9 +68,11 @@ def test_channels_last_stores_conv_weights_nhwc_and_its_checkpoint_loads_into_a_
         assert torch.allclose(a, b, atol=1e-5)
 
 
-def test_compile_compiles_each_network_in_place_so_the_state_dict_keys_stay():
+def test_compile_compiles_each_network_in_place_so_the_state_dict_keys_stay(tmp_path, monkeypatch):
     # aot_eager: TorchDynamo's graph capture and AOT autograd, as Inductor gets them, without
     # generating C++ kernels (a minute of gcc on these cores; bench_speed_options.py runs Inductor)
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     m, cfg = _model("train.compile=true", "train.compile_backend=aot_eager")
     keys = list(m.state_dict())
     before = _outputs(m)
@@ -79,7 +81,8 @@ def test_compile_compiles_each_network_in_place_so_the_state_dict_keys_stay():
     # the demo has no adversary: the autoencoder and the U-Net inside the Denoiser (which has no forward)
     assert nets == [m.autoencoder, m.denoiser.unet]
     assert all(n._compiled_call_impl is not None for n in nets)
-    assert on["compile"].startswith("on (aot_eager, 2 networks; cache ")
+    # medgen's kernel cache, not Inductor's /tmp default (which importing torch._dynamo would pin)
+    assert on["compile"] == f"on (aot_eager, 2 networks; cache {tmp_path / 'medgen' / 'torchinductor'})"
     assert list(m.state_dict()) == keys
     for a, b in zip(before, _outputs(m)):
         assert torch.allclose(a, b, atol=1e-5)

@@ -91,7 +91,6 @@ def apply_speed_options(model: torch.nn.Module, train_cfg, device: torch.device)
         on["channels_last"] = "off"
     if train_cfg.compile:
         check_speed_options(train_cfg, device)
-        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(inductor_cache_dir()))
         nets = list(networks(model))
         for net in nets:
             net.compile(backend=train_cfg.compile_backend)
@@ -104,9 +103,12 @@ def apply_speed_options(model: torch.nn.Module, train_cfg, device: torch.device)
 
 def check_speed_options(train_cfg, device: torch.device) -> None:
     """What would make ``train.compile`` fail only at the first step, said before a run starts: an
-    unknown backend, or Inductor on a CPU (it builds C++) without a C++ compiler."""
+    unknown backend, or Inductor on a CPU (it builds C++) without a C++ compiler. Also points
+    Inductor's kernel cache at ``inductor_cache_dir()`` unless the variable is set already."""
     if not train_cfg.compile:
         return
+    # first: Inductor pins the variable to its /tmp default the first time torch._dynamo looks at it
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(inductor_cache_dir()))
     backend = train_cfg.compile_backend
     try:
         torch._dynamo.lookup_backend(backend)
