@@ -17,7 +17,7 @@ import statistics
 import torch
 import torch.nn.functional as F
 
-from common import TutorialStep, figure, gpu_options, median_ratio, paired_median, paired_times, peak_memory_mb, pick
+from common import StageData, TutorialStep, figure, gpu_options, median_ratio, paired_median, paired_times, peak_memory_mb, pick
 
 SIZE, BATCH = (32, 32), 16
 STEPS = pick(3, 1)  # batches (optimiser steps) per pass; a timed call makes passes of at least MIN_CALL_S
@@ -38,17 +38,6 @@ FAMILIES = {  # name: (preset, profile, overrides)
     "vae-gan": ("vae-gan", "small", []),
     "conv-ae": ("brain-ae-anomaly", "small", []),
 }
-
-
-class _Data:
-    """What LatentDiffusion.on_stage_start reads: the training batches (to cache their latents)."""
-
-    def __init__(self, batches, device):
-        self.batches, self.device = batches, device
-        self.generator = torch.Generator().manual_seed(0)
-
-    def train_batches(self):
-        yield from self.batches
 
 
 def _scheduler(p):
@@ -190,7 +179,7 @@ def bench_family(family: str, preset: str, profile: str, overrides: list[str], d
     scfg = cfg.stage(stage)
     ctx = StepContext(device, scfg.amp, scfg.grad_clip, torch.Generator().manual_seed(0))
     ctx.stage = stage
-    med.on_stage_start(stage, _Data(batches, device))
+    med.on_stage_start(stage, StageData(batches))
     ctx.optimizers = med.optimizers(stage, scfg)
     bare = bare_loop(family, ref, cfg, batches, device, ctx.amp_dtype)
     amp = str(ctx.amp_dtype).replace("torch.", "") if ctx.amp_dtype is not None else None

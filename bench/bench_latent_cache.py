@@ -17,15 +17,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from common import TutorialStep, figure, gpu_options, paired_median, pick
-
-
-class _Data:
-    def __init__(self, batches):
-        self.batches, self.generator = batches, torch.Generator().manual_seed(0)
-
-    def train_batches(self):
-        yield from self.batches
+from common import StageData, TutorialStep, figure, gpu_options, paired_median, pick
 
 
 def main() -> None:
@@ -56,7 +48,7 @@ def measure(preset: str, profile: str, bs: int, label: str) -> None:
     scfg = cfg.stage("diffusion")
     ctx = StepContext(device, scfg.amp, scfg.grad_clip, torch.Generator().manual_seed(0))
     t = time.perf_counter()
-    med.on_stage_start("diffusion", _Data(batches))  # the one-off pass: encode every training image once
+    med.on_stage_start("diffusion", StageData(batches))  # the one-off pass: encode every training image once
     if device.type == "cuda":
         torch.cuda.synchronize()
     one_off = time.perf_counter() - t

@@ -26,7 +26,7 @@ import gc
 import numpy as np
 import torch
 
-from common import figure, pick
+from common import StageData, figure, pick
 
 PRESET, PROFILE, SIZE, BATCH = "mammo-roi-ldm", "paper", 512, 2
 BUDGET_GB = 16.0
@@ -43,14 +43,6 @@ def config():
 
     cfg = resolve(PRESET, PROFILE, [f"train.stages.autoencoder.batch_size={BATCH}", f"train.stages.diffusion.batch_size={BATCH}"])
     return cfg, DataInfo(2, 1, (SIZE, SIZE), ["class0"])
-
-
-class _Data:
-    def __init__(self, batch):
-        self.batch, self.generator = batch, torch.Generator().manual_seed(0)
-
-    def train_batches(self):
-        yield self.batch
 
 
 def setup(stage: str, device):
@@ -75,7 +67,7 @@ def setup(stage: str, device):
 def batch_for(model, stage: str, side: int, device) -> dict:
     batch = {"image": torch.rand(BATCH, 1, side, side, device=device), "label": torch.zeros(BATCH, dtype=torch.long, device=device),
              "index": torch.arange(BATCH)}
-    model.on_stage_start(stage, _Data(batch))  # diffusion: caches this batch's latents, freezes the autoencoder
+    model.on_stage_start(stage, StageData([batch]))  # diffusion: caches this batch's latents, freezes the autoencoder
     return batch
 
 

@@ -28,24 +28,13 @@ import time
 
 import torch
 
-from common import QUICK, figure, median_ratio, paired_times, peak_memory_mb, pick
+from common import QUICK, StageData, figure, median_ratio, paired_times, peak_memory_mb, pick
 
 PRESET, PROFILE, SIZE, BATCH, STEPS = "demo-brain-ldm", "small", (64, 64), 32, 3
 LABELS = ["axial", "coronal", "sagittal"]
 REPEATS = pick(4, 1)
 COMPILE_REPEATS = 3  # in each compile child: its compiled steps scatter less (1.11-1.22x over 5)
 NET = f"{PRESET} {PROFILE} diffusion stage, 3x16x16 latents, batch {BATCH}"
-
-
-class _Data:
-    """What LatentDiffusion.on_stage_start reads: the training batches (to cache their latents)."""
-
-    def __init__(self, batches):
-        self.batches = batches
-        self.generator = torch.Generator().manual_seed(0)
-
-    def train_batches(self):
-        yield from self.batches
 
 
 def make_step(overrides: list[str], device):
@@ -67,7 +56,7 @@ def make_step(overrides: list[str], device):
     scfg = cfg.stage("diffusion")
     ctx = StepContext(device, scfg.amp, scfg.grad_clip, torch.Generator().manual_seed(0))
     ctx.stage = "diffusion"
-    m.on_stage_start("diffusion", _Data(batches))
+    m.on_stage_start("diffusion", StageData(batches))
     ctx.optimizers = m.optimizers("diffusion", scfg)
     return (lambda: [m.training_step(bt, "diffusion", ctx) for bt in batches],
             lambda: m.training_step(batches[0], "diffusion", ctx), on)

@@ -111,6 +111,19 @@ class TutorialStep:
         return loss.item()  # the tutorials log loss.item() every step
 
 
+class StageData:
+    """What ``LatentDiffusion.on_stage_start`` reads of the trainer: the training batches (it encodes
+    them once to cache their latents) and a seeded generator."""
+
+    def __init__(self, batches: list):
+        import torch
+
+        self.batches, self.generator = batches, torch.Generator().manual_seed(0)
+
+    def train_batches(self):
+        yield from self.batches
+
+
 # --- peak memory ---------------------------------------------------------------------------------
 
 def _proc_kb(key: str) -> int:

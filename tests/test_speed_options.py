@@ -39,10 +39,9 @@ def test_nothing_is_on_by_default_and_the_run_says_so():
 
 
 def test_efficient_attention_switches_monais_attention_blocks_and_keeps_the_outputs():
-    m, cfg = _model()
-    before = _outputs(m)
-    on = apply_speed_options(m, cfg.model_copy(update={"train": cfg.train.model_copy(update={"efficient_attention": True})}).train,
-                             torch.device("cpu"))
+    m, cfg = _model("train.efficient_attention=true")
+    before = _outputs(m)  # building the model applies no option: only the trainer does
+    on = apply_speed_options(m, cfg.train, torch.device("cpu"))
     blocks = [b for b in m.modules() if type(b).__name__ == "SABlock"]
     assert blocks and all(b.use_flash_attention for b in blocks)
     assert on["efficient_attention"] == f"on ({len(blocks)} attention blocks)"
@@ -108,9 +107,10 @@ def test_channels_last_in_3d_is_ndhwc():
 
 def test_a_run_records_its_speed_options_in_metrics_json(tmp_path):
     from medgen.data.prepare import PrepareOptions, prepare
+    from medgen.data.sources import SourceOptions
     from medgen.training import train
 
-    prepare("builtin:mni152", tmp_path / "d", PrepareOptions(size=(32, 32), workers=1, source=_n(24)))
+    prepare("builtin:mni152", tmp_path / "d", PrepareOptions(size=(32, 32), workers=1, source=SourceOptions(n=24)))
     with pytest.raises(UserError, match="not a torch.compile backend"):  # refused before the run directory exists
         train("demo-brain-ldm", tmp_path / "d", tmp_path / "bad", profile="tiny",
               overrides=["train.compile=true", "train.compile_backend=nope"], echo=lambda *a: None)
@@ -120,12 +120,6 @@ def test_a_run_records_its_speed_options_in_metrics_json(tmp_path):
     speed = json.loads((tmp_path / "r" / "metrics.json").read_text())["training"]["speed_options"]
     assert speed["efficient_attention"].startswith("on (") and speed["channels_last"] == "on"
     assert speed["compile"] == "off" and speed["autocast"] == "off (CUDA only)"
-
-
-def _n(n):
-    from medgen.data.sources import SourceOptions
-
-    return SourceOptions(n=n)
 
 
 def test_compile_says_what_is_missing_before_training_starts(monkeypatch):

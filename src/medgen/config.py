@@ -83,7 +83,7 @@ class TrainConfig(Strict):
     ema_decay: float | None = Field(None, ge=0, lt=1)
     amp: bool = True  # used on GPU only
     # opt-in speed options (medgen.engine.speed; bench/bench_speed_options.py measures them): off by
-    # default, as on a CPU only compile gained (1.05-1.13x per step, after a minute of compiling)
+    # default, since on a CPU they gain little and compiling costs more than it saves in a short run
     compile: bool = False  # torch.compile each network in place (kernels cached on disk)
     compile_backend: str = "inductor"
     channels_last: bool = False  # NHWC / NDHWC conv weights

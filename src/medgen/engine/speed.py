@@ -15,9 +15,8 @@ None of them changes what the networks compute beyond float rounding, nor their 
 
 AMP (``train.amp``, on by default) is the fourth option; it applies on CUDA only
 (``StepContext``). ``bench/bench_speed_options.py`` measures each option against the plain step
-on the machine it runs on. On 2 CPU cores, for the demo's U-Net, efficient attention and
-channels_last made no difference and compiled steps were 1.05x-1.13x faster after about a minute of
-compilation: all three are off by default, since compiling costs more than it saves in a short run.
+on the machine it runs on (figures in docs/benchmarks.md): on a CPU they gain little, and
+compiling costs more than it saves in a short run, so all three are off by default.
 """
 from __future__ import annotations
 
