@@ -4,10 +4,10 @@ does: seeding, logging, the epoch-end step checkpoints (as many as the default
 ``train.checkpoint_budget`` lets through; the data's 8-step epochs are where that matters), the
 end-of-run checkpoints. ``--every_epoch=1`` also times the same run with a checkpoint after every
 epoch (budget null) and reports it beside it, without a target (a third more time; off in ``make
-bench``, whose 15-minute budget it does not fit). Both loops run at two lengths: the difference divided by the extra
-steps is the cost of a step, and what is left is a fixed cost per run (checkpoints, run
-directory), reported apart; a real run has thousands of steps, so the per-step ratio is the one
-with a target (``BENCH_QUICK=1``: fewer steps, one repeat)."""
+bench``, whose 15-minute budget it does not fit). Both loops run at two lengths: the difference
+divided by the extra steps is the cost of a step, and what is left is a fixed cost per run
+(checkpoints, run directory), reported apart; a real run has thousands of steps, so the per-step
+ratio is the one with a target (``BENCH_QUICK=1``: fewer steps, one repeat)."""
 from __future__ import annotations
 
 import shutil
@@ -83,12 +83,10 @@ def main() -> None:
     # per repeat: the cost of a step on each side, then their ratio (the sides of a repeat ran back to back)
     per_step = {k: [(lg - sh) / (long - short) for sh, lg in zip(t[f"{k}_short"], t[f"{k}_long"])] for k in sides}
     ratio, spread = median_ratio(per_step["medgen"], per_step["bare"])
-    extra = {}
-    if "every_epoch" in sides:
-        every_epoch_ratio, every_epoch_spread = median_ratio(per_step["every_epoch"], per_step["bare"])
-        extra["checkpoint_after_every_epoch"] = {"s_per_step": statistics.median(per_step["every_epoch"]),
-                                                 "ratio": every_epoch_ratio, "ratio_range": every_epoch_spread}
+    every = median_ratio(per_step["every_epoch"], per_step["bare"]) if "every_epoch" in sides else None
     per_step = {k: statistics.median(v) for k, v in per_step.items()}
+    extra = {} if every is None else {"checkpoint_after_every_epoch": {
+        "s_per_step": per_step["every_epoch"], "ratio": every[0], "ratio_range": every[1]}}
     fixed = {k: statistics.median(t[f"{k}_short"]) - short * per_step[k] for k in sides}
     figure("trainer_overhead", f"trainer overhead per step: Trainer.fit vs bare loop (dbt-ddpm-3d tiny U-Net in 2D, 32x32, batch 16; "
            f"{short} and {long} steps)", "s/step", per_step["medgen"], per_step["bare"], "bare for-batch loop, same U-Net and data",

@@ -42,8 +42,6 @@ def table(records: list[dict]) -> str:
             ratio += " ({} to {})".format(*(fmt(v) for v in r["ratio_range"]))
         value = fmt(r.get("medgen"), unit)
         tflops = r.get("achieved_tflops")
-        if isinstance(tflops, dict):  # compiled vs eager: the row's own side
-            tflops = next(iter(tflops.values()))
         if tflops is not None:
             value += f" ({fmt(tflops)} TFLOP/s)"
         rows.append(f"| {r['figure']} | {value} | {ref} | {ratio} | "

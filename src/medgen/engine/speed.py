@@ -28,9 +28,6 @@ import torch
 
 from medgen.errors import UserError
 
-ATTENTION_BLOCKS = ("SABlock", "CrossAttentionBlock")
-
-
 def inductor_cache_dir() -> Path:
     """Where compiled kernels are kept between runs (Inductor's default is a folder in /tmp)."""
     if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
@@ -54,11 +51,11 @@ def use_efficient_attention(model: torch.nn.Module) -> int:
     """Switch MONAI's attention blocks to scaled_dot_product_attention; returns how many were switched.
     Blocks that keep their attention matrix (``save_attn``) or add a relative position embedding
     need the explicit matrix, so they stay as they are (MONAI refuses the combination)."""
+    from monai.networks.blocks import CrossAttentionBlock, SABlock
+
     switched = 0
     for m in model.modules():
-        if type(m).__name__ in ATTENTION_BLOCKS and hasattr(m, "use_flash_attention"):
-            if getattr(m, "save_attn", False) or getattr(m, "rel_positional_embedding", None) is not None:
-                continue
+        if isinstance(m, (SABlock, CrossAttentionBlock)) and not m.save_attn and m.rel_positional_embedding is None:
             m.use_flash_attention = True
             switched += 1
     return switched
