@@ -12,11 +12,11 @@ images with the same seed, and each set's FID is taken in the domain classifier'
 (the offline "classifier features") against the same real images. ``BENCH_QUICK=1``: a few
 training steps, DDPM-100, no target.
 
-The sizes keep the bench at about 4 minutes on 2 CPU cores (DDPM-1000 takes about 2 s per image
-there): 800 training steps at batch 16, 64 images per sampler. An FID from 64 images is itself
-noisy (biased upwards, and by a similar amount for both sets, which are the same size), and the
-DDPM sampler draws fresh noise at every step: the JSON keeps both FIDs, the KIDs and the seconds
-per image of each sampler. ``--train_steps=N`` and ``--n=N`` change the sizes.
+The sizes keep the bench at 4-8 minutes on 2 CPU cores (DDPM-1000 takes 2.2-4.5 s per image
+there, depending on the day): 800 training steps at batch 16, 64 images per sampler. An FID from
+64 images is itself noisy (biased upwards, and by a similar amount for both sets, which are the
+same size), and the DDPM sampler draws fresh noise at every step: the JSON keeps both FIDs, the
+KIDs and the seconds per image of each sampler. ``--train_steps=N`` and ``--n=N`` change the sizes.
 """
 from __future__ import annotations
 
