@@ -209,8 +209,6 @@ def bench_family(family: str, preset: str, profile: str, overrides: list[str], d
            method=mem["medgen"][1], note=f"{STEPS} steps from fresh optimisers (gradients, Adam states, activations; "
            "weights excluded)", gpu_options=gpu_options(amp))
     bench_sampling(family, med, net_text)
-    del med, ref, run, bare, ctx
-    gc.collect()
 
 
 def bench_sampling(family: str, m, cfg_text: str) -> None:
@@ -278,6 +276,7 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     for family, (preset, profile, overrides) in FAMILIES.items():
         bench_family(family, preset, profile, overrides, device)
+        gc.collect()  # the family's networks and optimisers, before the next family's peak memory
     bench_amp(device)
 
 
