@@ -242,13 +242,16 @@ def bench_sampling(family: str, m, cfg_text: str) -> None:
 
 
 def bench_amp(device) -> None:
-    """AMP (autocast, bf16 where supported; on by default, CUDA only), measured on the ddpm step against
-    the same step in fp32. The opt-in options (channels_last, torch.compile, efficient attention) are
-    bench_speed_options.py's."""
-    if device.type != "cuda":
+    """AMP (autocast) against fp32 on the ddpm step: on CUDA ``train.amp`` (on by default; bf16 where
+    supported, else fp16), on a CPU with native bf16 ``train.cpu_amp`` (opt-in bf16). The other
+    opt-in options (channels_last, torch.compile, efficient attention) are bench_speed_options.py's."""
+    from medgen.engine.context import cpu_has_native_bf16
+
+    if device.type != "cuda" and not cpu_has_native_bf16():
         figure("families", "AMP (autocast) vs fp32", "", None, None,
-               "not applicable on a CPU: medgen autocasts on CUDA only (channels_last, torch.compile and "
-               "efficient attention: the speed-option rows)", None, None, gpu_options=gpu_options())
+               "not applicable: this CPU has no native bf16 (train.cpu_amp is refused here) and no GPU "
+               "(channels_last, torch.compile and efficient attention: the speed-option rows)", None, None,
+               gpu_options=gpu_options())
         return
     from medgen.config import resolve
     from medgen.engine.context import StepContext
@@ -262,14 +265,19 @@ def bench_amp(device) -> None:
     for name, amp in (("amp", True), ("fp32", False)):
         torch.manual_seed(0)
         m = build_model(cfg, DataInfo(2, 1, SIZE, LABELS)).to(device).train()
-        ctx = StepContext(device, amp, None, torch.Generator().manual_seed(0))
+        ctx = StepContext(device, amp, None, torch.Generator().manual_seed(0), cpu_amp=amp)
         ctx.optimizers = m.optimizers("diffusion", cfg.stage("diffusion"))
         dtype = dtype or ctx.amp_dtype
         runs[name] = (lambda m=m, ctx=ctx: [m.training_step(bt, "diffusion", ctx) for bt in batches])
-    t = paired_median(runs, repeats=REPEATS)
-    figure("families", f"ddpm 2D training with AMP ({str(dtype).replace('torch.', '')}) vs fp32 ({preset} {profile}, "
+    times = paired_times(runs, repeats=REPEATS, warmup=1)
+    speedup, spread = median_ratio(times["fp32"], times["amp"])
+    t = {k: statistics.median(v) for k, v in times.items()}
+    what = "train.amp" if device.type == "cuda" else "train.cpu_amp, CPU"
+    dname = str(dtype).replace("torch.", "")
+    figure("families", f"ddpm 2D training with AMP ({dname}, {what}) vs fp32 ({preset} {profile}, "
            f"{SIZE[0]}x{SIZE[1]}, batch {BATCH})", "s/step", t["amp"] / STEPS, t["fp32"] / STEPS, "same step in fp32",
-           t["fp32"] / t["amp"], None, gpu_options=gpu_options(str(dtype).replace("torch.", "")))
+           speedup, None, ratio_range=spread, repeats=REPEATS,
+           gpu_options={**gpu_options(dname), "autocast": f"{dname} ({what})"})
 
 
 def main() -> None:

@@ -1,9 +1,10 @@
 """DDIM-50 against DDPM-1000 in quality, on a small-profile model trained here (target: DDIM-50's FID
 within 15 % of DDPM-1000's, i.e. FID(DDIM-50) / FID(DDPM-1000) <= 1.15).
 
-``bench_samplers`` times the two samplers on an untrained denoiser; whether the 20x faster sampler
-gives images as good needs a trained one. This bench calls the functions behind the public
-commands: ``medgen data prepare`` (the built-in brain-lesions at 32x32), ``medgen train
+It also gives the two samplers' speeds on that trained model (target: DDIM-50 >= 15x faster), from
+the same sampling runs: seconds per image of each sampler over its 64 images, in batches of 32, as
+``medgen evaluate`` times them (the family rows of bench_families.py time them again per family, at
+4 images). This bench calls the functions behind the public commands: ``medgen data prepare`` (the built-in brain-lesions at 32x32), ``medgen train
 brain-ddpm-anomaly --profile small`` (the pixel-space DDPM of the S003 protocol, small networks,
 here on all labels, not only the normal slices, so that the training split is the real side too;
 a fixed number of steps), then ``medgen evaluate --metrics distribution --features domain --sweep
@@ -50,6 +51,12 @@ def main() -> None:
         res = evaluate(run=run, real=f"{data}@train", metrics="distribution", features="domain", n=n_images,
                        sweep=f"ddim:50,ddpm:{ddpm_steps}", echo=lambda *_: None)  # a JSON-ready dict
         t3 = time.perf_counter()
+    assert not any(r["reused_from_cache"] for r in res["sweep"])  # a fresh run directory: both sets timed here
+    per_image = {r["sampler"]: r["seconds_per_image"] for r in res["sweep"]}
+    figure("sampler_quality", f"DDIM-50 vs DDPM-{ddpm_steps} speed (brain-ddpm-anomaly small, 32x32, trained {steps} steps; "
+           f"{n_images} images each, batches of {min(32, n_images)})", "images/s", 1 / per_image["ddim"], 1 / per_image["ddpm"],
+           f"DDPM-{ddpm_steps}, same model and seed", per_image["ddpm"] / per_image["ddim"],
+           ">= 15" if ddpm_steps == 1000 else None, seconds_per_image=per_image, gpu_options=gpu_options())
     fid = {r["sampler"]: r["fid/domain"] for r in res["sweep"]}
     ratio = fid["ddim"] / fid["ddpm"]
     figure("sampler_quality", f"DDIM-50 vs DDPM-{ddpm_steps} FID, domain features (brain-ddpm-anomaly small, 32x32, trained "

@@ -8,7 +8,7 @@ PY=${PY:-../.venv/bin/python}
 OUT=${BENCH_OUT:-/tmp/medgen-bench.jsonl}
 : > "$OUT"
 start=$SECONDS
-for b in bench_trainer_overhead bench_samplers bench_sampler_quality bench_latent_cache bench_families bench_speed_options bench_prepare bench_features bench_memory; do
+for b in bench_trainer_overhead bench_sampler_quality bench_latent_cache bench_families bench_speed_options bench_prepare bench_features bench_memory; do
   t=$SECONDS
   "$PY" "$b.py" | tee -a "$OUT"
   echo "# $b: $((SECONDS - t)) s" >&2

@@ -1,4 +1,5 @@
-"""The opt-in speed options (train.efficient_attention, train.channels_last, train.compile): each
+"""The opt-in speed options (train.efficient_attention, train.channels_last, train.compile,
+train.cpu_amp): each
 leaves what the networks compute as it was (to float rounding) and the checkpoints loadable by a
 plain model, and the run records which options it trained with."""
 import json
@@ -35,7 +36,7 @@ def _outputs(m):
 def test_nothing_is_on_by_default_and_the_run_says_so():
     m, cfg = _model()
     assert apply_speed_options(m, cfg.train, torch.device("cpu")) == {
-        "autocast": "off (CUDA only)", "efficient_attention": "off", "channels_last": "off", "compile": "off"}
+        "autocast": "off (a CPU needs train.cpu_amp)", "efficient_attention": "off", "channels_last": "off", "compile": "off"}
 
 
 def test_efficient_attention_switches_monais_attention_blocks_and_keeps_the_outputs():
@@ -119,7 +120,7 @@ def test_a_run_records_its_speed_options_in_metrics_json(tmp_path):
           overrides=["train.efficient_attention=true", "train.channels_last=true"], echo=lambda *a: None)
     speed = json.loads((tmp_path / "r" / "metrics.json").read_text())["training"]["speed_options"]
     assert speed["efficient_attention"].startswith("on (") and speed["channels_last"] == "on"
-    assert speed["compile"] == "off" and speed["autocast"] == "off (CUDA only)"
+    assert speed["compile"] == "off" and speed["autocast"] == "off (a CPU needs train.cpu_amp)"
 
 
 def test_compile_says_what_is_missing_before_training_starts(monkeypatch):
@@ -131,3 +132,51 @@ def test_compile_says_what_is_missing_before_training_starts(monkeypatch):
     with pytest.raises(UserError, match="needs a C\\+\\+ compiler"):
         apply_speed_options(m, cfg.train, torch.device("cpu"))
     assert all(n._compiled_call_impl is None for n in networks(m))  # refused before anything was compiled
+
+
+def test_cpu_amp_autocasts_the_training_step_in_bf16(monkeypatch):
+    # oneDNN's bf16 kernels run on any AVX512 CPU (emulated where it has no native bf16), so the
+    # autocast path is tested on every machine; only the refusal below depends on the CPU model
+    monkeypatch.setattr("medgen.engine.context.cpu_has_native_bf16", lambda: True)
+    from medgen.engine.context import StepContext
+
+    cfg = resolve("brain-ddpm-anomaly", "tiny", ["data.builtin=null", "train.cpu_amp=true"])
+    torch.manual_seed(0)
+    m = build_model(cfg, DataInfo(2, 1, (32, 32), [])).train()
+    assert apply_speed_options(m, cfg.train, torch.device("cpu"))["autocast"] == "bf16 (CPU, train.cpu_amp)"
+    dtypes = []
+    conv = next(c for c in m.denoiser.unet.modules() if isinstance(c, torch.nn.Conv2d))
+    conv.register_forward_hook(lambda mod, inp, out: dtypes.append(out.dtype))
+    batch = {"image": torch.rand(4, 1, 32, 32), "label": torch.zeros(4, dtype=torch.long), "index": torch.arange(4)}
+    scfg = cfg.stage("diffusion")
+    for cpu_amp, dtype in ((True, torch.bfloat16), (False, torch.float32)):
+        ctx = StepContext(torch.device("cpu"), scfg.amp, None, torch.Generator().manual_seed(0), cpu_amp)
+        ctx.stage, ctx.optimizers = "diffusion", m.optimizers("diffusion", scfg)
+        before = [p.detach().clone() for p in m.denoiser.unet.parameters()]
+        dtypes.clear()
+        losses = m.training_step(batch, "diffusion", ctx)
+        assert dtypes == [dtype]  # the U-Net's first conv ran in bf16 with cpu_amp, in fp32 without
+        assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+        assert all(p.dtype == torch.float32 for p in m.denoiser.unet.parameters())  # the weights stay fp32
+        assert any(not torch.equal(a, b) for a, b in zip(before, m.denoiser.unet.parameters()))  # and were stepped
+
+
+def test_cpu_amp_is_refused_before_the_run_on_a_cpu_without_native_bf16(tmp_path, monkeypatch):
+    from medgen.data.prepare import PrepareOptions, prepare
+    from medgen.data.sources import SourceOptions
+    from medgen.training import train
+
+    monkeypatch.setattr("medgen.engine.context.cpu_has_native_bf16", lambda: False)
+    prepare("builtin:mni152", tmp_path / "d", PrepareOptions(size=(32, 32), workers=1, source=SourceOptions(n=24)))
+    with pytest.raises(UserError, match="train.cpu_amp: this CPU has no native bf16 .*train.cpu_amp=false"):
+        train("demo-brain-ldm", tmp_path / "d", tmp_path / "r", profile="tiny", overrides=["train.cpu_amp=true"],
+              echo=lambda *a: None)
+    assert not (tmp_path / "r").exists()
+
+
+def test_families_that_train_in_fp32_say_so_instead_of_naming_an_autocast_they_do_not_use(monkeypatch):
+    monkeypatch.setattr("medgen.engine.context.cpu_has_native_bf16", lambda: True)
+    for preset in ("brain-tumor-wgan-gp", "vae-gan"):
+        cfg = resolve(preset, "tiny", ["data.builtin=null", "train.cpu_amp=true"])
+        m = build_model(cfg, DataInfo(2, 1, (32, 32), ["a", "b"]))
+        assert apply_speed_options(m, cfg.train, torch.device("cpu"))["autocast"] == "off (this family trains in fp32)"

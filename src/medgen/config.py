@@ -81,7 +81,11 @@ class TrainConfig(Strict):
     val_every: int = Field(1, ge=1)  # epochs
     log_every: int = Field(10, ge=1)  # steps
     ema_decay: float | None = Field(None, ge=0, lt=1)
-    amp: bool = True  # used on GPU only
+    amp: bool = True  # autocast on CUDA (bf16 where the GPU has it, else fp16 with loss scaling)
+    # bf16 autocast on a CPU too, where it has native bf16 instructions (AVX512-BF16 or AMX): there
+    # the conv and matmul kernels run about 1.5x faster. Opt-in: results then depend on the CPU model,
+    # and a CPU without them emulates bf16, slower than fp32 (a run refuses it there). Needs amp.
+    cpu_amp: bool = False
     # opt-in speed options (medgen.engine.speed; bench/bench_speed_options.py measures them): off by
     # default, since on a CPU they gain little and compiling costs more than it saves in a short run
     compile: bool = False  # torch.compile each network in place (kernels cached on disk)

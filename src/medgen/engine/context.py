@@ -12,15 +12,24 @@ import torch
 from medgen.engine import distributed as dist
 
 
-def autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
-    """AMP's dtype on CUDA (bf16 where the GPU has it), None elsewhere: on a CPU autocast is off."""
+def autocast_dtype(device: torch.device, amp: bool, cpu_amp: bool = False) -> torch.dtype | None:
+    """AMP's dtype: on CUDA bf16 where the GPU has it, else fp16; on a CPU bf16 with ``cpu_amp``
+    (``check_speed_options`` refuses it on a CPU without native bf16); None where autocast is off."""
+    if amp and device.type == "cpu" and cpu_amp:
+        return torch.bfloat16
     if not (amp and device.type == "cuda"):
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX), so oneDNN's bf16 kernels pay."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 class StepContext:
-    def __init__(self, device: torch.device, amp: bool, grad_clip: float | None, generator: torch.Generator):
+    def __init__(self, device: torch.device, amp: bool, grad_clip: float | None, generator: torch.Generator,
+                 cpu_amp: bool = False):
         self.device = device
         self.generator = generator
         self.grad_clip = grad_clip
@@ -29,7 +38,7 @@ class StepContext:
         self.epoch = 0
         self.step = 0
         self.nonfinite = 0  # non-finite losses met during the current step
-        self.amp_dtype = autocast_dtype(device, amp)
+        self.amp_dtype = autocast_dtype(device, amp, cpu_amp)
         # fp16 needs loss scaling; bf16 has float32's range and does not
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
 

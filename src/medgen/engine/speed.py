@@ -13,9 +13,11 @@ None of them changes what the networks compute beyond float rounding, nor their 
   unless ``TORCHINDUCTOR_CACHE_DIR`` is set), so a second run of the same networks skips most of
   the compilation.
 
-AMP (``train.amp``, on by default) is the fourth option; it applies on CUDA only
-(``StepContext``). ``bench/bench_speed_options.py`` measures each option against the plain step
-on the machine it runs on (figures in docs/benchmarks.md): on a CPU they gain little, and
+AMP (``train.amp``, on by default) is the fourth option; it applies on CUDA (``StepContext``),
+and on a CPU only with ``train.cpu_amp`` (bf16 autocast, refused on a CPU without native bf16
+instructions, where it would run slower than fp32; off by default, as results then depend on the
+CPU model). ``bench/bench_speed_options.py`` measures each option against the plain step on the
+machine it runs on (figures in docs/benchmarks.md): on a CPU the three above gain little, and
 compiling costs more than it saves in a short run, so all three are off by default.
 """
 from __future__ import annotations
@@ -61,18 +63,23 @@ def use_efficient_attention(model: torch.nn.Module) -> int:
     return switched
 
 
-def amp_text(device: torch.device, amp: bool) -> str:
+def amp_text(device: torch.device, amp: bool, cpu_amp: bool = False) -> str:
     from medgen.engine.context import autocast_dtype
 
-    dtype = autocast_dtype(device, amp)
+    dtype = autocast_dtype(device, amp, cpu_amp)
     if dtype is None:
-        return "off" if not amp else "off (CUDA only)"
+        return "off" if not amp else "off (a CPU needs train.cpu_amp)"
+    if device.type == "cpu":
+        return "bf16 (CPU, train.cpu_amp)"
     return "bf16" if dtype == torch.bfloat16 else "fp16 (loss scaling)"
 
 
 def apply_speed_options(model: torch.nn.Module, train_cfg, device: torch.device) -> dict[str, str]:
     """Apply the run's speed options to ``model`` (already on ``device``) and say what is on."""
-    on = {"autocast": amp_text(device, train_cfg.amp)}
+    check_speed_options(train_cfg, device)
+    on = {"autocast": amp_text(device, train_cfg.amp, train_cfg.cpu_amp)}
+    if not getattr(model, "autocasts", True) and on["autocast"] != "off":
+        on["autocast"] = "off (this family trains in fp32)"
     if train_cfg.efficient_attention:
         n = use_efficient_attention(model)
         on["efficient_attention"] = f"on ({n} attention blocks)" if n else "on (the networks have no attention block)"
@@ -86,7 +93,6 @@ def apply_speed_options(model: torch.nn.Module, train_cfg, device: torch.device)
     else:
         on["channels_last"] = "off"
     if train_cfg.compile:
-        check_speed_options(train_cfg, device)
         nets = list(networks(model))
         for net in nets:
             net.compile(backend=train_cfg.compile_backend)
@@ -98,9 +104,16 @@ def apply_speed_options(model: torch.nn.Module, train_cfg, device: torch.device)
 
 
 def check_speed_options(train_cfg, device: torch.device) -> None:
-    """What would make ``train.compile`` fail only at the first step, said before a run starts: an
-    unknown backend, or Inductor on a CPU (it builds C++) without a C++ compiler. Also points
-    Inductor's kernel cache at ``inductor_cache_dir()`` unless the variable is set already."""
+    """What would make a run fail only at the first step, or run slower than asked, said before it
+    starts: ``train.cpu_amp`` on a CPU without native bf16; for ``train.compile``, an unknown
+    backend, or Inductor on a CPU (it builds C++) without a C++ compiler. Also points Inductor's
+    kernel cache at ``inductor_cache_dir()`` unless the variable is set already."""
+    if train_cfg.cpu_amp and train_cfg.amp and device.type == "cpu":
+        from medgen.engine.context import cpu_has_native_bf16
+
+        if not cpu_has_native_bf16():
+            raise UserError("train.cpu_amp: this CPU has no native bf16 instructions (AVX512-BF16 or AMX), so bf16 "
+                            "autocast would run slower than fp32 here: set train.cpu_amp=false")
     if not train_cfg.compile:
         return
     # first: Inductor pins the variable to its /tmp default the first time torch._dynamo looks at it

@@ -278,7 +278,7 @@ class Trainer:
             return {"skipped": True}
         if self.world > 1 and self.main:
             console().print(f"stage {stage}: batch {bs} per process x {self.world} processes = effective batch {bs * self.world}")
-        ctx = StepContext(self.device, scfg.amp, scfg.grad_clip, self.generator)
+        ctx = StepContext(self.device, scfg.amp, scfg.grad_clip, self.generator, scfg.cpu_amp)
         ctx.stage = stage
         model.train()
         model.on_stage_start(stage, _StageData(self, bs))

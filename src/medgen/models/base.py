@@ -52,6 +52,7 @@ class GenerativeModel(torch.nn.Module):
     stages: ClassVar[tuple[str, ...]] = ("main",)
     can_reconstruct: ClassVar[bool] = False
     can_score: ClassVar[bool] = False
+    autocasts: ClassVar[bool] = True  # whether training_step runs its forward passes in ctx.autocast()
 
     def __init__(self, params: FamilyParams, info: DataInfo):
         super().__init__()

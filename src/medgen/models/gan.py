@@ -67,6 +67,7 @@ class GANParams(FamilyParams):
 
 
 class GAN(GenerativeModel):
+    autocasts = False  # its steps train in fp32 (no ctx.autocast), on a GPU too
     Params = GANParams
 
     def __init__(self, params: GANParams, info):

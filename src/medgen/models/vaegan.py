@@ -70,6 +70,7 @@ class VAEGANParams(FamilyParams):
 
 
 class VAEGAN(GenerativeModel):
+    autocasts = False  # its steps train in fp32 (no ctx.autocast), on a GPU too
     Params = VAEGANParams
     can_reconstruct = True
     can_score = True
