@@ -1,7 +1,9 @@
 """Every family at a small fixed config: medgen's ``training_step`` against a bare MONAI-tutorial-style
 loop on the same networks (target: <= 5% slower per step), sampling images/s (diffusion: DDIM-50
 against DDPM-1000, target >= 15x) and peak training memory against the bare loop. A training
-ratio is the median over the repeats of medgen's time over the bare loop's in the same repeat.
+ratio is the median over the repeats of medgen's time over the bare loop's in the same repeat,
+where the two sides run interleaved step by step (``common.interleaved_times``: for every batch,
+one step of each, timed apart), so the machine's drift over seconds meets both alike.
 
 The bare loops do the same losses and forward passes as the family (so the ratio is medgen's
 overhead, not a different algorithm) with plain torch/MONAI calls: no StepContext, no seeded
@@ -17,15 +19,16 @@ import statistics
 import torch
 import torch.nn.functional as F
 
-from common import StageData, TutorialStep, figure, gpu_options, median_ratio, paired_median, paired_times, peak_memory_mb, pick
+from common import (StageData, TutorialStep, figure, gpu_options, interleaved_times, median_ratio, paired_median,
+                    paired_times, peak_memory_mb, pick)
 
 SIZE, BATCH = (32, 32), 16
 STEPS = pick(3, 1)  # batches (optimiser steps) per pass; a timed call makes passes of at least MIN_CALL_S
 MIN_CALL_S = pick(1.0, 0.2)
 REPEATS = pick(5, 1)
-# the training ratios' target (5 %) is as wide as the scatter of one repeat on these machines: more
-# repeats for them, so the median moves less than the target's margin
-TRAIN_REPEATS = pick(11, 1)
+# the training ratios' target (5 %) is narrow against this machine's drift: the two sides are timed
+# interleaved step by step (``interleaved_times``), and the median is over several repeats
+TRAIN_REPEATS = pick(7, 1)
 DDPM_STEPS = pick(1000, 100)
 N_SAMPLE = pick(4, 2)  # images per diffusion sampling call (DDPM-1000 is the slow part of this script)
 LABELS = ["a", "b", "c", "d"]
@@ -193,9 +196,9 @@ def bench_family(family: str, preset: str, profile: str, overrides: list[str], d
     # timer and scheduler noise stay small against it
     once = paired_median(run, repeats=1, warmup=0)
     passes = min(20, max(1, math.ceil(MIN_CALL_S / max(once.values()))))
-    timed = {k: (lambda fn=fn: [fn() for _ in range(passes)]) for k, fn in run.items()}
-    times = paired_times(timed, repeats=TRAIN_REPEATS, warmup=0)
-    ratio, spread = median_ratio(times["medgen"], times["bare"])  # per repeat: the two sides ran back to back
+    times = interleaved_times({"medgen": lambda bt: med.training_step(bt, stage, ctx), "bare": bare}, batches, passes,
+                              TRAIN_REPEATS)
+    ratio, spread = median_ratio(times["medgen"], times["bare"])  # per repeat: the two sides interleaved step by step
     steps = passes * len(batches)
     net_text = f"{preset} {profile} networks, {SIZE[0]}x{SIZE[1]}"
     cfg_text = f"{net_text}, batch {BATCH}"

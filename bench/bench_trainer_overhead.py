@@ -3,19 +3,22 @@ data and batch size (target: <= 5% slower per step). The trainer's run includes 
 does: seeding, logging, the epoch-end step checkpoints (as many as the default
 ``train.checkpoint_budget`` lets through; the data's 8-step epochs are where that matters), the
 end-of-run checkpoints. ``--every_epoch=1`` also times the same run with a checkpoint after every
-epoch (budget null) and reports it beside it, without a target (half again the bench's time; off in
-``make bench``, whose 15-minute budget it does not fit).
+epoch (budget null) and reports it beside it, without a target (off in ``make bench``).
 
-The cost of a step is taken inside each run, in steady state: each side notes the time at which
-every step starts (medgen: when ``Trainer.fit`` calls the model's ``training_step``; the bare loop:
-at the top of its loop), and the per-step figure is the time from the start of step 17 to the start
-of step 121 over those 104 steps: 13 whole epochs, so it holds 13 epoch ends with everything the
-trainer does there (log lines, the budgeted checkpoints), and every batch read. What a run costs
-once (run directory, model set-up, the first epoch's and the end-of-run checkpoints) is reported
-apart (``fixed_seconds_per_run``: the run's time minus its steps at that rate); a real run has
-thousands of steps, so the per-step ratio is the one with a target. (Until this version the bench
-timed whole runs of 16 and 128 steps and divided the difference by 112: the short runs' own
-scatter of +-0.3 s came on top of the machine's.) ``BENCH_QUICK=1``: 40 steps, one repeat."""
+The two sides run interleaved, step by step, in one run: each time ``Trainer.fit`` hands the
+model a batch, one step of the bare loop (its own copy of the U-Net, its own optimiser, the
+training images as one tensor) runs first and is timed, then medgen's step. This machine's speed
+drifts by a few per cent over seconds (docs/benchmarks.md), and runs of each side one after the
+other caught that drift as a difference between the sides; interleaved, both sides meet the same
+drift in every step. medgen's cost per step is the time from the start of its step 17 to the start
+of its step 121, minus the bare steps run in between, over those 104 steps: 13 whole epochs, so it
+holds 13 epoch ends with everything the trainer does there (log lines, the budgeted checkpoints)
+and every batch read. The bare loop's is the mean of its steps over the same span. The trainer
+reads a clock that leaves out the bare steps (``TrainerClock``), so its checkpoint budget lets
+through as many checkpoints as in a run of its own. What a run costs once (run directory, model
+set-up, the first epoch's and the end-of-run checkpoints) is reported apart
+(``fixed_seconds_per_run``); a real run has thousands of steps, so the per-step ratio is the one
+with a target. ``BENCH_QUICK=1``: 40 steps, one run."""
 from __future__ import annotations
 
 import shutil
@@ -27,9 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import TutorialStep, arg, figure, gpu_options, median_ratio, paired_times, pick
+from common import TutorialStep, arg, figure, gpu_options, median_ratio, pick
 
-REPEATS = pick(13, 1)
+REPEATS = pick(7, 1)  # interleaved runs (each holds both sides)
 BATCH, EPOCH_STEPS = 16, 8  # 128 training images in batches of 16
 
 
@@ -45,10 +48,30 @@ def steady_span(steps: int) -> tuple[int, int]:
     return first, last
 
 
-def steady_per_step(starts: list[float]) -> float:
-    """Seconds per step over ``steady_span`` from the start times of a run's steps."""
+def steady_per_step(starts: list[float], inserted: list[float] | None = None) -> float:
+    """Seconds per step over ``steady_span`` from the start times of a run's steps, less the time of
+    the work ``inserted`` before each step (``inserted[i]`` ran just before step ``i`` started)."""
     first, last = steady_span(len(starts))
-    return (starts[last] - starts[first]) / (last - first)
+    other = sum(inserted[first + 1:last + 1]) if inserted is not None else 0.0
+    return (starts[last] - starts[first] - other) / (last - first)
+
+
+class TrainerClock:
+    """The ``time`` module as the trainer sees it in an interleaved run: real time less the bare
+    steps run inside the run, so its checkpoint budget (a share of training time since the last
+    checkpoint) and its logged seconds count its own work only."""
+
+    def __init__(self):
+        self.skipped = 0.0
+
+    def perf_counter(self) -> float:
+        return time.perf_counter() - self.skipped
+
+    def time(self) -> float:
+        return time.time() - self.skipped
+
+    def __getattr__(self, name):
+        return getattr(time, name)
 
 
 def main() -> None:
@@ -77,73 +100,90 @@ def main() -> None:
 
     cfg = config()
     amp = StepContext(device, cfg.train.amp, None, torch.Generator()).amp_dtype  # the precision medgen trains in
-    starts: dict = {}  # side -> the start time of each step of its last run
-
-    def medgen_loop(side, *extra):
-        def run():
-            torch.manual_seed(0)
-            model = build_model(cfg, info)
-            starts[side] = noted = []
-            step = model.training_step
-
-            def timed_step(batch, stage, ctx):  # the time at which the trainer hands over a batch
-                noted.append(time.perf_counter())
-                return step(batch, stage, ctx)
-
-            model.training_step = timed_step
-            run_dir = RunDir.create(tmp / "run", force=True)
-            Trainer(model, config(*extra), ds, run_dir, rows, np.array([], dtype=int), device).fit()
-        return run
+    images = torch.from_numpy(np.asarray(ds.images[np.sort(rows)])).to(device)
 
     def bare_loop():
+        """One step of the bare loop per call, on its own U-Net and optimiser."""
         torch.manual_seed(0)
-        model = build_model(cfg, info).to(device)
-        den = model.denoiser
-        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        den = build_model(cfg, info).to(device).denoiser
+        opt = torch.optim.Adam(den.parameters(), lr=1e-4)
         step = TutorialStep(device, amp)
-        images = torch.from_numpy(np.asarray(ds.images[np.sort(rows)])).to(device)
-        starts["bare"] = noted = []
-        for s in range(steps):
-            noted.append(time.perf_counter())
-            x = images[(s * BATCH) % (len(images) - BATCH):][:BATCH] * 2 - 1
+        done = [0]
+
+        def one():
+            x = images[(done[0] * BATCH) % (len(images) - BATCH):][:BATCH] * 2 - 1
             noise = torch.randn_like(x)
             t = torch.randint(0, den.T, (len(x),), device=device)
             with step.autocast():
                 pred = den.eps(den.q_sample(x, t, noise), t, None)
             step.step(torch.nn.functional.mse_loss(pred.float(), noise), opt)
+            done[0] += 1
+        return one
 
-    sides = {"medgen": medgen_loop("medgen"), "bare": bare_loop}
+    def interleaved(*extra) -> dict:
+        """One medgen run with a bare step before each of its steps: both sides' seconds per step."""
+        import medgen.engine.trainer as trainer_module
+
+        bare = bare_loop()
+        torch.manual_seed(0)
+        model = build_model(cfg, info)
+        starts, bare_s = [], []
+        step = model.training_step
+        clock = TrainerClock()
+
+        def timed_step(batch, stage, ctx):
+            t0 = time.perf_counter()
+            bare()
+            t1 = time.perf_counter()
+            clock.skipped += t1 - t0
+            bare_s.append(t1 - t0)
+            starts.append(t1)  # medgen's step starts when the trainer's hand-over (and the bare step) is done
+            return step(batch, stage, ctx)
+
+        model.training_step = timed_step
+        run_dir = RunDir.create(tmp / "run", force=True)
+        trainer_module.time = clock
+        try:
+            t = time.perf_counter()
+            Trainer(model, config(*extra), ds, run_dir, rows, np.array([], dtype=int), device).fit()
+            wall = time.perf_counter() - t
+        finally:
+            trainer_module.time = time
+        assert len(starts) == steps, len(starts)
+        first, last = steady_span(steps)
+        medgen = steady_per_step(starts, bare_s)
+        return {"medgen": medgen, "bare": statistics.mean(bare_s[first + 1:last + 1]),
+                "fixed": wall - sum(bare_s) - steps * medgen}
+
+    variants = {"medgen": ()}
     if arg("every_epoch", 0):
-        sides["every_epoch"] = medgen_loop("every_epoch", "train.checkpoint_budget=null")
-    per_step: dict = {k: [] for k in sides}
-
-    def timed(side):
-        def call():
-            sides[side]()
-            assert len(starts[side]) == steps, (side, len(starts[side]))
-            per_step[side].append(steady_per_step(starts[side]))
-        return call
-
-    for run in sides.values():  # one untimed run of each side first (imports, first-use set-up)
-        run()
-    t = paired_times({k: timed(k) for k in sides}, repeats=REPEATS, warmup=0)
+        variants["every_epoch"] = ("train.checkpoint_budget=null",)
+    interleaved()  # one untimed run first (imports, first-use set-up)
+    runs: dict = {k: [] for k in variants}
+    for r in range(REPEATS):
+        for k in (variants if r % 2 == 0 else reversed(list(variants))):
+            runs[k].append(interleaved(*variants[k]))
     shutil.rmtree(tmp, ignore_errors=True)
-    # per repeat: medgen's per-step time over the bare loop's (the sides of a repeat ran back to back)
-    ratio, spread = median_ratio(per_step["medgen"], per_step["bare"])
-    every = median_ratio(per_step["every_epoch"], per_step["bare"]) if "every_epoch" in sides else None
-    fixed = {k: statistics.median(tt - steps * p for tt, p in zip(t[k], per_step[k])) for k in sides}
-    per_step = {k: statistics.median(v) for k, v in per_step.items()}
+    # per run: medgen's per-step time over the bare loop's, interleaved step by step in that run
+    ratio, spread = median_ratio([r["medgen"] for r in runs["medgen"]], [r["bare"] for r in runs["medgen"]])
+    every = None
+    if "every_epoch" in runs:
+        every = median_ratio([r["medgen"] for r in runs["every_epoch"]], [r["bare"] for r in runs["every_epoch"]])
+    per_step = {k: statistics.median(r[k] for r in runs["medgen"]) for k in ("medgen", "bare")}
+    fixed = statistics.median(r["fixed"] for r in runs["medgen"])
     extra = {} if every is None else {"checkpoint_after_every_epoch": {
-        "s_per_step": per_step["every_epoch"], "ratio": every[0], "ratio_range": every[1]}}
+        "s_per_step": statistics.median(r["medgen"] for r in runs["every_epoch"]), "ratio": every[0],
+        "ratio_range": every[1]}}
     span = steady_span(steps)
-    figure("trainer_overhead", f"trainer overhead per step: Trainer.fit vs bare loop (dbt-ddpm-3d tiny U-Net in 2D, 32x32, batch "
-           f"{BATCH}; runs of {steps} steps, per step over steps {span[0] + 1}-{span[1]})", "s/step", per_step["medgen"],
-           per_step["bare"], "bare for-batch loop, same U-Net and data", ratio, "<= 1.05", ratio_range=spread,
-           repeats=REPEATS, steps=steps, fixed_seconds_per_run={k: round(v, 3) for k, v in fixed.items()}, **extra,
-           note="per step: the time from the start of one step to the start of another, whole epochs apart (epoch ends, "
-                "checkpoints and batch reads included), over the steps between; ratio: the median over the repeats of "
-                "medgen's per-step time over the bare loop's in the same repeat (ratio_range: the lowest and highest); "
-                "what a run costs once (run directory, first and last checkpoints) is fixed_seconds_per_run",
+    figure("trainer_overhead", f"trainer overhead per step: Trainer.fit vs bare loop, interleaved step by step (dbt-ddpm-3d "
+           f"tiny U-Net in 2D, 32x32, batch {BATCH}; runs of {steps} steps, per step over steps {span[0] + 1}-{span[1]})",
+           "s/step", per_step["medgen"], per_step["bare"], "bare for-batch loop, same U-Net and data", ratio, "<= 1.05",
+           ratio_range=spread, repeats=REPEATS, steps=steps, fixed_seconds_per_run={"medgen": round(fixed, 3)}, **extra,
+           note="each run interleaves the two sides step by step (a bare step before each of medgen's); medgen per step: "
+                "the time from the start of one of its steps to the start of another, whole epochs apart (epoch ends, "
+                "checkpoints and batch reads included), less the bare steps in between; bare per step: the mean of its "
+                "steps over the same span; ratio: the median over the runs of the per-run ratio (ratio_range: the lowest "
+                "and highest); what a run costs once (run directory, first and last checkpoints) is fixed_seconds_per_run",
            gpu_options=gpu_options(str(amp).replace("torch.", "") if amp else None))
 
 

@@ -67,6 +67,30 @@ def paired_times(fns: dict, repeats: int = 5, warmup: int = 1) -> dict:
     return times
 
 
+def interleaved_times(steps: dict, items: list, passes: int, repeats: int) -> dict:
+    """Seconds of each side per repeat, the sides interleaved step by step: a repeat makes
+    ``passes`` passes over ``items``, and for every item runs one step of each side back to back
+    (``steps[name](item)``, each timed by itself; the order alternates from pass to pass). The
+    machine's speed drifts over seconds, and calls of each side one after the other caught that
+    drift as a difference between the sides; interleaved, both meet it in every step."""
+    names = list(steps)
+    times: dict = {n: [] for n in names}
+    for r in range(repeats):
+        total = dict.fromkeys(names, 0.0)
+        for p in range(passes):
+            order = names if (r * passes + p) % 2 == 0 else names[::-1]
+            for item in items:
+                for n in order:
+                    _sync()
+                    t = time.perf_counter()
+                    steps[n](item)
+                    _sync()
+                    total[n] += time.perf_counter() - t
+        for n in names:
+            times[n].append(total[n])
+    return times
+
+
 def paired_median(fns: dict, repeats: int = 5, warmup: int = 1) -> dict:
     """Median seconds per call of each function, measured by ``paired_times``."""
     return {n: statistics.median(v) for n, v in paired_times(fns, repeats, warmup).items()}
