@@ -84,7 +84,7 @@ class TrainConfig(Strict):
     amp: bool = True  # autocast on CUDA (bf16 where the GPU has it, else fp16 with loss scaling)
     # bf16 autocast on a CPU too, where it has native bf16 instructions (AVX512-BF16 or AMX): there
     # the conv and matmul kernels run about 1.5x faster. Opt-in: results then depend on the CPU model,
-    # and a CPU without them emulates bf16, slower than fp32 (a run refuses it there). Needs amp.
+    # and a CPU without them emulates bf16, typically slower than fp32 (a run refuses it there). Needs amp.
     cpu_amp: bool = False
     # opt-in speed options (medgen.engine.speed; bench/bench_speed_options.py measures them): off by
     # default, since on a CPU they gain little and compiling costs more than it saves in a short run

@@ -15,7 +15,7 @@ None of them changes what the networks compute beyond float rounding, nor their 
 
 AMP (``train.amp``, on by default) is the fourth option; it applies on CUDA (``StepContext``),
 and on a CPU only with ``train.cpu_amp`` (bf16 autocast, refused on a CPU without native bf16
-instructions, where it would run slower than fp32; off by default, as results then depend on the
+instructions, which would emulate it; off by default, as results then depend on the
 CPU model). ``bench/bench_speed_options.py`` measures each option against the plain step on the
 machine it runs on (figures in docs/benchmarks.md): on a CPU the three above gain little, and
 compiling costs more than it saves in a short run, so all three are off by default.
@@ -113,7 +113,7 @@ def check_speed_options(train_cfg, device: torch.device) -> None:
 
         if not cpu_has_native_bf16():
             raise UserError("train.cpu_amp: this CPU has no native bf16 instructions (AVX512-BF16 or AMX), so bf16 "
-                            "autocast would run slower than fp32 here: set train.cpu_amp=false")
+                            "autocast would be emulated, typically slower than fp32: set train.cpu_amp=false")
     if not train_cfg.compile:
         return
     # first: Inductor pins the variable to its /tmp default the first time torch._dynamo looks at it
