@@ -280,7 +280,7 @@ def bench_amp(device) -> None:
     figure("families", f"ddpm 2D training with AMP ({dname}, {what}) vs fp32 ({preset} {profile}, "
            f"{SIZE[0]}x{SIZE[1]}, batch {BATCH})", "s/step", t["amp"] / STEPS, t["fp32"] / STEPS, "same step in fp32",
            speedup, None, ratio_range=spread, repeats=REPEATS,
-           gpu_options={**gpu_options(dname), "autocast": f"{dname} ({what})"})
+           gpu_options=gpu_options(f"{dname} ({what})"))
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -48,12 +49,11 @@ def steady_span(steps: int) -> tuple[int, int]:
     return first, last
 
 
-def steady_per_step(starts: list[float], inserted: list[float] | None = None) -> float:
+def steady_per_step(starts: list[float], inserted: list[float]) -> float:
     """Seconds per step over ``steady_span`` from the start times of a run's steps, less the time of
     the work ``inserted`` before each step (``inserted[i]`` ran just before step ``i`` started)."""
     first, last = steady_span(len(starts))
-    other = sum(inserted[first + 1:last + 1]) if inserted is not None else 0.0
-    return (starts[last] - starts[first] - other) / (last - first)
+    return (starts[last] - starts[first] - sum(inserted[first + 1:last + 1])) / (last - first)
 
 
 class TrainerClock:
@@ -142,13 +142,10 @@ def main() -> None:
 
         model.training_step = timed_step
         run_dir = RunDir.create(tmp / "run", force=True)
-        trainer_module.time = clock
-        try:
+        with mock.patch.object(trainer_module, "time", clock):
             t = time.perf_counter()
             Trainer(model, config(*extra), ds, run_dir, rows, np.array([], dtype=int), device).fit()
             wall = time.perf_counter() - t
-        finally:
-            trainer_module.time = time
         assert len(starts) == steps, len(starts)
         first, last = steady_span(steps)
         medgen = steady_per_step(starts, bare_s)
@@ -165,15 +162,13 @@ def main() -> None:
             runs[k].append(interleaved(*variants[k]))
     shutil.rmtree(tmp, ignore_errors=True)
     # per run: medgen's per-step time over the bare loop's, interleaved step by step in that run
-    ratio, spread = median_ratio([r["medgen"] for r in runs["medgen"]], [r["bare"] for r in runs["medgen"]])
-    every = None
-    if "every_epoch" in runs:
-        every = median_ratio([r["medgen"] for r in runs["every_epoch"]], [r["bare"] for r in runs["every_epoch"]])
+    ratios = {k: median_ratio([r["medgen"] for r in v], [r["bare"] for r in v]) for k, v in runs.items()}
+    ratio, spread = ratios["medgen"]
     per_step = {k: statistics.median(r[k] for r in runs["medgen"]) for k in ("medgen", "bare")}
     fixed = statistics.median(r["fixed"] for r in runs["medgen"])
-    extra = {} if every is None else {"checkpoint_after_every_epoch": {
-        "s_per_step": statistics.median(r["medgen"] for r in runs["every_epoch"]), "ratio": every[0],
-        "ratio_range": every[1]}}
+    extra = {} if "every_epoch" not in runs else {"checkpoint_after_every_epoch": {
+        "s_per_step": statistics.median(r["medgen"] for r in runs["every_epoch"]), "ratio": ratios["every_epoch"][0],
+        "ratio_range": ratios["every_epoch"][1]}}
     span = steady_span(steps)
     figure("trainer_overhead", f"trainer overhead per step: Trainer.fit vs bare loop, interleaved step by step (dbt-ddpm-3d "
            f"tiny U-Net in 2D, 32x32, batch {BATCH}; runs of {steps} steps, per step over steps {span[0] + 1}-{span[1]})",

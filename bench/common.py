@@ -188,12 +188,14 @@ def peak_memory_mb(fn) -> tuple[float | None, str]:
 # --- machine and output --------------------------------------------------------------------------
 
 def gpu_options(autocast: str | None = None) -> dict:
-    """Which speed options a figure ran with. AMP applies on CUDA only (not faked as 'off' on a CPU);
-    channels_last, torch.compile and efficient attention are opt-in ``train.*`` options, off in every
-    row but bench_speed_options.py's, which measures each of them."""
+    """Which speed options a figure ran with. ``autocast``: the precision the figure autocast to, if
+    it did (on CUDA medgen's default; on a CPU only with train.cpu_amp, so a CPU row without it
+    says 'n/a (CPU)' rather than a faked 'off'); channels_last, torch.compile and efficient
+    attention are opt-in ``train.*`` options, off in every row but bench_speed_options.py's,
+    which measures each of them."""
     import torch
 
-    amp = (autocast or "off") if torch.cuda.is_available() else "n/a (CPU)"
+    amp = autocast or ("off" if torch.cuda.is_available() else "n/a (CPU)")
     return {"autocast": amp, "channels_last": "off", "torch_compile": "off", "efficient_attention": "off"}
 
 

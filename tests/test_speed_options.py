@@ -135,8 +135,8 @@ def test_compile_says_what_is_missing_before_training_starts(monkeypatch):
 
 
 def test_cpu_amp_autocasts_the_training_step_in_bf16(monkeypatch):
-    # oneDNN's bf16 kernels run on any AVX512 CPU (emulated where it has no native bf16), so the
-    # autocast path is tested on every machine; only the refusal below depends on the CPU model
+    # CPU autocast to bf16 runs on any CPU (emulated where it has no native bf16), so the autocast
+    # path is tested on every machine; only the refusal below depends on the CPU model
     monkeypatch.setattr("medgen.engine.context.cpu_has_native_bf16", lambda: True)
     from medgen.engine.context import StepContext
 

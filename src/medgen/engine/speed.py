@@ -63,12 +63,17 @@ def use_efficient_attention(model: torch.nn.Module) -> int:
     return switched
 
 
-def amp_text(device: torch.device, amp: bool, cpu_amp: bool = False) -> str:
+def amp_text(device: torch.device, train_cfg, autocasts: bool = True) -> str:
+    """What autocast a run trains with; ``autocasts``: whether the family's steps use it at all."""
     from medgen.engine.context import autocast_dtype
 
-    dtype = autocast_dtype(device, amp, cpu_amp)
+    dtype = autocast_dtype(device, train_cfg.amp, train_cfg.cpu_amp)
+    if not train_cfg.amp:
+        return "off"
+    if not autocasts:
+        return "off (this family trains in fp32)"
     if dtype is None:
-        return "off" if not amp else "off (a CPU needs train.cpu_amp)"
+        return "off (a CPU needs train.cpu_amp)"
     if device.type == "cpu":
         return "bf16 (CPU, train.cpu_amp)"
     return "bf16" if dtype == torch.bfloat16 else "fp16 (loss scaling)"
@@ -77,9 +82,7 @@ def amp_text(device: torch.device, amp: bool, cpu_amp: bool = False) -> str:
 def apply_speed_options(model: torch.nn.Module, train_cfg, device: torch.device) -> dict[str, str]:
     """Apply the run's speed options to ``model`` (already on ``device``) and say what is on."""
     check_speed_options(train_cfg, device)
-    on = {"autocast": amp_text(device, train_cfg.amp, train_cfg.cpu_amp)}
-    if not getattr(model, "autocasts", True) and on["autocast"] != "off":
-        on["autocast"] = "off (this family trains in fp32)"
+    on = {"autocast": amp_text(device, train_cfg, getattr(model, "autocasts", True))}
     if train_cfg.efficient_attention:
         n = use_efficient_attention(model)
         on["efficient_attention"] = f"on ({n} attention blocks)" if n else "on (the networks have no attention block)"
