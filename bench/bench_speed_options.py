@@ -28,7 +28,7 @@ import time
 
 import torch
 
-from common import QUICK, StageData, figure, median_ratio, paired_times, peak_memory_mb, pick
+from common import QUICK, StageData, figure, interleaved_times, median_ratio, peak_memory_mb, pick
 
 PRESET, PROFILE, SIZE, BATCH, STEPS = "demo-brain-ldm", "small", (64, 64), 32, 3
 LABELS = ["axial", "coronal", "sagittal"]
@@ -38,8 +38,9 @@ NET = f"{PRESET} {PROFILE} diffusion stage, 3x16x16 latents, batch {BATCH}"
 
 
 def make_step(overrides: list[str], device):
-    """One pass of STEPS medgen diffusion-stage training steps with the given train.* options;
-    returns (pass function, one-step function, the options as the run reports them)."""
+    """medgen's diffusion-stage training step with the given train.* options, on its own STEPS
+    batches (the same for every variant); returns (step function: batch number -> one step, the
+    options as the run reports them)."""
     from medgen.config import resolve
     from medgen.engine.context import StepContext
     from medgen.engine.speed import apply_speed_options
@@ -58,8 +59,14 @@ def make_step(overrides: list[str], device):
     ctx.stage = "diffusion"
     m.on_stage_start("diffusion", StageData(batches))
     ctx.optimizers = m.optimizers("diffusion", scfg)
-    return (lambda: [m.training_step(bt, "diffusion", ctx) for bt in batches],
-            lambda: m.training_step(batches[0], "diffusion", ctx), on)
+    return (lambda i: m.training_step(batches[i], "diffusion", ctx)), on
+
+
+def timed_steps(steps: dict, repeats: int) -> dict:
+    """Seconds of each variant's STEPS steps per repeat, the variants interleaved step by step
+    (``common.interleaved_times``: the machine's drift over seconds meets them alike), after one
+    uncounted warm-up repeat."""
+    return {k: v[1:] for k, v in interleaved_times(steps, list(range(STEPS)), passes=1, repeats=repeats + 1).items()}
 
 
 def step_flops(one_step) -> int:
@@ -73,20 +80,20 @@ def step_flops(one_step) -> int:
 
 def compile_child(cache: str, first_step_only: bool) -> None:
     """In a fresh process: the first compiled step (compilation included), then, unless
-    ``first_step_only``, compiled against eager passes, paired. Prints one JSON line."""
+    ``first_step_only``, compiled against eager steps, interleaved. Prints one JSON line."""
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    compiled, compiled_one, on = make_step(["train.compile=true"], device)
+    compiled, on = make_step(["train.compile=true"], device)
     t = time.perf_counter()
-    compiled_one()
+    compiled(0)
     if device.type == "cuda":
         torch.cuda.synchronize()
     first = time.perf_counter() - t
     if first_step_only:
         print(json.dumps({"first_step_s": first}))
         return
-    eager, _, _ = make_step([], device)
-    times = paired_times({"compiled": compiled, "eager": eager}, repeats=COMPILE_REPEATS, warmup=1)
+    eager, _ = make_step([], device)
+    times = timed_steps({"compiled": compiled, "eager": eager}, COMPILE_REPEATS)
     speedup, spread = median_ratio(times["eager"], times["compiled"])
     print(json.dumps({"first_step_s": first, "compiled_s": statistics.median(times["compiled"]) / STEPS,
                       "eager_s": statistics.median(times["eager"]) / STEPS, "speedup": speedup, "range": spread,
@@ -120,11 +127,11 @@ def main() -> None:
     steps, options, mem = {}, {}, {}
     flops = None
     for name, overrides in variants.items():
-        passes, one, options[name] = make_step(overrides, device)
-        mem[name] = peak_memory_mb(one)  # the first step: optimiser state and activations allocated
-        flops = flops or step_flops(one)
-        steps[name] = passes
-    times = paired_times(steps, repeats=REPEATS, warmup=1)
+        step, options[name] = make_step(overrides, device)
+        mem[name] = peak_memory_mb(lambda: step(0))  # the first step: optimiser state and activations allocated
+        flops = flops or step_flops(lambda: step(0))
+        steps[name] = step
+    times = timed_steps(steps, REPEATS)
     per = {k: statistics.median(v) / STEPS for k, v in times.items()}
     figure("speed-options", f"plain training step ({NET})", "s/step", per["plain"], None,
            "none: the reference of the rows below", None, None, achieved_tflops=flops / per["plain"] / 1e12,
