@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from common import (StageData, TutorialStep, figure, gpu_options, interleaved_times, median_ratio, paired_median,
-                    paired_times, peak_memory_mb, pick)
+                    peak_memory_mb, pick)
 
 SIZE, BATCH = (32, 32), 16
 STEPS = pick(3, 1)  # batches (optimiser steps) per pass; a timed call makes passes of at least MIN_CALL_S
@@ -271,8 +271,8 @@ def bench_amp(device) -> None:
         ctx = StepContext(device, amp, None, torch.Generator().manual_seed(0), cpu_amp=amp)
         ctx.optimizers = m.optimizers("diffusion", cfg.stage("diffusion"))
         dtype = dtype or ctx.amp_dtype
-        runs[name] = (lambda m=m, ctx=ctx: [m.training_step(bt, "diffusion", ctx) for bt in batches])
-    times = paired_times(runs, repeats=REPEATS, warmup=1)
+        runs[name] = (lambda bt, m=m, ctx=ctx: m.training_step(bt, "diffusion", ctx))
+    times = interleaved_times(runs, batches, 1, REPEATS, warmup=1)
     speedup, spread = median_ratio(times["fp32"], times["amp"])
     t = {k: statistics.median(v) for k, v in times.items()}
     what = "train.amp" if device.type == "cuda" else "train.cpu_amp, CPU"

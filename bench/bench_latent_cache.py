@@ -83,10 +83,10 @@ def measure(preset: str, profile: str, bs: int, label: str) -> None:
             ae.encode_stage_2_inputs(b["image"])
 
     # step by step, the three interleaved (common.interleaved_times): the machine's drift over
-    # seconds meets every side alike; the first repeat is a warm-up (first-use allocations)
+    # seconds meets every side alike
     sides = {"cached": cached, "tutorial": tutorial, "encode": encode_only}
     repeats = pick(5, 1)
-    times = {k: v[1:] for k, v in interleaved_times(sides, batches, passes=1, repeats=repeats + 1).items()}
+    times = interleaved_times(sides, batches, passes=1, repeats=repeats, warmup=1)
     ratio, spread = median_ratio(times["tutorial"], times["cached"])  # per repeat: its steps side by side
     ours, theirs, encode = (statistics.median(times[k]) / n_batches for k in ("cached", "tutorial", "encode"))
     # Amdahl: no cache can beat the tutorial's step minus its encoding; with a small autoencoder

@@ -4,16 +4,18 @@ within 15 % of DDPM-1000's, i.e. FID(DDIM-50) / FID(DDPM-1000) <= 1.15).
 It also gives the two samplers' speeds on that trained model (target: DDIM-50 >= 15x faster), from
 the same sampling runs: seconds per image of each sampler over its 64 images, in batches of 32, as
 ``medgen evaluate`` times them (the family rows of bench_families.py time them again per family, at
-4 images). This bench calls the functions behind the public commands: ``medgen data prepare`` (the built-in brain-lesions at 32x32), ``medgen train
-brain-ddpm-anomaly --profile small`` (the pixel-space DDPM of the S003 protocol, small networks,
-here on all labels, not only the normal slices, so that the training split is the real side too;
-a fixed number of steps), then ``medgen evaluate --metrics distribution --features domain --sweep
-ddim:50,ddpm:1000 --real DATA@train``: both samplers draw the same number of
-images with the same seed, and each set's FID is taken in the domain classifier's feature space
-(the offline "classifier features") against the same real images. ``BENCH_QUICK=1``: a few
-training steps, DDPM-100, no target.
+4 images).
 
-The sizes keep the bench at 4-8 minutes on 2 CPU cores (DDPM-1000 takes 2.2-4.5 s per image
+This bench calls the functions behind the public commands: ``medgen data prepare`` (the built-in
+brain-lesions at 32x32), ``medgen train brain-ddpm-anomaly --profile small`` (the pixel-space DDPM
+of the S003 protocol, small networks, here on all labels, not only the normal slices, so that the
+training split is the real side too; a fixed number of steps), then ``medgen evaluate --metrics
+distribution --features domain --sweep ddim:50,ddpm:1000 --real DATA@train``: both samplers draw the
+same number of images with the same seed, and each set's FID is taken in the domain classifier's
+feature space (the offline "classifier features") against the same real images. ``BENCH_QUICK=1``: a
+few training steps, DDPM-100, no target.
+
+The sizes keep the bench at 4-10 minutes on 2 CPU cores (DDPM-1000 takes 2.2-5.5 s per image
 there, depending on the day): 800 training steps at batch 16, 64 images per sampler. An FID from
 64 images is itself noisy (biased upwards, and by a similar amount for both sets, which are the
 same size), and the DDPM sampler draws fresh noise at every step: the JSON keeps both FIDs, the

@@ -62,13 +62,6 @@ def make_step(overrides: list[str], device):
     return (lambda i: m.training_step(batches[i], "diffusion", ctx)), on
 
 
-def timed_steps(steps: dict, repeats: int) -> dict:
-    """Seconds of each variant's STEPS steps per repeat, the variants interleaved step by step
-    (``common.interleaved_times``: the machine's drift over seconds meets them alike), after one
-    uncounted warm-up repeat."""
-    return {k: v[1:] for k, v in interleaved_times(steps, list(range(STEPS)), passes=1, repeats=repeats + 1).items()}
-
-
 def step_flops(one_step) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -93,7 +86,7 @@ def compile_child(cache: str, first_step_only: bool) -> None:
         print(json.dumps({"first_step_s": first}))
         return
     eager, _ = make_step([], device)
-    times = timed_steps({"compiled": compiled, "eager": eager}, COMPILE_REPEATS)
+    times = interleaved_times({"compiled": compiled, "eager": eager}, list(range(STEPS)), 1, COMPILE_REPEATS, warmup=1)
     speedup, spread = median_ratio(times["eager"], times["compiled"])
     print(json.dumps({"first_step_s": first, "compiled_s": statistics.median(times["compiled"]) / STEPS,
                       "eager_s": statistics.median(times["eager"]) / STEPS, "speedup": speedup, "range": spread,
@@ -131,7 +124,9 @@ def main() -> None:
         mem[name] = peak_memory_mb(lambda: step(0))  # the first step: optimiser state and activations allocated
         flops = flops or step_flops(lambda: step(0))
         steps[name] = step
-    times = timed_steps(steps, REPEATS)
+    # step by step, the variants interleaved (common.interleaved_times): the machine's drift over
+    # seconds meets them alike
+    times = interleaved_times(steps, list(range(STEPS)), 1, REPEATS, warmup=1)
     per = {k: statistics.median(v) / STEPS for k, v in times.items()}
     figure("speed-options", f"plain training step ({NET})", "s/step", per["plain"], None,
            "none: the reference of the rows below", None, None, achieved_tflops=flops / per["plain"] / 1e12,

@@ -67,15 +67,16 @@ def paired_times(fns: dict, repeats: int = 5, warmup: int = 1) -> dict:
     return times
 
 
-def interleaved_times(steps: dict, items: list, passes: int, repeats: int) -> dict:
+def interleaved_times(steps: dict, items: list, passes: int, repeats: int, warmup: int = 0) -> dict:
     """Seconds of each side per repeat, the sides interleaved step by step: a repeat makes
     ``passes`` passes over ``items``, and for every item runs one step of each side back to back
     (``steps[name](item)``, each timed by itself; the order alternates from pass to pass). The
     machine's speed drifts over seconds, and calls of each side one after the other caught that
-    drift as a difference between the sides; interleaved, both meet it in every step."""
+    drift as a difference between the sides; interleaved, both meet it in every step. ``warmup``
+    repeats run first, uncounted (first-use allocations)."""
     names = list(steps)
     times: dict = {n: [] for n in names}
-    for r in range(repeats):
+    for r in range(-warmup, repeats):
         total = dict.fromkeys(names, 0.0)
         for p in range(passes):
             order = names if (r * passes + p) % 2 == 0 else names[::-1]
@@ -86,8 +87,9 @@ def interleaved_times(steps: dict, items: list, passes: int, repeats: int) -> di
                     steps[n](item)
                     _sync()
                     total[n] += time.perf_counter() - t
-        for n in names:
-            times[n].append(total[n])
+        if r >= 0:
+            for n in names:
+                times[n].append(total[n])
     return times
 
 
