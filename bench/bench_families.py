@@ -24,11 +24,11 @@ from common import (StageData, TutorialStep, figure, gpu_options, interleaved_ti
 
 SIZE, BATCH = (32, 32), 16
 STEPS = pick(3, 1)  # batches (optimiser steps) per pass; a timed call makes passes of at least MIN_CALL_S
-MIN_CALL_S = pick(1.0, 0.2)
+MIN_CALL_S = pick(0.6, 0.2)
 REPEATS = pick(5, 1)
 # the training ratios' target (5 %) is narrow against this machine's drift: the two sides are timed
 # interleaved step by step (``interleaved_times``), and the median is over several repeats
-TRAIN_REPEATS = pick(7, 1)
+TRAIN_REPEATS = pick(5, 1)
 DDPM_STEPS = pick(1000, 100)
 N_SAMPLE = pick(4, 2)  # images per diffusion sampling call (DDPM-1000 is the slow part of this script)
 LABELS = ["a", "b", "c", "d"]

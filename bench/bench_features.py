@@ -69,7 +69,7 @@ def _plain_radiomics(images: np.ndarray) -> list[dict]:
 def bench_radiomics() -> None:
     from medgen.evaluation.features import get_extractor
 
-    n, size = pick(512, 64), 64  # >= 64 images: medgen's extractor uses worker processes
+    n, size = pick(256, 64), 64  # >= 64 images: medgen's extractor uses worker processes
     # smooth random images: pure noise would give degenerate texture matrices
     images = F.avg_pool2d(torch.rand(n, 1, size + 7, size + 7, generator=torch.Generator().manual_seed(0)), 8, stride=1).numpy()
     ext = get_extractor("radiomics")

@@ -36,7 +36,7 @@ def measure(preset: str, profile: str, bs: int, label: str) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cfg = resolve(preset, profile, ["model.conditional=false", "model.adv_weight=0", "model.perceptual_weight=0"])
     info = DataInfo(2, 1, (64, 64), ["all"])
-    n_batches = 4
+    n_batches = 3
     gen = torch.Generator().manual_seed(0)
     batches = [{"image": torch.rand(bs, 1, 64, 64, generator=gen).to(device), "label": torch.zeros(bs, dtype=torch.long, device=device),
                 "index": torch.arange(i * bs, (i + 1) * bs)} for i in range(n_batches)]
@@ -85,7 +85,7 @@ def measure(preset: str, profile: str, bs: int, label: str) -> None:
     # step by step, the three interleaved (common.interleaved_times): the machine's drift over
     # seconds meets every side alike
     sides = {"cached": cached, "tutorial": tutorial, "encode": encode_only}
-    repeats = pick(5, 1)
+    repeats = pick(4, 1)
     times = interleaved_times(sides, batches, passes=1, repeats=repeats, warmup=1)
     ratio, spread = median_ratio(times["tutorial"], times["cached"])  # per repeat: its steps side by side
     ours, theirs, encode = (statistics.median(times[k]) / n_batches for k in ("cached", "tutorial", "encode"))

@@ -80,7 +80,7 @@ def bench_format(kind: str, write, source: str, n: int, repeats: int) -> None:
         return call
 
     runs = paired_times({0: run(0), 1: run(1)}, repeats=repeats, warmup=0)
-    ceiling_repeats = pick(5, 1)
+    ceiling_repeats = pick(3, 1)
     ceiling, ceiling_spread, together, alone = parallel_ceiling(f"{source}:{tmp / 'in'}", ceiling_repeats)
     shutil.rmtree(tmp)
     ratio, spread = median_ratio(runs[1], runs[0])  # the speed-up in each repeat (its two runs back to back)

@@ -12,9 +12,11 @@ and its peak memory (CUDA: allocated; CPU: resident set).
 ``train.compile`` runs in child processes with an empty kernel cache of their own: the first
 child's first step is the cold compilation, a second child with the cache the first left shows
 what the cache saves (``--compile-child CACHE [--first-step-only]`` is that child; it prints one
-JSON line).
-``BENCH_QUICK=1``: one repeat, and the compile rows are skipped (a sanity run only). About 2 minutes
-on 2 CPU cores, most of it the cold compilation.
+JSON line). The compile rows run on a GPU, and on a CPU only with ``BENCH_COMPILE=1``: there the
+cold compilation alone took 55-100 s (a sixth of the 15-minute budget of ``make bench``) for a step
+2-13 % faster (sessions 17-23, docs/benchmarks.md); without it a row says they were not measured.
+``BENCH_QUICK=1``: one repeat, and the compile rows are skipped (a sanity run only). About 30 s on
+2 CPU cores, 2.5-3 minutes with the compile rows.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from common import QUICK, StageData, figure, interleaved_times, median_ratio, pe
 
 PRESET, PROFILE, SIZE, BATCH, STEPS = "demo-brain-ldm", "small", (64, 64), 32, 3
 LABELS = ["axial", "coronal", "sagittal"]
-REPEATS = pick(4, 1)
+REPEATS = pick(3, 1)
 COMPILE_REPEATS = 3  # in each compile child: its compiled steps scatter less (1.11-1.22x over 5)
 NET = f"{PRESET} {PROFILE} diffusion stage, 3x16x16 latents, batch {BATCH}"
 
@@ -140,8 +142,14 @@ def main() -> None:
                "the same step without the option", speedup, None, ratio_range=spread,
                achieved_tflops=flops / per[name] / 1e12, peak_memory_mb={"option": mem[name][0], "plain": mem["plain"][0]},
                options=options[name], repeats=REPEATS)
-    if not QUICK:
+    if QUICK:
+        return
+    if device.type == "cuda" or os.environ.get("BENCH_COMPILE", "") not in ("", "0"):
         bench_compile(flops)
+    else:
+        figure("speed-options", f"train.compile (Inductor) vs eager ({NET})", "s/step", None, None,
+               "not measured: on a CPU the compile rows run only with BENCH_COMPILE=1 (about 2.5 minutes, most of "
+               "it the cold compilation; compiled steps 1.02-1.13x faster in docs/benchmarks.md)", None, None, options=options["plain"])
 
 
 if __name__ == "__main__":

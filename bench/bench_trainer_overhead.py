@@ -10,15 +10,16 @@ model a batch, one step of the bare loop (its own copy of the U-Net, its own opt
 training images as one tensor) runs first and is timed, then medgen's step. This machine's speed
 drifts by a few per cent over seconds (docs/benchmarks.md), and runs of each side one after the
 other caught that drift as a difference between the sides; interleaved, both sides meet the same
-drift in every step. medgen's cost per step is the time from the start of its step 17 to the start
-of its step 121, minus the bare steps run in between, over those 104 steps: 13 whole epochs, so it
-holds 13 epoch ends with everything the trainer does there (log lines, the budgeted checkpoints)
-and every batch read. The bare loop's is the mean of its steps over the same span. The trainer
+drift in every step. Five runs of 96 steps, after one untimed run of 24 (imports, first-use
+set-up). medgen's cost per step is the time from the start of its step 17 to the start of its step
+89, minus the bare steps run in between, over those 72 steps: 9 whole epochs, so it holds 9 epoch
+ends with everything the trainer does there (log lines, the budgeted checkpoints) and every batch
+read. The bare loop's is the mean of its steps over the same span. The trainer
 reads a clock that leaves out the bare steps (``TrainerClock``), so its checkpoint budget lets
 through as many checkpoints as in a run of its own. What a run costs once (run directory, model
 set-up, the first epoch's and the end-of-run checkpoints) is reported apart
 (``fixed_seconds_per_run``); a real run has thousands of steps, so the per-step ratio is the one
-with a target. ``BENCH_QUICK=1``: 40 steps, one run."""
+with a target. ``BENCH_QUICK=1``: 40 steps, one run (after the same warm-up)."""
 from __future__ import annotations
 
 import shutil
@@ -33,7 +34,8 @@ import torch
 
 from common import TutorialStep, arg, figure, gpu_options, median_ratio, pick
 
-REPEATS = pick(7, 1)  # interleaved runs (each holds both sides)
+REPEATS = pick(5, 1)  # interleaved runs (each holds both sides)
+WARMUP_STEPS = 3 * 8  # the untimed first run: imports and first-use set-up, three epochs
 BATCH, EPOCH_STEPS = 16, 8  # 128 training images in batches of 16
 
 
@@ -87,15 +89,15 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     prepare("builtin:breast-phantom", tmp / "d", PrepareOptions(size=(32, 32), workers=1, source=SourceOptions(n=160)))
     ds = PreparedDataset(tmp / "d")
-    steps = pick(128, 40)
+    steps = pick(96, 40)
     info = DataInfo(2, 1, (32, 32), ds.labels)
     rows = ds.select("train")
     assert len(rows) == BATCH * EPOCH_STEPS, f"{len(rows)} training images, expected {BATCH * EPOCH_STEPS}"
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-    def config(*extra):
+    def config(*extra, n_steps=steps):
         return resolve("dbt-ddpm-3d", "tiny", ["model.spatial_dims=2", f"train.batch_size={BATCH}", "train.epochs=100",
-                                              f"train.max_steps={steps}", "train.ema_decay=null", "train.log_every=1000",
+                                              f"train.max_steps={n_steps}", "train.ema_decay=null", "train.log_every=1000",
                                               "train.val_every=1000", *extra])
 
     cfg = config()
@@ -120,8 +122,9 @@ def main() -> None:
             done[0] += 1
         return one
 
-    def interleaved(*extra) -> dict:
-        """One medgen run with a bare step before each of its steps: both sides' seconds per step."""
+    def interleaved(*extra, n_steps=steps) -> dict | None:
+        """One medgen run of ``n_steps`` with a bare step before each of its steps: both sides' seconds
+        per step (None for a run shorter than the timed runs: the warm-up)."""
         import medgen.engine.trainer as trainer_module
 
         bare = bare_loop()
@@ -144,9 +147,11 @@ def main() -> None:
         run_dir = RunDir.create(tmp / "run", force=True)
         with mock.patch.object(trainer_module, "time", clock):
             t = time.perf_counter()
-            Trainer(model, config(*extra), ds, run_dir, rows, np.array([], dtype=int), device).fit()
+            Trainer(model, config(*extra, n_steps=n_steps), ds, run_dir, rows, np.array([], dtype=int), device).fit()
             wall = time.perf_counter() - t
-        assert len(starts) == steps, len(starts)
+        assert len(starts) == n_steps, len(starts)
+        if n_steps != steps:
+            return None
         first, last = steady_span(steps)
         medgen = steady_per_step(starts, bare_s)
         return {"medgen": medgen, "bare": statistics.mean(bare_s[first + 1:last + 1]),
@@ -155,7 +160,7 @@ def main() -> None:
     variants = {"medgen": ()}
     if arg("every_epoch", 0):
         variants["every_epoch"] = ("train.checkpoint_budget=null",)
-    interleaved()  # one untimed run first (imports, first-use set-up)
+    interleaved(n_steps=min(WARMUP_STEPS, steps))  # one short untimed run first (imports, first-use set-up)
     runs: dict = {k: [] for k in variants}
     for r in range(REPEATS):
         for k in (variants if r % 2 == 0 else reversed(list(variants))):
