@@ -13,7 +13,7 @@ and its peak memory (CUDA: allocated; CPU: resident set).
 child's first step is the cold compilation, a second child with the cache the first left shows
 what the cache saves (``--compile-child CACHE [--first-step-only]`` is that child; it prints one
 JSON line). The compile rows run on a GPU, and on a CPU only with ``BENCH_COMPILE=1``: there the
-cold compilation alone took 55-100 s (a sixth of the 15-minute budget of ``make bench``) for a step
+cold compilation alone took 60-100 s (a sixth of the 15-minute budget of ``make bench``) for a step
 2-13 % faster (sessions 17-23, docs/benchmarks.md); without it a row says they were not measured.
 ``BENCH_QUICK=1``: one repeat, and the compile rows are skipped (a sanity run only). About 30 s on
 2 CPU cores, 2.5-3 minutes with the compile rows.
