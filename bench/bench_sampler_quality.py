@@ -15,10 +15,10 @@ same number of images with the same seed, and each set's FID is taken in the dom
 feature space (the offline "classifier features") against the same real images. ``BENCH_QUICK=1``: a
 few training steps, DDPM-100, no target.
 
-The sizes keep the bench at about 3.5 minutes on 2 CPU cores on a slow day: 16x16 images (the
-small profile's U-Net costs about a quarter of its 32x32 cost there, where this bench took 8.6-10
-min on such days, most of it DDPM-1000 at 4.5-5.5 s per image), 800 training steps at batch 16, 64
-images per sampler. An FID from 64 images is itself noisy (biased upwards, and by a similar amount
+The sizes keep the bench at about 3.5 minutes on 2 CPU cores on a slow day: 16x16 images, where
+the small profile's U-Net costs about a quarter of what it costs at 32x32 (at 32x32 this bench
+took 8.6-10 min on such days, most of it DDPM-1000 at 4.5-5.5 s per image), 800 training steps at
+batch 16, 64 images per sampler. An FID from 64 images is itself noisy (biased upwards, and by a similar amount
 for both sets, which are the same size), and the DDPM sampler draws fresh noise at every step: the
 JSON keeps both FIDs, the KIDs and the seconds per image of each sampler. ``--train_steps=N``,
 ``--n=N``, ``--size=S`` (images SxS) and ``--batch=B`` (sampling batch) change the sizes.

@@ -35,8 +35,8 @@ import torch
 from common import TutorialStep, arg, figure, gpu_options, median_ratio, pick
 
 REPEATS = pick(5, 1)  # interleaved runs (each holds both sides)
-WARMUP_STEPS = 3 * 8  # the untimed first run: imports and first-use set-up, three epochs
 BATCH, EPOCH_STEPS = 16, 8  # 128 training images in batches of 16
+WARMUP_STEPS = 3 * EPOCH_STEPS  # the untimed first run: imports and first-use set-up
 
 
 def steady_span(steps: int) -> tuple[int, int]:

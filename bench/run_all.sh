@@ -2,6 +2,7 @@
 # make bench: every benchmark prints one JSON line per figure (medgen, its plain reference, the
 # ratio, the target and whether it is met). All lines also go to $BENCH_OUT, and the Markdown
 # table for the README is printed at the end. BENCH_QUICK=1: a short sanity run (not for reporting).
+# BENCH_COMPILE=1: also the torch.compile rows on a CPU (on a GPU they always run; 2.5-3 min more here).
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PY:-../.venv/bin/python}
