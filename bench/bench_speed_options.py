@@ -30,7 +30,7 @@ import time
 
 import torch
 
-from common import QUICK, StageData, figure, interleaved_times, median_ratio, peak_memory_mb, pick
+from common import QUICK, StageData, env_flag, figure, interleaved_times, median_ratio, peak_memory_mb, pick
 
 PRESET, PROFILE, SIZE, BATCH, STEPS = "demo-brain-ldm", "small", (64, 64), 32, 3
 LABELS = ["axial", "coronal", "sagittal"]
@@ -144,12 +144,12 @@ def main() -> None:
                options=options[name], repeats=REPEATS)
     if QUICK:
         return
-    if device.type == "cuda" or os.environ.get("BENCH_COMPILE", "") not in ("", "0"):
+    if device.type == "cuda" or env_flag("BENCH_COMPILE"):
         bench_compile(flops)
     else:
         figure("speed-options", f"train.compile (Inductor) vs eager ({NET})", "s/step", None, None,
-               "not measured: on a CPU the compile rows run only with BENCH_COMPILE=1 (about 2.5 minutes, most of "
-               "it the cold compilation; compiled steps 1.02-1.13x faster in docs/benchmarks.md)", None, None, options=options["plain"])
+               "not measured: on a CPU the compile rows run only with BENCH_COMPILE=1 (2.5-3 minutes more, most "
+               "of it the cold compilation)", None, None)
 
 
 if __name__ == "__main__":

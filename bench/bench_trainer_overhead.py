@@ -10,7 +10,7 @@ model a batch, one step of the bare loop (its own copy of the U-Net, its own opt
 training images as one tensor) runs first and is timed, then medgen's step. This machine's speed
 drifts by a few per cent over seconds (docs/benchmarks.md), and runs of each side one after the
 other caught that drift as a difference between the sides; interleaved, both sides meet the same
-drift in every step. Five runs of 96 steps, after one untimed run of 24 (imports, first-use
+drift in every step. Five runs of 96 steps, after one untimed run of 32 (imports, first-use
 set-up). medgen's cost per step is the time from the start of its step 17 to the start of its step
 89, minus the bare steps run in between, over those 72 steps: 9 whole epochs, so it holds 9 epoch
 ends with everything the trainer does there (log lines, the budgeted checkpoints) and every batch
@@ -36,7 +36,7 @@ from common import TutorialStep, arg, figure, gpu_options, median_ratio, pick
 
 REPEATS = pick(5, 1)  # interleaved runs (each holds both sides)
 BATCH, EPOCH_STEPS = 16, 8  # 128 training images in batches of 16
-WARMUP_STEPS = 3 * EPOCH_STEPS  # the untimed first run: imports and first-use set-up
+WARMUP_STEPS = 4 * EPOCH_STEPS  # the untimed first run (imports, first-use set-up): the shortest with a steady span
 
 
 def steady_span(steps: int) -> tuple[int, int]:
@@ -122,9 +122,9 @@ def main() -> None:
             done[0] += 1
         return one
 
-    def interleaved(*extra, n_steps=steps) -> dict | None:
+    def interleaved(*extra, n_steps=steps) -> dict:
         """One medgen run of ``n_steps`` with a bare step before each of its steps: both sides' seconds
-        per step (None for a run shorter than the timed runs: the warm-up)."""
+        per step."""
         import medgen.engine.trainer as trainer_module
 
         bare = bare_loop()
@@ -150,12 +150,10 @@ def main() -> None:
             Trainer(model, config(*extra, n_steps=n_steps), ds, run_dir, rows, np.array([], dtype=int), device).fit()
             wall = time.perf_counter() - t
         assert len(starts) == n_steps, len(starts)
-        if n_steps != steps:
-            return None
-        first, last = steady_span(steps)
+        first, last = steady_span(n_steps)
         medgen = steady_per_step(starts, bare_s)
         return {"medgen": medgen, "bare": statistics.mean(bare_s[first + 1:last + 1]),
-                "fixed": wall - sum(bare_s) - steps * medgen}
+                "fixed": wall - sum(bare_s) - n_steps * medgen}
 
     variants = {"medgen": ()}
     if arg("every_epoch", 0):

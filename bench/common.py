@@ -20,7 +20,12 @@ import statistics
 import sys
 import time
 
-QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+def env_flag(name: str) -> bool:
+    """Whether the environment variable ``name`` is set to something other than empty or 0."""
+    return os.environ.get(name, "") not in ("", "0")
+
+
+QUICK = env_flag("BENCH_QUICK")
 
 
 def pick(full, quick):
