@@ -142,6 +142,25 @@ def test_parallel_workers_give_same_dataset(tmp_path, png_classes, normalize):
     assert json.loads((tmp_path / "a/stats.json").read_text())["content_hash"] == json.loads((tmp_path / "b/stats.json").read_text())["content_hash"]
 
 
+def test_dicom_listing_and_reading_share_one_worker_pool(tmp_path, monkeypatch):
+    import medgen.parallel
+
+    root = tmp_path / "in" / "ct"
+    root.mkdir(parents=True)
+    for k in range(70):  # more than the listing's threshold for worker processes (64)
+        write_dicom(root / f"f{k:03d}.dcm", np.full((12, 10), 40 * k, dtype=np.uint16))
+    pools = []
+    new_pool = medgen.parallel._new_pool
+    monkeypatch.setattr(medgen.parallel, "_new_pool", lambda n: pools.append(new_pool(n)) or pools[-1])
+    one = prepare(f"dicom:{tmp_path / 'in'}", tmp_path / "one", PrepareOptions(size=(8, 8), workers=1))
+    assert pools == []
+    two = prepare(f"dicom:{tmp_path / 'in'}", tmp_path / "two", PrepareOptions(size=(8, 8), workers=2))
+    assert len(pools) == 1 and pools[0]._shutdown_thread  # forked once for both phases, and shut down
+    assert one.n_items == two.n_items == 70
+    assert np.array_equal(np.load(tmp_path / "one/images.npy"), np.load(tmp_path / "two/images.npy"))
+    assert (tmp_path / "one/index.csv").read_text() == (tmp_path / "two/index.csv").read_text()
+
+
 def test_dicom_headers_read_in_worker_processes_give_the_same_series(tmp_path):
     import pydicom
     from pydicom.uid import generate_uid

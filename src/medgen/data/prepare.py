@@ -28,7 +28,7 @@ from medgen.data.split import assign_splits
 from medgen.data.transforms import Normalizer, crop_box, resize
 from medgen.errors import InputFileError, UserError
 from medgen.fsio import check_free_space, current_umask
-from medgen.parallel import process_map
+from medgen.parallel import process_map, shared_pool
 from medgen.progress import progress_bar
 
 DEFAULT_SIZE = (128, 128)
@@ -192,43 +192,18 @@ def prepare(source: str, out: str | Path, opts: PrepareOptions | None = None, fo
     opts.source.seed = opts.seed
     workers = opts.workers or min(os.cpu_count() or 1, 8)
     opts.source.workers = workers
-    records, rejected = list_records(source, opts.source)
-    # images.npy: float32, one row per record at least
-    check_free_space(out, len(records) * (3 if opts.rgb else 1) * int(np.prod(opts.size)) * 4, "the prepared images")
-
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent if str(out.parent) else "."))
-    try:
-        items_meta, maxima, channels = [], [], None
+    with shared_pool(workers):  # the DICOM listing and the files' work fork their workers once
+        records, rejected = list_records(source, opts.source)
+        # images.npy: float32, one row per record at least
+        check_free_space(out, len(records) * (3 if opts.rgb else 1) * int(np.prod(opts.size)) * 4, "the prepared images")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent if str(out.parent) else "."))
         images_path = tmp / "images.npy"
-        mask_rows: dict[int, np.ndarray] = {}
-        # The images go straight into images.npy as they arrive, behind room for its header: the
-        # number of images is known only at the end (volumes give many slices, files get rejected).
-        with open(images_path, "wb") as f, progress_bar("prepare", len(records)) as advance:
-            for items, rej in process_map(process_record, records, workers, [opts] * len(records)):
-                rejected += rej
-                for it in items:
-                    if channels is None:
-                        channels = it.image.shape[0]
-                        room = f.write(_npy_header((0, channels, *opts.size)))
-                    if it.image.shape[0] != channels:
-                        rejected.append((it.source, f"{it.image.shape[0]} channels, but earlier images have {channels}"))
-                        continue
-                    f.write(np.ascontiguousarray(it.image, dtype=np.float32).tobytes())
-                    if it.mask is not None:
-                        mask_rows[len(items_meta)] = it.mask
-                    if not normalizer.per_image:
-                        maxima.append(float(it.image.max()))
-                    it.image = None  # type: ignore[assignment] - free memory; the bytes are on disk
-                    it.mask = None
-                    items_meta.append(it)
-                advance()
-            if items_meta:
-                shape = (len(items_meta), channels, *opts.size)
-                header = _npy_header(shape)
-                if len(header) != room:  # only if numpy stopped padding the header for axis 0 to grow
-                    raise RuntimeError(f"the .npy header for {shape} does not fit the room left for it")
-                f.seek(0)
-                f.write(header)
+        try:
+            items_meta, maxima, mask_rows, shape = _write_images(images_path, records, opts, workers, normalizer, rejected)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    try:
         if not items_meta:
             reasons = "; ".join(f"{Path(s).name}: {r}" for s, r in rejected[:3])
             raise UserError(f"no usable images in {source} ({len(rejected)} rejected: {reasons})")
@@ -272,6 +247,46 @@ def prepare(source: str, out: str | Path, opts: PrepareOptions | None = None, fo
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return PrepareSummary(str(out), len(items_meta), len(rejected), stats["counts"], str(out / "preview.png"))
+
+
+def _write_images(images_path: Path, records: list[Record], opts: PrepareOptions, workers: int, normalizer,
+                  rejected: list[tuple[str, str]]) -> tuple[list[Item], list[float], dict[int, np.ndarray], tuple]:
+    """Every record's images, read in ``workers`` processes, into ``images_path`` as they arrive,
+    behind room for its header: the number of images is known only at the end (volumes give many
+    slices, files get rejected). Returns the items (their arrays dropped: the bytes are on disk),
+    each image's maximum where the normaliser needs it, the masks by row, and the array's shape.
+    Rejected inputs are appended to ``rejected``."""
+    items_meta: list[Item] = []
+    maxima: list[float] = []
+    mask_rows: dict[int, np.ndarray] = {}
+    channels, shape = None, ()
+    with open(images_path, "wb") as f, progress_bar("prepare", len(records)) as advance:
+        for items, rej in process_map(process_record, records, workers, [opts] * len(records)):
+            rejected += rej
+            for it in items:
+                if channels is None:
+                    channels = it.image.shape[0]
+                    room = f.write(_npy_header((0, channels, *opts.size)))
+                if it.image.shape[0] != channels:
+                    rejected.append((it.source, f"{it.image.shape[0]} channels, but earlier images have {channels}"))
+                    continue
+                f.write(np.ascontiguousarray(it.image, dtype=np.float32).tobytes())
+                if it.mask is not None:
+                    mask_rows[len(items_meta)] = it.mask
+                if not normalizer.per_image:
+                    maxima.append(float(it.image.max()))
+                it.image = None  # type: ignore[assignment] - free memory; the bytes are on disk
+                it.mask = None
+                items_meta.append(it)
+            advance()
+        if items_meta:
+            shape = (len(items_meta), channels, *opts.size)
+            header = _npy_header(shape)
+            if len(header) != room:  # only if numpy stopped padding the header for axis 0 to grow
+                raise RuntimeError(f"the .npy header for {shape} does not fit the room left for it")
+            f.seek(0)
+            f.write(header)
+    return items_meta, maxima, mask_rows, shape
 
 
 def _npy_header(shape: tuple[int, ...]) -> bytes:
