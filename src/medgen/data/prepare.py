@@ -25,7 +25,7 @@ import numpy as np
 from medgen.data.roi import RoiError, check_box, format_box
 from medgen.data.sources import Record, SourceOptions, list_records
 from medgen.data.split import assign_splits
-from medgen.data.transforms import Normalizer, crop_box, resize
+from medgen.data.transforms import Normalizer, crop_box, preload_resize, resize
 from medgen.errors import InputFileError, UserError
 from medgen.fsio import check_free_space, current_umask
 from medgen.parallel import process_map, shared_pool
@@ -192,6 +192,8 @@ def prepare(source: str, out: str | Path, opts: PrepareOptions | None = None, fo
     opts.source.seed = opts.seed
     workers = opts.workers or min(os.cpu_count() or 1, 8)
     opts.source.workers = workers
+    if workers > 1:
+        preload_resize()
     with shared_pool(workers):  # the DICOM listing and the files' work fork their workers once
         records, rejected = list_records(source, opts.source)
         # images.npy: float32, one row per record at least
