@@ -40,6 +40,16 @@ def test_usage_error_exits_2(tmp_path):
     assert r.returncode == 2
 
 
+def test_the_command_exits_with_main_s_code_and_its_objects_frozen_out_of_the_collector(tmp_path):
+    # the interpreter's exit then skips collecting them (1.2-1.3 s with torch and MONAI loaded)
+    code = ("import atexit, gc, sys; from medgen.cli import entry; "
+            "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0)); "
+            "sys.argv = ['medgen', 'data', 'inspect', '/no/such']; entry()")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 2 and "not a prepared dataset" in r.stderr
+    assert r.stdout.strip() == "frozen True"
+
+
 def test_prepare_inspect_runs_weights_via_cli(tmp_path, png_classes):
     r = medgen("data", "prepare", "--source", f"folder:{png_classes}", "--out", tmp_path / "ds", "--size", "24", "32", "--normalize", "train-max")
     assert r.returncode == 0, r.stderr

@@ -1,4 +1,4 @@
-from medgen.cli import main
+from medgen.cli import entry
 
 if __name__ == "__main__":
-    main()
+    entry()

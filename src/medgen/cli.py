@@ -328,3 +328,17 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     finally:
         set_quiet(quiet_before)
+
+
+def entry() -> None:
+    """The ``medgen`` command and ``python -m medgen``: ``main``, then a quicker exit. At exit the
+    interpreter garbage-collects every object still alive; with torch and MONAI loaded that took
+    1.2-1.3 s here, against 0.25 s once they are frozen out of the collector. The process ends right
+    after, so their memory goes back to the system anyway; atexit handlers, stream flushes and
+    reference-counted cleanup still run. Not in ``main``: an in-process caller keeps its collector."""
+    import gc
+
+    try:
+        main()
+    finally:
+        gc.freeze()
