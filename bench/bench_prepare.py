@@ -10,6 +10,9 @@ memory-mapped dataset. Inputs are 16-bit 256x200 images in two class folders, re
 A second figure per format, with no target, times the per-file work alone (read, resize, normalise)
 in two processes at once against one process alone: what two cores give that work on this
 machine: about the most the first figure's ratio can reach.
+
+For DICOM a third figure, with no target, runs ``medgen data prepare`` from the command line, a
+fresh process each time, both ways (3 repeats): what a user waits for, imports and exit included.
 """
 from __future__ import annotations
 
@@ -51,7 +54,7 @@ def write_dicom(path: Path, arr: np.ndarray) -> None:
     ds.save_as(str(path.with_suffix(".dcm")), enforce_file_format=True)
 
 
-def bench_format(kind: str, write, source: str, n: int, repeats: int) -> None:
+def bench_format(kind: str, write, source: str, n: int, repeats: int, command_line: bool = False) -> None:
     from medgen.data.prepare import PrepareOptions, prepare
 
     tmp = Path(tempfile.mkdtemp())
@@ -82,6 +85,8 @@ def bench_format(kind: str, write, source: str, n: int, repeats: int) -> None:
     runs = paired_times({0: run(0), 1: run(1)}, repeats=repeats, warmup=0)
     ceiling_repeats = pick(3, 1)
     ceiling, ceiling_spread, together, alone = parallel_ceiling(f"{source}:{tmp / 'in'}", ceiling_repeats)
+    if command_line:
+        cli_runs = command_line_times(f"{source}:{tmp / 'in'}", tmp, pick(3, 1))
     shutil.rmtree(tmp)
     ratio, spread = median_ratio(runs[1], runs[0])  # the speed-up in each repeat (its two runs back to back)
     times = {k: statistics.median(v) for k, v in runs.items()}
@@ -94,6 +99,28 @@ def bench_format(kind: str, write, source: str, n: int, repeats: int) -> None:
     figure("prepare", f"{kind} per-file work only (read, resize, normalise; 400 files): 2 processes at once vs 1 alone, "
            "one torch thread each", "files/s",
            together, alone, "1 process alone", ceiling, None, ratio_range=ceiling_spread, repeats=ceiling_repeats)
+    if command_line:
+        ratio, spread = median_ratio(cli_runs[1], cli_runs[0])
+        times = {k: statistics.median(v) for k, v in cli_runs.items()}
+        figure("prepare", f"medgen data prepare from the command line, {n} {kind} files (a fresh process each: "
+               "imports, work, exit): default workers vs --workers 1", "files/s", n / times[0], n / times[1],
+               "--workers 1, same command", ratio, None, ratio_range=spread,
+               seconds={"parallel": times[0], "single": times[1]}, repeats=len(cli_runs[0]))
+
+
+def command_line_times(source: str, tmp: Path, repeats: int) -> dict:
+    """Seconds of ``medgen data prepare`` as a user runs it, each call a fresh process: the imports
+    (torch and MONAI: several seconds), the work and the interpreter's exit, with default workers
+    (key 0) and ``--workers 1`` (key 1), interleaved."""
+    import subprocess
+    import sys
+
+    def run(workers):
+        cmd = [sys.executable, "-m", "medgen", "--quiet", "data", "prepare", "--source", source, "--out",
+               str(tmp / f"cli{workers}"), "--size", "128", "128", "--workers", str(workers), "--force"]
+        return lambda: subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+
+    return paired_times({0: run(0), 1: run(1)}, repeats=repeats, warmup=0)
 
 
 def _cpu_seconds() -> float:
@@ -150,7 +177,7 @@ def main() -> None:
     n = arg("n", pick(1000, 200))
     repeats = pick(7, 1)
     bench_format("PNG", write_png, "folder", n, repeats)
-    bench_format("DICOM", write_dicom, "dicom", n, repeats)
+    bench_format("DICOM", write_dicom, "dicom", n, repeats, command_line=True)
 
 
 if __name__ == "__main__":
