@@ -31,7 +31,7 @@ def _new_pool(workers: int):
 def shared_pool(workers: int) -> Iterator[None]:
     """Within it, process_map calls for ``workers`` workers share one pool, started at the first
     of them: a job of several parallel phases (a DICOM listing, then the files' work) forks its
-    workers once, instead of once a phase, and they fault in the parent's memory once."""
+    workers once, instead of once a phase (measured in docs/benchmarks.md, *Preparation*)."""
     holder = [workers, None]
     _shared.append(holder)
     try:
