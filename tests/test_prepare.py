@@ -161,6 +161,20 @@ def test_dicom_listing_and_reading_share_one_worker_pool(tmp_path, monkeypatch):
     assert (tmp_path / "one/index.csv").read_text() == (tmp_path / "two/index.csv").read_text()
 
 
+def test_builtin_sources_do_not_load_monai_before_forking(tmp_path):
+    # built-ins are generated at the asked size; importing MONAI for the workers would cost ~4 s for nothing
+    import subprocess
+    import sys
+
+    code = ("import sys; from medgen.data.prepare import PrepareOptions, prepare; from medgen.data.sources import SourceOptions; "
+            f"prepare('builtin:brain-lesions', {str(tmp_path / 'out')!r}, PrepareOptions(size=(16, 16), workers=2, source=SourceOptions(n=40))); "
+            "print('monai' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[-1] == "False"
+    assert len(np.load(tmp_path / "out" / "images.npy")) == 40
+
+
 def test_dicom_headers_read_in_worker_processes_give_the_same_series(tmp_path):
     import pydicom
     from pydicom.uid import generate_uid

@@ -51,10 +51,8 @@ def process_map(fn: Callable, items: Sequence, workers: int, *extra: Iterable, m
         return
     chunksize = max(1, min(32, len(items) // (workers * 8)))
     holder = next((h for h in reversed(_shared) if h[0] == workers), None)
-    if holder is not None:
-        if holder[1] is None:
-            holder[1] = _new_pool(workers)
-        yield from holder[1].map(fn, items, *extra, chunksize=chunksize)
-        return
-    with _new_pool(workers) as pool:
+    if holder is not None and holder[1] is None:
+        holder[1] = _new_pool(workers)
+    # a shared pool stays open for the scope's next call; an own one shuts down after this one
+    with contextlib.nullcontext(holder[1]) if holder is not None else _new_pool(workers) as pool:
         yield from pool.map(fn, items, *extra, chunksize=chunksize)

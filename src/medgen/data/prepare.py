@@ -184,7 +184,8 @@ def prepare(source: str, out: str | Path, opts: PrepareOptions | None = None, fo
     out = Path(out)
     _check_out(out, force)
     normalizer = Normalizer.parse(opts.normalize)
-    if opts.size is None and source.startswith("builtin:"):
+    builtin = source.startswith("builtin:")  # generated at the asked size: never resized
+    if opts.size is None and builtin:
         opts.size = tuple(get_builtin(source.split(":", 1)[1]).default_size)
     opts.size = tuple(opts.size or DEFAULT_SIZE)
     if len(opts.size) not in (2, 3) or min(opts.size) < 2:
@@ -192,20 +193,17 @@ def prepare(source: str, out: str | Path, opts: PrepareOptions | None = None, fo
     opts.source.seed = opts.seed
     workers = opts.workers or min(os.cpu_count() or 1, 8)
     opts.source.workers = workers
-    if workers > 1:
+    if workers > 1 and not builtin:
         preload_resize()
-    with shared_pool(workers):  # the DICOM listing and the files' work fork their workers once
-        records, rejected = list_records(source, opts.source)
-        # images.npy: float32, one row per record at least
-        check_free_space(out, len(records) * (3 if opts.rgb else 1) * int(np.prod(opts.size)) * 4, "the prepared images")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent if str(out.parent) else "."))
-        images_path = tmp / "images.npy"
-        try:
-            items_meta, maxima, mask_rows, shape = _write_images(images_path, records, opts, workers, normalizer, rejected)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent if str(out.parent) else "."))
     try:
+        images_path = tmp / "images.npy"
+        with shared_pool(workers):  # the DICOM listing and the files' work fork their workers once
+            records, rejected = list_records(source, opts.source)
+            # images.npy: float32, one row per record at least
+            check_free_space(out, len(records) * (3 if opts.rgb else 1) * int(np.prod(opts.size)) * 4, "the prepared images")
+            items_meta, maxima, mask_rows, shape = _write_images(images_path, records, opts, workers, normalizer, rejected)
         if not items_meta:
             reasons = "; ".join(f"{Path(s).name}: {r}" for s, r in rejected[:3])
             raise UserError(f"no usable images in {source} ({len(rejected)} rejected: {reasons})")

@@ -34,7 +34,8 @@ def preload_resize() -> None:
     """Import what ``resize`` needs (MONAI, and torch through it) now. Worker processes forked
     afterwards inherit the modules; otherwise each imports them itself on its first image, all at
     once, 4-5 CPU-seconds apiece here. ``prepare`` of 1,000 DICOM files in a fresh process on 2
-    cores (4 runs each): 5.2-6.8 s and 7.2-9.0 CPU-s instead of 6.6-8.0 s and 12.6-15.2 CPU-s."""
+    cores (4 runs each): 5.2-6.8 s and 7.2-9.0 CPU-s instead of 6.6-8.0 s and 12.6-15.2 CPU-s.
+    Only for work that resizes: the import costs about 4 s where nothing else needs it."""
     import importlib
 
     importlib.import_module("monai.transforms")  # imports monai.data too (_untracked's get_track_meta)
