@@ -50,9 +50,30 @@ class DataInfo:
 class GenerativeModel(torch.nn.Module):
     Params: ClassVar[type[FamilyParams]] = FamilyParams
     stages: ClassVar[tuple[str, ...]] = ("main",)
-    can_reconstruct: ClassVar[bool] = False
-    can_score: ClassVar[bool] = False
     autocasts: ClassVar[bool] = True  # whether training_step runs its forward passes in ctx.autocast()
+
+    # --- declared capabilities: callers ask these, never probe a model's attributes ----------
+    # iterative samplers ``sample(sampler=...)`` accepts (names from medgen.samplers' registry);
+    # () for families that sample in one forward pass (GANs, VAEs)
+    samplers: ClassVar[tuple[str, ...]] = ()
+    can_reconstruct: ClassVar[bool] = False  # reconstruct(x)
+    can_score: ClassVar[bool] = False        # anomaly_map(x) of its own
+    can_encode: ClassVar[bool] = False       # encode(x) / decode(z) through a latent space (interpolation)
+    # anomaly detectors (names in medgen.anomaly's registry) that apply to this family, preferred first
+    detectors: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def num_timesteps(self) -> int | None:
+        """Training timesteps of a diffusion family (the default and the maximum step count); None otherwise."""
+        return None
+
+    def describe(self) -> dict:
+        """Facts about this model worth recording beside its results (e.g. which pretrained weights it used)."""
+        return {}
+
+    def notes(self) -> list[str]:
+        """One-line remarks about the built model for the training log (layout, missing optional weights)."""
+        return []
 
     def __init__(self, params: FamilyParams, info: DataInfo):
         super().__init__()

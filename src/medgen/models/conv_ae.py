@@ -218,6 +218,7 @@ class ConvAutoencoder(GenerativeModel):
     stages = ("autoencoder",)
     can_reconstruct = True
     can_score = True
+    detectors = ("reconstruct", "model")
 
     def __init__(self, params: ConvAEParams, info):
         super().__init__(params, info)

@@ -24,6 +24,12 @@ class DDPMParams(FamilyParams):
 class PixelDiffusion(GenerativeModel):
     Params = DDPMParams
     stages = ("diffusion",)
+    samplers = ("ddpm", "ddim")
+    detectors = ("diffusion",)
+
+    @property
+    def num_timesteps(self) -> int:
+        return self.denoiser.T
 
     def __init__(self, params: DDPMParams, info):
         super().__init__(params, info)

@@ -54,6 +54,12 @@ class LatentDiffusion(GenerativeModel):
     stages = ("autoencoder", "diffusion")
     can_reconstruct = True
     can_score = True
+    samplers = ("ddpm", "ddim")
+    detectors = ("reconstruct", "model")
+
+    @property
+    def num_timesteps(self) -> int:
+        return self.denoiser.T
 
     def __init__(self, params: LDMParams, info):
         super().__init__(params, info)

@@ -59,6 +59,8 @@ class VAE(GenerativeModel):
     Params = VAEParams
     can_reconstruct = True
     can_score = True
+    can_encode = True
+    detectors = ("reconstruct", "model")
 
     def __init__(self, params: VAEParams, info):
         super().__init__(params, info)

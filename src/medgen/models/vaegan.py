@@ -74,6 +74,8 @@ class VAEGAN(GenerativeModel):
     Params = VAEGANParams
     can_reconstruct = True
     can_score = True
+    can_encode = True
+    detectors = ("reconstruct", "model")
 
     def __init__(self, params: VAEGANParams, info):
         super().__init__(params, info)
