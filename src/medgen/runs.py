@@ -30,10 +30,20 @@ def run_status(root: Path) -> str:
 
 
 def key_metrics(metrics: dict) -> dict:
-    """The few numbers worth a column: FID/KID, memorisation, anomaly AUROC, training steps."""
-    out = {}
+    """The few numbers worth a column: each metric group's (FID/KID/FRD, memorisation), then the same leaf
+    names found in other sections."""
+    from medgen.evaluation.groups import all_groups
 
-    def walk(prefix, node):
+    out: dict = {}
+    evaluation = metrics.get("evaluation")
+    if isinstance(evaluation, dict):
+        for group in all_groups():
+            section = evaluation.get(group.name)
+            if isinstance(section, dict):
+                for k, v in group.runs_columns(section).items():
+                    out.setdefault(k, v)
+
+    def walk(prefix, node):  # other sections (a group's numbers written outside "evaluation", anomaly results)
         if isinstance(node, dict):
             for k, v in node.items():
                 walk(f"{prefix}.{k}" if prefix else k, v)
@@ -42,7 +52,7 @@ def key_metrics(metrics: dict) -> dict:
             if leaf in ("fid", "kid", "kid_mean", "frd", "image_auroc", "pixel_auroc", "fraction_flagged", "accuracy_mixed") and leaf not in out:
                 out[leaf] = node
 
-    walk("", metrics)
+    walk("", {k: v for k, v in metrics.items() if k != "evaluation"})
     return out
 
 
