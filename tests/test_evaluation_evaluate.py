@@ -58,12 +58,12 @@ def test_identical_sets_give_zero_distances_and_total_memorisation(lesions, tmp_
     res = evaluate(real=f"{lesions}@train", fake=f"{lesions}@train", out=tmp_path / "ev", echo=QUIET)
     d = res["distribution"]["domain"]
     assert d["fid"] == pytest.approx(0.0, abs=1e-6)
-    # The unbiased KID of a set with itself is -(2/m)(mean k(x,x) - mean k(x,y)) <= 0: ~0 on the kernel's scale.
+    # The unbiased KID of a set with itself is -(2/(m-1))(mean k(x,x) - mean k(x,y)) <= 0: ~0 on the kernel's scale.
     from medgen.evaluation.domain import load_domain_extractor
 
     f = load_domain_extractor(res["features"][0]["weights"])(load_image_set(f"{lesions}@train", "fake").images)
     k_diag = float(((np.sum(f * f, axis=1) / f.shape[1] + 1) ** 3).mean())
-    assert -2.0 / len(f) * k_diag <= d["kid_mean"] <= 0 and abs(d["kid_mean"]) < 0.01 * k_diag
+    assert -2.0 / (len(f) - 1) * k_diag <= d["kid_mean"] <= 0 and abs(d["kid_mean"]) < 0.01 * k_diag
     assert res["fidelity"]["domain"]["precision"] == 1.0 and res["fidelity"]["domain"]["coverage"] == 1.0
     assert res["intensity"]["all"]["ks_statistic"] == pytest.approx(0.0, abs=1e-9)
     # a set against itself: the i == j pairs are zero, the rest are the distinct-real-pairs baseline
