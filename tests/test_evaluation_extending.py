@@ -80,3 +80,13 @@ def test_the_documented_group_and_extractor_plug_in(tmp_path, monkeypatch):
     assert same["distribution"]["histogram"]["fid"] == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(UserError, match="whole number"):
         evaluate(real=real, fake=fake, metrics="distribution", features="histogram:many", out=tmp_path / "bad", echo=QUIET)
+
+
+def test_runs_columns_come_from_the_groups():
+    from medgen.runs import key_metrics
+
+    ev = {"distribution": {"domain": {"fid": 3.0, "kid_mean": 0.1}, "radiomics": {"fid": 40.0, "frd": 40.0, "kid_mean": 2.0}},
+          "memorisation": {"pixels": {"fraction_flagged": 0.05}, "features": {"fraction_flagged": 0.2}},
+          "sweep": [{"fid/domain": 9.0}], "summary": {"fid/domain": 3.0}}
+    assert key_metrics({"evaluation": ev}) == {"fid": 3.0, "kid_mean": 0.1, "frd": 40.0, "fraction_flagged": 0.05}
+    assert key_metrics({"evaluation": {"memorisation": {"skipped": "no dataset"}}}) == {}

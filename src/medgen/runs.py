@@ -31,7 +31,7 @@ def run_status(root: Path) -> str:
 
 def key_metrics(metrics: dict) -> dict:
     """The few numbers worth a column: each metric group's (FID/KID/FRD, memorisation), then the same leaf
-    names found in other sections."""
+    names found anywhere else in metrics.json (other sections, older layouts)."""
     from medgen.evaluation.groups import all_groups
 
     out: dict = {}
@@ -43,7 +43,7 @@ def key_metrics(metrics: dict) -> dict:
                 for k, v in group.runs_columns(section).items():
                     out.setdefault(k, v)
 
-    def walk(prefix, node):  # other sections (a group's numbers written outside "evaluation", anomaly results)
+    def walk(prefix, node):  # other sections, and metrics.json files in older layouts
         if isinstance(node, dict):
             for k, v in node.items():
                 walk(f"{prefix}.{k}" if prefix else k, v)
@@ -52,7 +52,7 @@ def key_metrics(metrics: dict) -> dict:
             if leaf in ("fid", "kid", "kid_mean", "frd", "image_auroc", "pixel_auroc", "fraction_flagged", "accuracy_mixed") and leaf not in out:
                 out[leaf] = node
 
-    walk("", {k: v for k, v in metrics.items() if k != "evaluation"})
+    walk("", metrics)
     return out
 
 

@@ -4,17 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from medgen.evaluation.groups.base import fmt
+from medgen.evaluation.groups.base import add_row, fmt
 from medgen.evaluation.groups.registry import all_groups
 
 __all__ = ["add_row", "summary_tables"]
-
-
-def add_row(table, *cells: Any) -> None:
-    """Add a row of plain text (labels like "[domain]" are not Rich markup)."""
-    from rich.markup import escape
-
-    table.add_row(*(escape(str(c)) for c in cells))
 
 
 def _data_rows(t, result: dict) -> None:

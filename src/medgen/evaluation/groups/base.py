@@ -22,7 +22,7 @@ import numpy as np
 
 from medgen.data.imageset import ImageSet
 
-__all__ = ["Context", "RunInputs", "FeatureCache", "MetricGroup", "feature_ref", "fmt", "headline"]
+__all__ = ["Context", "FeatureCache", "MetricGroup", "RunInputs", "add_row", "feature_ref", "fmt", "headline"]
 
 
 class FeatureCache:
@@ -103,6 +103,13 @@ def feature_ref(ext) -> dict:
         d["training"] = {k: v for k, v in ext.describe()["training"].items()
                          if k in ("kind", "val_accuracy", "chance_accuracy", "val_reconstruction_mse", "mean_image_mse")}
     return d
+
+
+def add_row(table, *cells: Any) -> None:
+    """Add a row of plain text to a Rich table (labels like "[domain]" are not Rich markup)."""
+    from rich.markup import escape
+
+    table.add_row(*(escape(str(c)) for c in cells))
 
 
 def headline(value: Any, **extra: Any) -> dict:

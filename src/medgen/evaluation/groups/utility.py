@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from medgen.evaluation.groups.base import Context, MetricGroup
+from medgen.evaluation.groups.base import Context, MetricGroup, add_row
 
 
 def _generated(ctx: Context, classes: list[str], y_train: np.ndarray):
@@ -84,7 +84,6 @@ class Utility(MetricGroup):
     def extra_tables(self, section: dict) -> list:
         from rich.table import Table
 
-        from medgen.evaluation.tables import add_row
         from medgen.evaluation.utility import METRIC_COLUMNS
 
         if "skipped" in section:
