@@ -27,9 +27,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from medgen.data.imageset import ImageSet, labels_or_none, load_image_set, rows_set
+from medgen.data.imageset import ImageSet, load_image_set, rows_set
 from medgen.errors import UserError
-from medgen.evaluation.generation import generate_cached, parse_sweep, proportional
+from medgen.evaluation.generation import checkpoint_fingerprint, generate_cached, parse_sweep, proportional
 from medgen.evaluation.groups import Context, RunInputs, all_groups, get_group, parse_groups
 from medgen.evaluation.groups.base import FeatureCache
 from medgen.evaluation.tables import summary_tables
@@ -264,8 +264,70 @@ def _write(result: dict, run_dir, fig_dir: Path) -> dict:
 # the orchestration
 
 
-def _compute_synthetic(names: list[str], ctx: Context) -> dict:
-    return {name: get_group(name).compute(ctx) for name in names if get_group(name).scope == "synthetic"}
+@dataclass
+class _Plan:
+    """What an evaluation will do, from its arguments and (with a run) the run's ``evaluate`` config."""
+
+    names: list[str]
+    feature_specs: list[tuple[str, str | None]]
+    sweep_list: list[dict]
+    fig_dir: Path
+    cfg: Any = None
+    model: Any = None
+    run_dir: Any = None
+
+
+def _plan(run, fake, metrics, features, utility: bool, sweep, out, device, inputs: RunInputs) -> _Plan:
+    from medgen.evaluation.features import parse_feature_specs
+
+    if run is None:
+        sweep_list = parse_sweep(sweep)
+        if sweep_list:
+            raise UserError("--sweep generates images: it needs a RUN")
+        plan = _Plan(parse_groups(metrics, DEFAULT_SET_GROUPS), parse_feature_specs(features), sweep_list,
+                     Path(out) if out is not None else Path("evaluation"))
+    else:
+        from medgen.sampling import load_run_model
+
+        cfg, model, run_dir = load_run_model(run, device=device)
+        ev = cfg.evaluate
+        # the config's sweep applies to generated images only; an explicit --sweep with --fake is an error later
+        plan = _Plan(parse_groups(metrics, ev.metrics), parse_feature_specs(features if features is not None else ev.features),
+                     parse_sweep(sweep if sweep is not None else (None if fake is not None else ev.sweep)),
+                     run_dir.root / "evaluation", cfg, model, run_dir)
+        utility = utility or ev.utility
+        inputs.family, inputs.sample, inputs.batch_size = cfg.model.family, cfg.sample, cfg.sample.batch_size
+        inputs.cache_dir = plan.fig_dir / "cache"
+    if utility and "utility" not in plan.names:
+        plan.names.append("utility")
+    return plan
+
+
+def _compare_synthetic(rows: list[dict], plan: _Plan, side: _RealSide, feats: FeatureCache, inputs: RunInputs, n,
+                       result: dict, echo) -> list[dict]:
+    """Run the synthetic-scope groups on every synthetic set; the first one's sections go into ``result``.
+    Returns the sweep rows (settings and headline numbers per set) when there is a sweep."""
+    listed = result["metrics"]
+    sweep_rows = []
+    for i, row in enumerate(rows):
+        if not listed and "fake" not in row:
+            break  # nothing to compare (e.g. --metrics utility): generate nothing here
+        fake_set, seconds, cached = _synthetic_set(row, n, plan.model, inputs, echo)
+        if len(fake_set) < 2:
+            raise UserError(f"the synthetic set has {len(fake_set)} image(s); at least 2 are needed")
+        settings = _fake_settings(fake_set)
+        fig_dir = plan.fig_dir if i == 0 else plan.fig_dir / f"{fake_set.source.get('sampler')}-{fake_set.source.get('steps')}"
+        ctx = Context(side.real, feats, echo, fake_set, settings, fig_dir, side.memorisation_sets)
+        res = {name: get_group(name).compute(ctx) for name in plan.names if get_group(name).scope == "synthetic"}
+        if i == 0:
+            result["fake"] = fake_set.source
+            result.update(res)
+            if "fake" in row:
+                inputs.given_fake = fake_set
+        if plan.sweep_list:
+            sweep_rows.append({**settings, "n_fake": len(fake_set), "seconds_per_image": seconds, "reused_from_cache": cached,
+                               **summary(res)})
+    return sweep_rows
 
 
 def evaluate(run: str | Path | None = None, real: Any = None, fake: Any = None, metrics: str | Sequence[str] | None = None,
@@ -288,85 +350,39 @@ def evaluate(run: str | Path | None = None, real: Any = None, fake: Any = None, 
     one row per setting ('none' turns the config's sweep off). out: output folder without a run
     (default ./evaluation). Returns the JSON-able result that is written to metrics.json.
     """
-    from medgen.evaluation.features import parse_feature_specs
-
     if run is None and (real is None or fake is None):
         raise UserError("give a RUN, or both --real and --fake (image folders or prepared datasets)")
     notes: list[str] = []
-    cfg = model = run_dir = None
     inputs = RunInputs(utility={"ratio": utility_ratio, "mix": utility_mix, "seeds": utility_seeds, "settings": utility_settings})
-    if run is not None:
-        from medgen.sampling import load_run_model
-
-        cfg, model, run_dir = load_run_model(run, device=device)
-        ev = cfg.evaluate
-        names = parse_groups(metrics, ev.metrics)
-        feature_specs = parse_feature_specs(features if features is not None else ev.features)
-        utility = bool(utility or ev.utility)
-        # the config's sweep applies to generated images only; an explicit --sweep with --fake is an error below
-        sweep_list = parse_sweep(sweep if sweep is not None else (None if fake is not None else ev.sweep))
-        fig_dir = run_dir.root / "evaluation"
-        inputs.family, inputs.sample, inputs.batch_size = cfg.model.family, cfg.sample, cfg.sample.batch_size
-        inputs.cache_dir = fig_dir / "cache"
-    else:
-        names = parse_groups(metrics, DEFAULT_SET_GROUPS)
-        feature_specs = parse_feature_specs(features)
-        sweep_list = parse_sweep(sweep)
-        if sweep_list:
-            raise UserError("--sweep generates images: it needs a RUN")
-        fig_dir = Path(out) if out is not None else Path("evaluation")
-    if utility and "utility" not in names:
-        names.append("utility")
+    plan = _plan(run, fake, metrics, features, utility, sweep, out, device, inputs)
     if n is not None and n < 2:
         raise UserError(f"--n must be at least 2 (FID needs 2 images per side), got {n}")
 
-    side = _run_real_side(run_dir, model, real, resize, notes) if run is not None else _sets_real_side(real, resize)
+    side = _run_real_side(plan.run_dir, plan.model, real, resize, notes) if run is not None else _sets_real_side(real, resize)
     if len(side.real) < 2:
         raise UserError(f"the real set has {len(side.real)} image(s); at least 2 are needed")
     cache_dir = _writable_cache(side.dataset.root if side.dataset is not None else None,
-                                run_dir.root if run_dir is not None else fig_dir)
-    feats = FeatureCache(feature_specs, _domain_factory(side, cache_dir, device, notes, echo), device, echo)
-    if any("features" in get_group(g).needs for g in names):
+                                plan.run_dir.root if plan.run_dir is not None else plan.fig_dir)
+    feats = FeatureCache(plan.feature_specs, _domain_factory(side, cache_dir, device, notes, echo), device, echo)
+    if any("features" in get_group(g).needs for g in plan.names):
         for name in feats.names():  # fail early on missing weights, before any generation
             feats.get(name)
 
-    listed = [g for g in names if get_group(g).in_all]
     result: dict = {
         "medgen_version": _version(), "created": datetime.datetime.now().isoformat(timespec="seconds"),
-        "mode": "run" if run is not None else "sets", "run": str(run_dir.root) if run_dir is not None else None,
-        "metrics": listed, "real": side.real.source,
+        "mode": "run" if run is not None else "sets", "run": str(plan.run_dir.root) if plan.run_dir is not None else None,
+        "metrics": [g for g in plan.names if get_group(g).in_all], "real": side.real.source,
     }
-    rows = _settings_rows(run, fake, model, cfg, side, sweep_list, n, resize)
+    rows = _settings_rows(run, fake, plan.model, plan.cfg, side, plan.sweep_list, n, resize)
     if "fake" not in rows[0]:
-        from medgen.evaluation.generation import checkpoint_fingerprint
-
-        inputs.fingerprint = checkpoint_fingerprint(run_dir)
-    ctx = Context(side.real, feats, echo, memorisation_sets=side.memorisation_sets, train=side.train, test=side.test,
-                  model=model, run=inputs, fig_dir=fig_dir)
-    sweep_rows = []
-    for i, row in enumerate(rows):
-        if not listed and "fake" not in row:
-            break  # nothing to compare (e.g. --metrics utility): generate nothing here
-        fake_set, seconds, cached = _synthetic_set(row, n, model, inputs, echo)
-        if len(fake_set) < 2:
-            raise UserError(f"the synthetic set has {len(fake_set)} image(s); at least 2 are needed")
-        settings = _fake_settings(fake_set)
-        tag = f"{fake_set.source.get('sampler')}-{fake_set.source.get('steps')}"
-        res = _compute_synthetic(names, Context(side.real, feats, echo, fake_set, settings, fig_dir if i == 0 else fig_dir / tag,
-                                                side.memorisation_sets))
-        if i == 0:
-            result["fake"] = fake_set.source
-            result.update(res)
-            if "fake" in row:
-                inputs.given_fake = fake_set
-        if sweep_list:
-            sweep_rows.append({**settings, "n_fake": len(fake_set), "seconds_per_image": seconds, "reused_from_cache": cached,
-                               **summary(res)})
-
+        inputs.fingerprint = checkpoint_fingerprint(plan.run_dir)
+    sweep_rows = _compare_synthetic(rows, plan, side, feats, inputs, n, result, echo)
     result["features"] = feats.describe()
     if sweep_rows:
         result["sweep"] = sweep_rows
-    for name in names:
+    ctx = Context(side.real, feats, echo, memorisation_sets=side.memorisation_sets, train=side.train, test=side.test,
+                  model=plan.model, run=inputs, fig_dir=plan.fig_dir)
+    for name in plan.names:
         if get_group(name).scope == "run":
             result[name] = get_group(name).compute(ctx)
     result["summary"] = summary(result)
@@ -375,4 +391,4 @@ def evaluate(run: str | Path | None = None, real: Any = None, fake: Any = None, 
         result["summary_intervals"] = intervals
     if notes:
         result["notes"] = notes
-    return _write(result, run_dir, fig_dir)
+    return _write(result, plan.run_dir, plan.fig_dir)

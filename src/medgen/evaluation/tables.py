@@ -2,8 +2,6 @@
 and the groups' own tables."""
 from __future__ import annotations
 
-from typing import Any
-
 from medgen.evaluation.groups.base import add_row, fmt
 from medgen.evaluation.groups.registry import all_groups
 
