@@ -21,18 +21,9 @@ __all__ = ["checkpoint_fingerprint", "generate_cached", "parse_sweep", "proporti
 
 
 def sampler_names() -> tuple[str, ...]:
-    """Every sampler some model family accepts (the sampler registry once there is one)."""
-    try:
-        from medgen.samplers import names  # type: ignore[import-not-found]
+    from medgen.samplers import names
 
-        return tuple(names())
-    except ImportError:
-        from medgen.models.registry import FAMILIES, family_class
-
-        found: dict[str, None] = {}
-        for family in FAMILIES:
-            found.update(dict.fromkeys(family_class(family).samplers))
-        return tuple(found)
+    return tuple(names())
 
 
 def parse_sweep(spec: str | Sequence[Any] | None) -> list[dict]:
