@@ -9,6 +9,11 @@ mask (what ``medgen evaluate --features radiomics`` uses) and the foreground mas
 (``radiomics:foreground``), beside the unperturbed val-vs-test FRD. One JSON object.
 
     python bench/bench_radiomics_sensitivity.py [--data=DIR] [--source=builtin:mni152] [--size=64]
+        [--run=RUN [--checkpoint=best-autoencoder]]
+
+``--run``: one more row, the val split passed through that run's ``reconstruct`` (for a latent
+diffusion run, its autoencoder: the FRD its decoder alone costs, a floor for the samples' FRD);
+``--checkpoint`` picks the checkpoint folder (default: the run's final or latest one).
 
 Features: :class:`medgen.evaluation.features.RadiomicsExtractor`, z-scored with the test split's
 statistics (:func:`~medgen.evaluation.features.standardise`), Fréchet distance from
@@ -60,11 +65,21 @@ def main() -> None:
     test = np.asarray(ds.images[ds.select("test")], dtype=np.float32)
     val = np.asarray(ds.images[ds.select("val")], dtype=np.float32)
     t0 = time.time()
+    variants = perturbations(val)
+    run = arg("run", "")
+    if run:
+        import torch
+
+        from medgen.sampling import load_run_model
+
+        _, model, _ = load_run_model(run, checkpoint=arg("checkpoint", "") or None)
+        with torch.no_grad():
+            variants[f"reconstructed by {run}"] = model.reconstruct(torch.from_numpy(val)).clamp(0, 1).float().numpy()
     rows: dict = {}
     for mask in ("whole", "foreground"):
         ext = RadiomicsExtractor(mask=mask)
         f_test = ext(test)
-        for name, images in perturbations(val).items():
+        for name, images in variants.items():
             (a, b), _ = standardise(f_test, ext(images))
             rows.setdefault(name, {})[f"frd/{mask}"] = float(fid_from_features(a, b))
     for name, row in rows.items():
