@@ -11,14 +11,16 @@ A preset is ``presets/NAME.yaml``::
 Resolution order: preset ``config`` <- profile <- ``--set`` overrides; the result is validated
 and written to the run's ``config.yaml``, which can be given back to ``medgen train`` as is.
 Unknown keys are errors that name the key (with a suggestion); model-family parameters are
-validated by the family's own schema (``medgen.models.registry``).
+validated by the family's own schema (``medgen.models.registry``, reached through
+``FAMILY_PARAMS_CHECK``); the sampler name by ``medgen.samplers``.
 """
 from __future__ import annotations
 
 import copy
 import difflib
+import importlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -52,13 +54,27 @@ class ModelConfig(BaseModel):
 
     @model_validator(mode="after")
     def _family_params(self):
-        from medgen.models.registry import validate_params
-
-        validate_params(self.family, self.params())
+        _family_params_check()(self.family, self.params())
         return self
 
     def params(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
+
+
+# Family parameters are validated by the model layer, which sits above config: config holds only the
+# check's "module:function" target, loaded on first use the way the registries load their entries,
+# so it imports nothing above it. set_family_params_check swaps it (an embedding application, a test).
+FAMILY_PARAMS_CHECK = "medgen.models.registry:validate_params"
+
+
+def set_family_params_check(target: str) -> None:
+    global FAMILY_PARAMS_CHECK
+    FAMILY_PARAMS_CHECK = target
+
+
+def _family_params_check() -> Callable[[str, dict[str, Any]], object]:
+    module, func = FAMILY_PARAMS_CHECK.split(":")
+    return getattr(importlib.import_module(module), func)
 
 
 class StageConfig(Strict):

@@ -90,7 +90,8 @@ def train(config: str | Config, data: str | Path | None, out: str | Path, *, pro
 def _train(config, data, out: Path, *, profile, overrides, init_from, subset, resume, force, echo) -> dict:
     from medgen.engine import distributed as dist
     from medgen.engine.speed import check_speed_options
-    from medgen.engine.trainer import Trainer, pick_device
+    from medgen.engine.context import pick_device
+    from medgen.engine.trainer import Trainer
     from medgen.fsio import WRITE_ERRNOS, check_free_space
 
     if resume:
@@ -132,7 +133,7 @@ def _train(config, data, out: Path, *, profile, overrides, init_from, subset, re
     if len(train_rows) == 0:
         raise UserError(f"no training items in split '{cfg.data.train_split}' with subset {where or '{}'}", data)
     info = DataInfo(ds.spatial_dims, ds.channels, ds.size, ds.labels)
-    from medgen.engine.trainer import seed_everything
+    from medgen.engine.rng import seed_everything
 
     seed_everything(cfg.train.seed)  # the initial weights depend on the seed alone
     model = build_model(cfg, info)
@@ -177,7 +178,7 @@ def _train(config, data, out: Path, *, profile, overrides, init_from, subset, re
          + (f", subset {where}" if where else "")
          + (f"; {world} processes ({dist.backend()}), effective batch "
             + ", ".join(f"{s} {effective[s]} ({batches[s]} per process)" for s in batches) if world > 1 else ""))
-    for note in getattr(model, "notes", lambda: [])():
+    for note in model.notes():
         echo(f"note: {note}")
     trainer = Trainer(model, cfg, ds, run, train_rows, val_rows, device)
     parallel = {"processes": world,

@@ -9,8 +9,8 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from medgen.models.base import FamilyParams, GenerativeModel
-from medgen.models.diffusion import Denoiser, SchedulerParams, UNetParams, sample_labels
+from medgen.models.base import FamilyParams, GenerativeModel, sample_labels
+from medgen.models.diffusion import Denoiser, SchedulerParams, UNetParams
 
 
 class DDPMParams(FamilyParams):

@@ -136,12 +136,3 @@ class Denoiser(torch.nn.Module):
 
     def ddim_step(self, x, eps, t, t_prev, clip):
         return samplers.get("ddim").step(self, x, eps, t, t_prev, clip, None)
-
-
-def sample_labels(model, n: int, labels, device) -> torch.Tensor | None:
-    """Label ids for n samples: the given ones, or classes in turn when conditional."""
-    if not getattr(model, "conditional", False):
-        return None
-    if labels is None:
-        return torch.arange(n, device=device) % model.info.num_classes
-    return labels.to(device)

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from medgen.errors import UserError
-from medgen.models.base import FamilyParams, GenerativeModel
-from medgen.models.diffusion import Denoiser, SchedulerParams, UNetParams, sample_labels
+from medgen.models.base import FamilyParams, GenerativeModel, sample_labels
+from medgen.models.diffusion import Denoiser, SchedulerParams, UNetParams
 
 
 class AEParams(FamilyParams):
