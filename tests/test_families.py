@@ -13,7 +13,10 @@ from medgen import samplers
 from medgen.config import load_preset, preset_names, resolve
 from medgen.engine.checkpoint import load_checkpoint, save_checkpoint
 from medgen.errors import UserError
-from medgen.models.base import build_model
+from medgen.config import validate
+from medgen.engine.context import StepContext
+from medgen.models import registry
+from medgen.models.base import DataInfo, build_model
 from medgen.models.registry import FAMILIES, family_class
 from medgen.sampling import load_run_model
 from medgen.training import train
@@ -126,3 +129,32 @@ def test_reconstruct_anomaly_map_and_encode_where_declared(trained):
     if not (model.can_reconstruct or model.can_score or model.can_encode):
         with pytest.raises(NotImplementedError):
             model.reconstruct(x)
+
+
+def test_the_documented_family_example_works(monkeypatch, tmp_path):
+    from test_samplers import doc_example  # tests/ is on sys.path (pytest rootdir-relative imports)
+
+    module, registration = doc_example("### Worked example: a per-pixel Gaussian")
+    (tmp_path / "docs_gaussian.py").write_text(module)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "FAMILIES", dict(registry.FAMILIES))
+    exec(registration.replace("medgen.models.gaussian", "docs_gaussian"), {"register": registry.register})
+    with pytest.raises(UserError, match=r"model.min_sd: unknown key for family 'gaussian' \(did you mean 'model.min_std'\?\)"):
+        validate({"model": {"family": "gaussian", "min_sd": 0.1}}, "test")
+    cfg = validate({"model": {"family": "gaussian"}, "train": {"lr": 0.05}}, "test")
+    model = build_model(cfg, DataInfo(2, 1, (8, 8), []))
+    ctx = StepContext(torch.device("cpu"), False, None, torch.Generator().manual_seed(0))
+    ctx.optimizers = model.optimizers("main", cfg.train)
+    g = torch.Generator().manual_seed(0)
+    batch = {"image": 0.6 + 0.05 * torch.randn(32, 1, 8, 8, generator=g), "label": torch.zeros(32, dtype=torch.long)}
+    first = model.training_step(batch, "main", ctx)["nll"]
+    for _ in range(100):
+        last = model.training_step(batch, "main", ctx)["nll"]
+    assert last < first - 0.5 and model.validation_step(batch, "main")["nll"] == pytest.approx(last, abs=0.05)
+    x = model.sample(4, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (4, 1, 8, 8) and 0 <= x.min() and x.max() <= 1
+    assert abs(float(model.reconstruct(batch["image"]).mean()) - 0.6) < 0.05  # the learnt mean
+    fresh = build_model(cfg, model.info)
+    fresh.load_state_dict(model.state_dict())
+    assert torch.equal(fresh.sample(4, generator=torch.Generator().manual_seed(0)), x)
+    assert model.can_reconstruct and not model.samplers and "reconstruct" in model.detectors
