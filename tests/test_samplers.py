@@ -116,3 +116,9 @@ def test_the_documented_sampler_example_works(models, monkeypatch, tmp_path):
     monkeypatch.setattr(example, "eta", 1.0)
     a, b = run("ddim-eta", 0), run("ddim-eta", 1)
     assert torch.isfinite(a).all() and not torch.allclose(a, b) and not torch.allclose(a, run("ddim", 0))
+
+
+def test_the_docs_list_every_registered_sampler_with_its_summary():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "extending-models.md").read_text()
+    rows = dict(re.findall(r"^\| `([\w-]+)` \| (.+?) \|$", text.split("The registered samplers today:", 1)[1], re.M))
+    assert rows == {name: samplers.summary(name) for name in samplers.names()}
