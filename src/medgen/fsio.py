@@ -78,7 +78,88 @@ def atomic_write_json(path: str | Path, obj) -> None:
 
 
 def read_json(path: str | Path, default=None):
+    """A JSON file medgen wrote; a damaged one (cut, binary, edited by hand) is a UserError naming it."""
     path = Path(path)
     if not path.exists():
         return default
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        from medgen.errors import one_line
+
+        raise UserError(f"not a valid JSON file ({one_line(err)})", path) from None
+
+
+class HeldLock:
+    """An exclusive advisory lock (``flock``) on a small file holding the owner's pid. The kernel
+    drops it when the process ends, however it ends, so a crash never leaves a stale lock."""
+
+    def __init__(self, path: Path, handle, remove: bool):
+        self.path, self._handle, self._remove = path, handle, remove
+
+    def release(self) -> None:
+        if self._handle is None:
+            return
+        if self._remove:  # unlinked while still held: a process that opened it meanwhile sees another inode
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+        self._handle.close()
+        self._handle = None
+
+    def __enter__(self) -> "HeldLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def lock_holder(path: str | Path) -> int | None:
+    """The pid holding the lock at ``path``, or None when nobody holds it."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): no locking
+        return None
+    try:
+        with open(path) as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                text = f.read().strip()
+                return int(text) if text.isdigit() else -1
+            fcntl.flock(f, fcntl.LOCK_UN)
+    except OSError:
+        return None
+    return None
+
+
+def acquire_lock(path: str | Path, what: str, remove: bool = True) -> HeldLock:
+    """Hold the lock at ``path`` or raise UserError naming the pid that holds it. ``what`` says
+    what is being protected (``"this run directory"``); ``remove`` deletes the file on release."""
+    path = Path(path)
+    try:
+        import fcntl
+    except ImportError:
+        return HeldLock(path, None, False)
+    while True:
+        handle = open(path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            pid = handle.read().strip() or "?"
+            handle.close()
+            raise UserError(f"{what} is in use by another medgen process (pid {pid}); wait for it to end, "
+                            f"or stop it first", path.parent) from None
+        try:  # the holder may have removed and released the file between our open and our lock
+            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return HeldLock(path, handle, remove)
