@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from medgen.errors import UserError
+from medgen.fsio import load_yaml_text
 
 PRESET_DIR = Path(__file__).parent / "presets"
 PROFILES = ("paper", "small", "tiny")
@@ -226,12 +227,7 @@ def resolve(name_or_path: str, profile: str | None = None, overrides: list[str] 
     if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.exists():
             raise UserError("config file not found", path)
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise UserError(f"not valid YAML ({err})", path) from None
-        if not isinstance(raw, dict):
-            raise UserError("config must be a mapping of sections", path)
+        raw = load_yaml_text(path.read_text(errors="replace"), path)
         if profile:
             raise UserError("--profile applies to presets; a config file is already resolved", path)
         source = str(path)

@@ -36,6 +36,27 @@ def check_free_space(folder: str | Path, needed: int, what: str) -> None:
                         f"about {format_bytes(needed)} needed; free some space or choose another folder", folder)
 
 
+def replace_folder(path: str | Path, force: bool, what: str) -> Path:
+    """An empty folder at ``path`` for a command's outputs: a non-empty one is replaced only with
+    ``force``; a file there is never replaced. ``what`` names it in messages ("sample folder")."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{what} is a file, not a folder; give a folder to --out", path)
+    if path.exists() and any(path.iterdir()):
+        if not force:
+            raise UserError(f"{what} already exists; use --force to replace it or --out for another", path)
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def refuse_overwrite(path: str | Path, force: bool, what: str) -> None:
+    """UserError when ``path`` exists (a result of an earlier command) and ``force`` is not given."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise UserError(f"{what} already exists; use --force to replace it or --out for another folder", path)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,6 +96,23 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def load_yaml_text(text: str, path: str | Path, mapping: bool = True):
+    """YAML a user may have edited, safely (no Python tags); a problem is a one-line UserError with its
+    line and column."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise UserError(f"not valid YAML ({where}{' '.join(str(problem).split())})", path) from None
+    if mapping and not isinstance(value, (dict, type(None))):
+        raise UserError("YAML file must be a mapping of sections", path)
+    return value if value is not None or not mapping else {}
 
 
 def read_json(path: str | Path, default=None):

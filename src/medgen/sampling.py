@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import torch
 
 from medgen.data.export import FORMATS, write_image
 from medgen.errors import UserError
+from medgen.fsio import replace_folder
 from medgen.models.base import DataInfo, build_model
 from medgen.progress import progress_bar
 from medgen.rundir import RunDir
@@ -103,11 +103,7 @@ def sample(run_dir: str | Path, n: int = 16, label: str | None = None, sampler: 
     tag = (f"{sampler}-{steps or T or 'default'}-seed{seed}" + (f"-{label}" if label else "") + (f"-g{guidance:g}" if guidance != 1 else "")
            + ("-each-label" if each_label else ""))
     out = Path(out) if out else run.samples / tag
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise UserError("sample folder already exists; use --force to replace it or --out for another", out)
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    replace_folder(out, force, "sample folder")
     if each_label:  # the same seed for every class: the same z (or starting noise), a different label
         parts = [generate(model, n, torch.full((n,), c, dtype=torch.long), sampler, steps, guidance, seed, batch_size or sc.batch_size,
                           describe=f"sample {name}") for c, name in enumerate(labels)]

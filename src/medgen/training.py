@@ -98,8 +98,9 @@ def _train(config, data, out: Path, *, profile, overrides, init_from, subset, re
             raise UserError("--resume and --force contradict each other")
         run = RunDir.open(out)
         cfg = run.config()
-        if overrides or profile or subset or init_from:
-            raise UserError("--resume continues the run with its own config.yaml; drop --set/--profile/--subset/--init-from", out)
+        from medgen.validation import check_resume_flags
+
+        check_resume_flags(run, cfg, config, profile, overrides, subset, init_from, data)  # the same flags again are fine
         info_json = run.data()
         data = data or info_json.get("dataset")
         ckpt = latest_checkpoint(run)
@@ -130,7 +131,9 @@ def _train(config, data, out: Path, *, profile, overrides, init_from, subset, re
     train_rows = ds.select(cfg.data.train_split, where)
     val_rows = ds.select(cfg.data.val_split, where)
     if len(train_rows) == 0:
-        raise UserError(f"no training items in split '{cfg.data.train_split}' with subset {where or '{}'}", data)
+        from medgen.validation import no_training_items
+
+        raise no_training_items(ds, cfg.data.train_split, where, data)
     info = DataInfo(ds.spatial_dims, ds.channels, ds.size, ds.labels)
     from medgen.engine.trainer import seed_everything
 

@@ -155,7 +155,6 @@ def _figures(folder: Path, captions: dict[str, str]) -> list[dict]:
 
 def write_report(run_dir: str | Path) -> Path:
     import jinja2
-    import yaml
 
     from medgen.data.dataset import PreparedDataset
     from medgen.report.curves import loss_curves
@@ -163,7 +162,7 @@ def write_report(run_dir: str | Path) -> Path:
 
     run = RunDir.open(run_dir)
     cfg_text = run.config_path.read_text()
-    cfg = yaml.safe_load(cfg_text) or {}
+    cfg = run.config_mapping()
     data = run.data()
     metrics = run.metrics()
     status = run.status()
