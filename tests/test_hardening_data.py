@@ -214,3 +214,18 @@ def test_output_written_meanwhile_is_not_replaced(tmp_path, monkeypatch):
         prepare(f"folder:{tmp_path / 'imgs'}", out, _opts())
     assert (out / "index.csv").read_text() == "someone else's\n"
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_formula_like_cells_are_written_as_text(tmp_path):
+    import pandas as pd
+
+    from medgen.data.dataset import PreparedDataset
+
+    _good_pngs(tmp_path / "imgs", 4)
+    rows = ['imgs/ok0.png,"=HYPERLINK(""http://x"")",@SUM(1)', "imgs/ok1.png,-1,+2+A1", "imgs/ok2.png,-1,x", "imgs/ok3.png,plain,-0.5"]
+    csv = _manifest(tmp_path, rows, "path,label,note")
+    prepare(f"csv:{csv}", tmp_path / "out", _opts())
+    index = pd.read_csv(tmp_path / "out" / "index.csv", dtype=str, keep_default_na=False)
+    assert set(index["label"]) == {"'=HYPERLINK(\"http://x\")", "-1", "plain"}
+    assert set(index["note"]) == {"'@SUM(1)", "'+2+A1", "x", "-0.5"}
+    assert PreparedDataset(tmp_path / "out").labels == sorted(set(index["label"]))  # stats.json agrees with the index

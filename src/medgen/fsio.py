@@ -98,6 +98,21 @@ def atomic_write_json(path: str | Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value):
+    """A CSV cell a spreadsheet shows as text: one starting like a formula (=, +, -, @) gets a
+    leading apostrophe, as OWASP advises for CSV injection; numbers such as -1.5 stay as they are."""
+    if not isinstance(value, str) or not value.startswith(FORMULA_STARTS):
+        return value
+    try:
+        float(value)
+        return value
+    except ValueError:
+        return "'" + value
+
+
 def load_yaml_text(text: str, path: str | Path, mapping: bool = True):
     """YAML a user may have edited, safely (no Python tags); a problem is a one-line UserError with its
     line and column."""

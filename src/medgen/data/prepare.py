@@ -27,7 +27,7 @@ from medgen.data.sources import Record, SourceOptions, list_records
 from medgen.data.split import assign_splits
 from medgen.data.transforms import Normalizer, crop_box, preload_resize, resize
 from medgen.errors import InputFileError, UserError
-from medgen.fsio import acquire_lock, check_free_space, current_umask
+from medgen.fsio import acquire_lock, check_free_space, current_umask, spreadsheet_safe
 from medgen.parallel import process_map, shared_pool
 from medgen.progress import progress_bar
 
@@ -308,6 +308,7 @@ def _write_images(images_path: Path, records: list[Record], opts: PrepareOptions
                     mask_rows[len(items_meta)] = it.mask
                 if not normalizer.per_image:
                     maxima.append(float(it.image.max()))
+                it.label = spreadsheet_safe(it.label)  # the same label in index.csv, stats.json and runs
                 it.image = None  # type: ignore[assignment] - free memory; the bytes are on disk
                 it.mask = None
                 items_meta.append(it)
@@ -337,13 +338,13 @@ def _write_index(folder: Path, items: list[Item], splits: list[str], mask_rows: 
     for i, (it, split) in enumerate(zip(items, splits)):
         rows.append({"id": it.id, "source": it.source, "label": it.label, "split": split, "roi": it.roi,
                      "mask": (it.mask_source or "inline") if i in mask_rows else "", "group": it.group, **it.extra})
-    pd.DataFrame(rows).to_csv(folder / "index.csv", index=False)
+    pd.DataFrame(rows).map(spreadsheet_safe).to_csv(folder / "index.csv", index=False)
 
 
 def _write_rejected(folder: Path, rejected: list[tuple[str, str]]) -> None:
     import pandas as pd
 
-    pd.DataFrame(rejected, columns=["source", "reason"]).to_csv(folder / "rejected.csv", index=False)
+    pd.DataFrame(rejected, columns=["source", "reason"]).map(spreadsheet_safe).to_csv(folder / "rejected.csv", index=False)
 
 
 def _stats(images, items, splits, normalizer, opts, source, has_masks) -> dict:
