@@ -215,10 +215,13 @@ def format_validation_error(err: ValidationError, source: str) -> str:
 
 
 def validate(raw: dict, source: str) -> Config:
+    from medgen.validation import check_config_ranges
+
     try:
-        return Config.model_validate(raw)
+        cfg = Config.model_validate(raw)
     except ValidationError as err:
         raise UserError(format_validation_error(err, source)) from None
+    return check_config_ranges(cfg, source)  # values the schema lets through that crash or poison a run
 
 
 def resolve(name_or_path: str, profile: str | None = None, overrides: list[str] | None = None) -> Config:

@@ -19,6 +19,7 @@ def load_run_model(run_dir: str | Path, device: str | torch.device | None = None
     """(config, model in eval mode, run) of a trained run; weights from its final (EMA) checkpoint,
     or the latest one while it is still training."""
     from medgen.engine.checkpoint import load_checkpoint
+    from medgen.engine.guards import load_matching_weights
     from medgen.training import latest_checkpoint
 
     run = RunDir.open(run_dir)
@@ -32,7 +33,7 @@ def load_run_model(run_dir: str | Path, device: str | torch.device | None = None
     if ckpt_dir is None or not ckpt_dir.exists():
         raise UserError("run has no checkpoint yet (train it first)", run.root)
     ckpt = load_checkpoint(ckpt_dir)
-    model.load_state_dict(ckpt["model"])
+    load_matching_weights(model, ckpt["model"], ckpt_dir, cfg.model.family, ckpt["state"])
     if ckpt.get("ema"):  # keys are the model's own ("<submodule>.<param>"): sample with the averaged weights
         own = model.state_dict()
         for name, tensor in ckpt["ema"].items():

@@ -78,3 +78,66 @@ def no_training_items(ds, split: str, where: dict, data) -> UserError:
     suggestion = f"--subset label={(normal or present)[0]}" if normal or len(present) == 1 else f"--subset label={'|'.join(present[:3])}"
     return UserError(f"no training items in split '{split}' with subset {where}; labels present there: {counts}; "
                      f"to train on them add {suggestion}", data)
+
+
+MAX_SEED = 2**32 - 1  # numpy's seeds end here (torch's go further)
+MAX_WIDTH = 16384  # channels or features of one layer: beyond this a model does not fit any GPU's memory
+WIDTH_WORDS = ("channels", "dim", "width", "features", "filters")
+DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
+
+
+def _widths(node, key: str = ""):
+    """(dotted key, value) of every integer under a key that names a layer width."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _widths(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(node, (list, tuple)):
+        for v in node:
+            yield from _widths(v, key)
+    elif isinstance(node, int) and not isinstance(node, bool) and any(w in key.rsplit(".", 1)[-1] for w in WIDTH_WORDS):
+        yield key, node
+
+
+def _numbers(node, key: str = ""):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _numbers(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(node, (list, tuple)):
+        for v in node:
+            yield from _numbers(v, key)
+    elif isinstance(node, (int, float)) and not isinstance(node, bool):
+        yield key, node
+
+
+def config_range_problems(cfg) -> list[str]:
+    """What in a schema-valid config would still crash or poison a run once it started: checked up
+    front, before a run directory exists."""
+    import math
+    import re
+
+    problems = []
+    dump = cfg.model_dump(mode="python")
+    for key, value in _numbers(dump):
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"{key}: {value} is not a finite number")
+    for key in ("train.seed", "sample.seed"):
+        section, name = key.split(".")
+        seed = dump[section][name]
+        if not 0 <= seed <= MAX_SEED:
+            problems.append(f"{key}: {seed} is outside 0..{MAX_SEED}")
+    for key, width in _widths(dump["model"], "model"):
+        low = 0 if "head" in key.rsplit(".", 1)[-1] else 1  # num_head_channels 0: MONAI's "no attention heads"
+        if not low <= width <= MAX_WIDTH:
+            problems.append(f"{key}: {width} is not a layer width ({low}..{MAX_WIDTH})")
+    device = str(cfg.train.device)
+    if device != "auto" and not re.fullmatch(rf"({'|'.join(DEVICE_TYPES)})(:\d+)?", device):
+        problems.append(f"train.device: '{device}' is not auto, cpu, cuda, cuda:N or mps")
+    return problems
+
+
+def check_config_ranges(cfg, source: str):
+    """The config, or a one-line UserError listing what is out of range (exit 2)."""
+    problems = config_range_problems(cfg)
+    if problems:
+        raise UserError(f"invalid config ({source}): " + "; ".join(problems))
+    return cfg

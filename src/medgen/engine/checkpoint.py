@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from medgen.errors import UserError
+from medgen.engine.guards import read_state
 from medgen.fsio import current_umask
 
 
@@ -132,7 +133,7 @@ def load_checkpoint(folder: Path, map_location: str | torch.device = "cpu") -> d
         out = {"model": load_file(str(model_file), device=dev)}
         out["ema"] = load_file(str(folder / "ema.safetensors"), device=dev) if (folder / "ema.safetensors").exists() else None
         out["optim_tensors"] = load_file(str(folder / "optim.safetensors"), device=dev) if (folder / "optim.safetensors").exists() else {}
-        out["state"] = json.loads((folder / "state.json").read_text()) if (folder / "state.json").exists() else {}
+        out["state"] = read_state(folder / "state.json")  # UTF-8 JSON mapping, no NaN/Infinity, else one-line UserError
     except (SafetensorError, json.JSONDecodeError, OSError) as err:
         raise UserError(f"corrupt checkpoint ({err})", folder) from None
     return out
@@ -160,8 +161,8 @@ def load_weights_file(path: Path, allow_pickle: bool = False) -> dict[str, torch
         except (SafetensorError, OSError) as err:
             raise UserError(f"corrupt safetensors file ({err})", path) from None
     if not allow_pickle:
-        raise UserError("refusing to load a pickled checkpoint (it could run code); convert it to safetensors, "
-                        "or pass --allow-pickle to load it with torch.load(weights_only=True)", path)
+        raise UserError("refusing to load a pickled checkpoint (it could run code); convert it to safetensors "
+                        "(safetensors.torch.save_file(torch.load(FILE, weights_only=True), 'model.safetensors'))", path)
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # weights_only raises UnpicklingError for anything executable

@@ -25,6 +25,7 @@ import torch
 from medgen.data.dataset import PreparedDataset
 from medgen.engine import distributed as dist
 from medgen.engine.checkpoint import load_checkpoint, restore_optimizers, save_checkpoint
+from medgen.engine.guards import check_finite_weights, checked_position, load_matching_weights
 from medgen.engine.context import StepContext
 from medgen.engine.ema import EMA
 from medgen.engine.speed import apply_speed_options, describe
@@ -183,9 +184,9 @@ class Trainer:
 
     def resume_from(self, ckpt_dir: Path) -> dict:
         ckpt = load_checkpoint(ckpt_dir, self.device)
-        self.model.load_state_dict(ckpt["model"])
+        load_matching_weights(self.model, ckpt["model"], ckpt_dir, self.cfg.model.family, ckpt["state"])
         st = ckpt["state"]
-        self.pos = Position(**st["position"])
+        self.pos = Position(**checked_position(st, tuple(vars(Position())), ckpt_dir))
         self.best = st.get("best", {})
         rngs = [st["rng"], *st.get("rng_other_ranks", [])]
         if st.get("world_size", 1) != self.world and self.main:
@@ -354,6 +355,7 @@ class Trainer:
                     if stop or (scfg.max_steps and self.pos.stage_step >= scfg.max_steps):
                         break
                 epoch_done = self.pos.batch >= batches_per_epoch
+                check_finite_weights(model, stage, self.pos.step, self.run.checkpoints)  # before this epoch's checkpoint
                 means = {f"train_{k}": v / max(count, 1) for k, v in sums.items()}
                 rec = {"stage": stage, "epoch": epoch, "step": self.pos.step, "event": "epoch", "seconds": round(time.time() - t0, 2), **means}
                 if not epoch_done:
