@@ -190,7 +190,12 @@ def _train(config, data, out: Path, *, profile, overrides, init_from, subset, re
     try:
         summary = trainer.fit(resume_ckpt=ckpt)
         if dist.is_main():
-            run.set_status("finished", resumable=False, steps=trainer.pos.step)
+            from medgen.engine.guards import output_follows_input
+
+            warnings = output_follows_input(model, ds, val_rows if len(val_rows) > 1 else train_rows, run.read_log(), device)
+            for w in warnings:
+                echo(f"WARNING: {w}")
+            run.set_status("finished", resumable=False, steps=trainer.pos.step, warnings=warnings)
             run.update_metrics("training", {"stages": summary, "steps": trainer.pos.step, **parallel,
                                             "speed_options": trainer.speed_options})
     except KeyboardInterrupt:

@@ -79,3 +79,73 @@ def load_matching_weights(model: torch.nn.Module, weights: dict, folder: Path, f
         raise UserError("checkpoint does not fit this run's model (another preset, profile or size?): "
                         + "; ".join(parts) + " tensors", folder)
     model.load_state_dict(weights)
+
+
+# --- a model whose output does not follow its input ---------------------------------------------
+FLAT_RELATIVE = 1e-4  # validation values this close to each other over a whole run: not learning
+MIN_SPREAD = 0.05  # outputs varying across images less than this share of the inputs' variation
+
+
+def flat_validation(log: list[dict]) -> list[str]:
+    """Stages whose validation metric kept its first value to the last (three validations or more)."""
+    out = []
+    for stage in dict.fromkeys(r.get("stage") for r in log if r.get("event") == "epoch"):
+        vals = [r for r in log if r.get("event") == "epoch" and r.get("stage") == stage and any(k.startswith("val_") for k in r)]
+        if len(vals) < 3:
+            continue
+        key = next(k for k in vals[0] if k.startswith("val_"))
+        series = [float(r[key]) for r in vals if key in r]
+        lo, hi = min(series), max(series)
+        if hi - lo <= FLAT_RELATIVE * max(abs(hi), 1e-12):
+            out.append(f"stage {stage}: validation {key[4:]} stayed at {series[0]:.4g} from the first epoch to the last "
+                       f"({len(series)} validations): the model's output does not follow its input")
+    return out
+
+
+def spread_across_images(x: torch.Tensor) -> float:
+    """How much a batch of images differs from image to image: the mean over pixels of the std across images."""
+    return float(x.float().std(dim=0).mean()) if len(x) > 1 else 0.0
+
+
+@torch.no_grad()
+def degenerate_output(model, images: torch.Tensor, generator: torch.Generator | None = None) -> list[str]:
+    """Reconstructions that barely change with the input (e.g. black for every image), or one-pass
+    samples that are all alike, measured against how much the real images differ from each other."""
+    out = []
+    real = spread_across_images(images)
+    if real <= 0:
+        return out
+    was_training = model.training
+    model.eval()
+    try:
+        if model.can_reconstruct:
+            rec = model.reconstruct(images)
+            spread = spread_across_images(rec)
+            if spread < MIN_SPREAD * real:
+                out.append(f"reconstructions barely change with the input (spread across images {spread:.3g} against "
+                           f"{real:.3g} for the inputs; mean output {float(rec.float().mean()):.3g}): the model outputs "
+                           "about the same image for every input, and anomaly scores would follow brightness, not content")
+        elif not model.samplers:  # a one-pass generator: cheap to sample (iterative samplers are not run here)
+            try:
+                fake = model.sample(len(images), generator=generator)
+            except NotImplementedError:
+                return out
+            spread = spread_across_images(fake)
+            if spread < MIN_SPREAD * real:
+                out.append(f"generated images are all alike (spread across samples {spread:.3g} against {real:.3g} for "
+                           "real images): the generator has collapsed")
+    finally:
+        model.train(was_training)
+    return out
+
+
+def output_follows_input(model, ds, rows, log: list[dict], device, n: int = 16) -> list[str]:
+    """The warnings for a finished run (empty when the model looks alive); each is one line."""
+    import numpy as np
+
+    warnings = flat_validation(log)
+    rows = np.asarray(rows)[:n]
+    if len(rows) > 1:
+        images = torch.as_tensor(np.asarray(ds.images[np.sort(rows)], dtype=np.float32), device=device)
+        warnings += degenerate_output(model, images, torch.Generator(device=device).manual_seed(0))
+    return warnings

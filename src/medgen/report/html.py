@@ -169,7 +169,7 @@ def write_report(run_dir: str | Path) -> Path:
     overview = [("preset / profile", f"{cfg.get('preset') or '-'} / {cfg.get('profile') or '-'}"),
                 ("model family", (cfg.get("model") or {}).get("family")), ("status", run_status(run.root)),
                 ("training steps", status.get("steps", "-")), ("description", cfg.get("description", ""))]
-    notes = []
+    notes = [f"WARNING: {w}" for w in status.get("warnings", [])]  # medgen.engine.guards: a model that does not follow its input
     init = data.get("init_from")
     if init:
         notes.append(f"Fine-tuned from {init['from']} ({init['loaded']} tensors loaded, {len(init['skipped'])} skipped).")
