@@ -26,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medgen.errors import UserError
+from medgen.fsio import load_yaml_text
 
 PRESET_DIR = Path(__file__).parent / "presets"
 PROFILES = ("paper", "small", "tiny")
@@ -239,10 +240,13 @@ def format_validation_error(err: ValidationError, source: str) -> str:
 
 
 def validate(raw: dict, source: str) -> Config:
+    from medgen.validation import check_config_ranges
+
     try:
-        return Config.model_validate(raw)
+        cfg = Config.model_validate(raw)
     except ValidationError as err:
         raise UserError(format_validation_error(err, source)) from None
+    return check_config_ranges(cfg, source)  # values the schema lets through that crash or poison a run
 
 
 def resolve(name_or_path: str, profile: str | None = None, overrides: list[str] | None = None) -> Config:
@@ -251,12 +255,7 @@ def resolve(name_or_path: str, profile: str | None = None, overrides: list[str] 
     if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.exists():
             raise UserError("config file not found", path)
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise UserError(f"not valid YAML ({err})", path) from None
-        if not isinstance(raw, dict):
-            raise UserError("config must be a mapping of sections", path)
+        raw = load_yaml_text(path.read_text(errors="replace"), path)
         if profile:
             raise UserError("--profile applies to presets; a config file is already resolved", path)
         source = str(path)

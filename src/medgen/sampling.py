@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import torch
 from medgen.data.export import FORMATS, write_image
 from medgen import samplers
 from medgen.errors import UserError
+from medgen.fsio import replace_folder
 from medgen.models.base import DataInfo, build_model
 from medgen.progress import progress_bar
 from medgen.rundir import RunDir
@@ -20,6 +20,7 @@ def load_run_model(run_dir: str | Path, device: str | torch.device | None = None
     """(config, model in eval mode, run) of a trained run; weights from its final (EMA) checkpoint,
     or the latest one while it is still training."""
     from medgen.engine.checkpoint import load_checkpoint
+    from medgen.engine.guards import load_matching_weights
     from medgen.training import latest_checkpoint
 
     run = RunDir.open(run_dir)
@@ -33,7 +34,7 @@ def load_run_model(run_dir: str | Path, device: str | torch.device | None = None
     if ckpt_dir is None or not ckpt_dir.exists():
         raise UserError("run has no checkpoint yet (train it first)", run.root)
     ckpt = load_checkpoint(ckpt_dir)
-    model.load_state_dict(ckpt["model"])
+    load_matching_weights(model, ckpt["model"], ckpt_dir, cfg.model.family, ckpt["state"])
     if ckpt.get("ema"):  # keys are the model's own ("<submodule>.<param>"): sample with the averaged weights
         own = model.state_dict()
         for name, tensor in ckpt["ema"].items():
@@ -108,11 +109,7 @@ def sample(run_dir: str | Path, n: int = 16, label: str | None = None, sampler: 
     tag = (f"{sampler}-{steps or T or 'default'}-seed{seed}" + (f"-{label}" if label else "") + (f"-g{guidance:g}" if guidance != 1 else "")
            + ("-each-label" if each_label else ""))
     out = Path(out) if out else run.samples / tag
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise UserError("sample folder already exists; use --force to replace it or --out for another", out)
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    replace_folder(out, force, "sample folder")
     if each_label:  # the same seed for every class: the same z (or starting noise), a different label
         parts = [generate(model, n, torch.full((n,), c, dtype=torch.long), sampler, steps, guidance, seed, batch_size or sc.batch_size,
                           describe=f"sample {name}") for c, name in enumerate(labels)]

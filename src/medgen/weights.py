@@ -69,8 +69,8 @@ def load_weights_file(path: Path, allow_pickle: bool = False) -> dict[str, "torc
         except (SafetensorError, OSError) as err:
             raise UserError(f"corrupt safetensors file ({err})", path) from None
     if not allow_pickle:
-        raise UserError("refusing to load a pickled checkpoint (it could run code); convert it to safetensors, "
-                        "or pass --allow-pickle to load it with torch.load(weights_only=True)", path)
+        raise UserError("refusing to load a pickled checkpoint (it could run code); convert it to safetensors "
+                        "(safetensors.torch.save_file(torch.load(FILE, weights_only=True), 'model.safetensors'))", path)
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # weights_only raises UnpicklingError for anything executable

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from medgen.errors import UserError
+from medgen.engine.guards import read_state
 from medgen.fsio import current_umask
 from medgen.weights import load_weights_file
 
@@ -133,7 +134,7 @@ def load_checkpoint(folder: Path, map_location: str | torch.device = "cpu") -> d
         out = {"model": load_file(str(model_file), device=dev)}
         out["ema"] = load_file(str(folder / "ema.safetensors"), device=dev) if (folder / "ema.safetensors").exists() else None
         out["optim_tensors"] = load_file(str(folder / "optim.safetensors"), device=dev) if (folder / "optim.safetensors").exists() else {}
-        out["state"] = json.loads((folder / "state.json").read_text()) if (folder / "state.json").exists() else {}
+        out["state"] = read_state(folder / "state.json")  # UTF-8 JSON mapping, no NaN/Infinity, else one-line UserError
     except (SafetensorError, json.JSONDecodeError, OSError) as err:
         raise UserError(f"corrupt checkpoint ({err})", folder) from None
     return out

@@ -24,6 +24,7 @@ from medgen.data.dataset import PreparedDataset
 from medgen.engine import distributed as dist
 from medgen.engine.batches import iterate_batches
 from medgen.engine.checkpoint import load_checkpoint, restore_optimizers, save_checkpoint
+from medgen.engine.guards import check_finite_weights, checked_position, load_matching_weights
 from medgen.engine.context import StepContext
 from medgen.engine.ema import EMA
 from medgen.engine.rng import rng_state, seed_everything, set_rng_state
@@ -106,9 +107,9 @@ class Trainer:
 
     def resume_from(self, ckpt_dir: Path) -> dict:
         ckpt = load_checkpoint(ckpt_dir, self.device)
-        self.model.load_state_dict(ckpt["model"])
+        load_matching_weights(self.model, ckpt["model"], ckpt_dir, self.cfg.model.family, ckpt["state"])
         st = ckpt["state"]
-        self.pos = Position(**st["position"])
+        self.pos = Position(**checked_position(st, tuple(vars(Position())), ckpt_dir))
         self.best = st.get("best", {})
         rngs = [st["rng"], *st.get("rng_other_ranks", [])]
         if st.get("world_size", 1) != self.world and self.main:
@@ -306,6 +307,7 @@ class Trainer:
         """Log the epoch, validate when due, write a step checkpoint when due; True when the stage stops."""
         scfg = st.cfg
         epoch_done = self.pos.batch >= st.batches_per_epoch
+        check_finite_weights(self.model, st.name, self.pos.step, self.run.checkpoints)  # before this epoch's checkpoint
         means = {f"train_{k}": v / max(count, 1) for k, v in sums.items()}
         rec = {"stage": st.name, "epoch": epoch, "step": self.pos.step, "event": "epoch", "seconds": round(time.time() - st.started, 2), **means}
         if not epoch_done:
