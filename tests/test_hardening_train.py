@@ -129,7 +129,7 @@ def test_damaged_checkpoint_state_is_one_line_exit_2(stopped_run, tmp_path, dama
 
 
 def test_pickle_refusal_names_no_option_that_does_not_exist(tmp_path):
-    from medgen.engine.checkpoint import load_weights_file
+    from medgen.weights import load_weights_file
 
     torch.save({"w": torch.ones(2)}, tmp_path / "w.pt")
     with pytest.raises(UserError) as err:
