@@ -15,7 +15,9 @@ from medgen.engine.checkpoint import load_checkpoint
 from medgen.engine.context import StepContext
 from medgen.errors import UserError
 from medgen.models.base import DataInfo
-from medgen.models.blocks import GANMonitor, blocks_layout, gradient_penalty, level_strides
+from medgen.models.gan_monitor import GANMonitor
+from medgen.models.layers import blocks_layout, level_strides
+from medgen.models.losses import gradient_penalty
 from medgen.models.registry import family_class
 from medgen.sampling import load_run_model, sample
 from medgen.training import train

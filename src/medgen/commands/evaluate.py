@@ -29,6 +29,7 @@ def evaluate_cmd(
     utility_ratio: float = typer.Option(1.0, "--utility-ratio", min=0.0, help="Utility: synthetic images per real training image, per class."),
     utility_mix: float = typer.Option(1.0, "--utility-mix", min=0.0, help="Utility: synthetic images added per real image in the mixed training set."),
     utility_seeds: int = typer.Option(3, "--utility-seeds", min=1, help="Utility: number of seeds (mean and std are reported)."),
+    force: bool = typer.Option(False, "--force", help="Without a RUN: replace the metrics.json an earlier evaluation left in --out."),
 ) -> None:
     """Fidelity, distribution, intensity, memorisation and utility of synthetic images → metrics.json."""
     from medgen.errors import UserError
@@ -38,6 +39,10 @@ def evaluate_cmd(
         raise UserError("give a RUN, or both --real and --fake")
     if run is not None and out is not None:
         raise UserError("--out is for comparing --real with --fake; a RUN's results go to RUN/metrics.json and RUN/evaluation/")
+    if run is None:
+        from medgen.fsio import refuse_overwrite
+
+        refuse_overwrite(Path(out or "evaluation") / "metrics.json", force, "an earlier evaluation's metrics.json")
 
     def echo(msg: str = "") -> None:
         from medgen.progress import is_quiet

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from medgen import samplers
-from medgen.models.base import FamilyParams
+from medgen import samplers as sampler_registry
+from medgen.models.base import FamilyParams, GenerativeModel
 from medgen.samplers.base import respaced_timesteps
 
 
@@ -166,22 +166,30 @@ class Denoiser(torch.nn.Module):
         device = self.alphas_cumprod.device
         if steps is not None and steps > self.T:
             raise ValueError(f"{steps} sampling steps exceed the {self.T} timesteps this model was trained with")
-        walker = samplers.get(sampler)
+        walker = sampler_registry.get(sampler)
         x = torch.randn(shape, generator=generator, device=generator.device if generator is not None else device).to(device)
         return walker.run(self, x, self.timesteps(steps), labels, guidance, generator, clip, progress)
 
     # single steps, for callers that walk their own timestep list (partial diffusion in medgen.anomaly)
     def respaced_ddpm_step(self, x, eps, t, t_prev, clip, generator):
-        return samplers.get("ddpm").step(self, x, eps, t, t_prev, clip, generator)
+        return sampler_registry.get("ddpm").step(self, x, eps, t, t_prev, clip, generator)
 
     def ddim_step(self, x, eps, t, t_prev, clip):
-        return samplers.get("ddim").step(self, x, eps, t, t_prev, clip, None)
+        return sampler_registry.get("ddim").step(self, x, eps, t, t_prev, clip, None)
 
 
-def sample_labels(model, n: int, labels, device) -> torch.Tensor | None:
-    """Label ids for n samples: the given ones, or classes in turn when conditional."""
-    if not getattr(model, "conditional", False):
-        return None
-    if labels is None:
-        return torch.arange(n, device=device) % model.info.num_classes
-    return labels.to(device)
+class DiffusionFamily(GenerativeModel):
+    """A family that samples by walking a ``Denoiser`` (``self.denoiser``) from noise: it takes every
+    registered sampler that drives a noise predictor, so a new sampler needs no change here."""
+
+    @property
+    def samplers(self) -> tuple[str, ...]:
+        return tuple(sampler_registry.names(drives="noise"))
+
+    @property
+    def num_timesteps(self) -> int:
+        return self.denoiser.T
+
+    @property
+    def conditional(self) -> bool:
+        return self.denoiser.conditional

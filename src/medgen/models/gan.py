@@ -17,7 +17,7 @@
 - ``conditional: true``: a label embedding is concatenated to z in the generator and a learned
   per-class map to the image in the discriminator (cGAN, Mirza & Osindero).
 
-Networks are in ``medgen.models.blocks``: the generator is S004's "Conv2DTranspose + BatchNorm +
+Networks are in ``medgen.models.gan_networks``: the generator is S004's "Conv2DTranspose + BatchNorm +
 LeakyReLU" (``upsample: transpose``) or "Upsampling + Conv2D + BN" (``upsample: resize``); the
 discriminator "Conv2D + LeakyReLU + Dropout" (``disc_norm: none``, ``dropout > 0``) or "Conv2D +
 BatchNorm + LeakyReLU" (``disc_norm: batch``). The number of levels follows the image size.
@@ -36,9 +36,12 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from medgen.models.base import FamilyParams, GenerativeModel
-from medgen.models.blocks import Discriminator, GANMonitor, Generator, dcgan_init, gradient_penalty
+from medgen.models.base import FamilyParams, LatentPriorModel
 from medgen.models.diffaugment import diff_augment
+from medgen.models.gan_monitor import GANMonitor
+from medgen.models.gan_networks import Discriminator, Generator
+from medgen.models.layers import dcgan_init
+from medgen.models.losses import gradient_penalty
 
 
 def _spectral_norm(module: torch.nn.Module) -> None:
@@ -82,7 +85,7 @@ class GANParams(FamilyParams):
         return self
 
 
-class GAN(GenerativeModel):
+class GAN(LatentPriorModel):
     autocasts = False  # its steps train in fp32 (no ctx.autocast), on a GPU too
     Params = GANParams
 
@@ -216,14 +219,5 @@ class GAN(GenerativeModel):
         return out
 
     # --- inference ------------------------------------------------------------------------
-    @torch.no_grad()
-    def sample(self, n, labels=None, steps=None, generator=None, progress=None, **kwargs):
-        from medgen.models.diffusion import sample_labels
-
-        dev = generator.device if generator is not None else self.device
-        z = torch.randn((n, self.params.latent_dim), generator=generator, device=dev).to(self.device)
-        y = sample_labels(self, n, labels, self.device)
-        x = self.generator(z, y).clamp(0, 1)
-        if progress is not None:
-            progress()
-        return x
+    def from_latent(self, z, labels):
+        return self.generator(z, labels)

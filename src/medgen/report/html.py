@@ -134,7 +134,6 @@ def _figures(folder: Path, captions: dict[str, str]) -> list[dict]:
 
 def write_report(run_dir: str | Path) -> Path:
     import jinja2
-    import yaml
 
     from medgen.data.dataset import PreparedDataset
     from medgen.report.curves import loss_curves
@@ -142,14 +141,14 @@ def write_report(run_dir: str | Path) -> Path:
 
     run = RunDir.open(run_dir)
     cfg_text = run.config_path.read_text()
-    cfg = yaml.safe_load(cfg_text) or {}
+    cfg = run.config_mapping()
     data = run.data()
     metrics = run.metrics()
     status = run.status()
     overview = [("preset / profile", f"{cfg.get('preset') or '-'} / {cfg.get('profile') or '-'}"),
                 ("model family", (cfg.get("model") or {}).get("family")), ("status", run_status(run.root)),
                 ("training steps", status.get("steps", "-")), ("description", cfg.get("description", ""))]
-    notes = []
+    notes = [f"WARNING: {w}" for w in status.get("warnings", [])]  # medgen.engine.guards: a model that does not follow its input
     init = data.get("init_from")
     if init:
         notes.append(f"Fine-tuned from {init['from']} ({init['loaded']} tensors loaded, {len(init['skipped'])} skipped).")

@@ -79,7 +79,7 @@ def load_torchscript(path: Path):
 
 def load_state_dict(path: Path) -> dict:
     """Tensors only: safetensors, or a PyTorch pickle read with weights_only=True (refuses code)."""
-    from medgen.engine.checkpoint import load_weights_file
+    from medgen.weights import load_weights_file
 
     return load_weights_file(path, allow_pickle=True)
 
