@@ -117,3 +117,25 @@ def test_subsample_is_deterministic():
     a, b = subsample(v, 100, seed=3), subsample(v, 100, seed=3)
     assert len(a) == 100 and np.array_equal(a, b) and len(np.unique(a)) == 100
     assert np.array_equal(subsample(v, 5000), v)
+
+
+def test_pixel_auroc_keeps_scores_that_float32_would_tie():
+    # maps on a large offset: lesion pixels 1e-4 above the rest, a difference float32 cannot hold at 1e4
+    gt = np.zeros((1, 1, 8, 8), bool)
+    gt[0, 0, 2:4, 2:4] = True
+    maps = np.full(gt.shape, 1.0e4, dtype=np.float64) + gt * 1.0e-4
+    m = pixel_metrics(maps, gt)
+    assert m["auroc"] == 1.0 and m["dice_best"] == 1.0
+
+
+def test_per_image_dice_ignores_lesions_wholly_outside_the_region():
+    gt = np.zeros((2, 1, 8, 8), bool)
+    gt[0, 0, 1:3, 1:3] = True   # inside the region: 4 pixels, the map finds 2 of them (Dice 2/3)
+    gt[1, 0, 6:8, 6:8] = True   # wholly outside the region: nothing there can be scored
+    region = np.zeros_like(gt)
+    region[:, :, :5, :5] = True
+    maps = np.zeros(gt.shape)
+    maps[0, 0, 1, 1:3] = 1.0
+    m = pixel_metrics(maps, gt, threshold=0.5, region=region)
+    # counting image 1 (empty prediction vs empty in-region truth = Dice 1) would give (2/3 + 1) / 2
+    assert m["dice_at_threshold_mean_per_image"] == pytest.approx(2 / 3)
