@@ -168,7 +168,7 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
            score="top-percentile", noise_level: float | str = 0.1, force=False, echo=print, *, top_percent: float = 5.0,
            foreground: float | None = 0.05, detector: str = "auto", steps: int | None = 10, sampler: str = "ddim", draws: int = 8,
            normal: str | list[str] | None = None, batch_size: int = 16, seed: int = 0, ssim_window: int = 7,
-           device: str | None = None, figure_items: int = 8, memory: int = 4096, neighbours: int = 1) -> dict:
+           device: str | None = None, figure_items: int = 8, memory: int = 2048, neighbours: int = 1) -> dict:
     """Score and localise anomalies with a trained run; returns the metrics dict (also written to disk).
 
     ``input``: None (the run's own dataset, ``split``), a prepared dataset folder (its ``split``;
@@ -248,9 +248,6 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
     if out_dir.exists() and (out_dir.is_file() or any(out_dir.iterdir())) and not force:
         raise UserError("detect output folder already exists; use --force to replace it or --out for another", out_dir)
 
-    settings = {"detector": detector, "smooth": smooth, "score": score,
-                "top_percent": top_percent if score == "top-percentile" else None, "foreground": foreground,
-                "threshold_rule": str(rule), **det.record()}
     model_info = {"family": cfg.model.family, **model.describe()}
     echo(f"detector: {det.headline()} ({cfg.model.family})")
     if "encoder_weights" in model_info:
@@ -262,7 +259,9 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
             raise UserError(f"--detector {detector} learns from the run's normal training images, but its dataset is "
                             "not available", run_ds or rundir.root)
         det.fit(_from_prepared(run_ds, run_data.get("train_split", "train"), subset, "normal-train").images, echo)
-        settings.update(det.record())
+    settings = {"detector": detector, "smooth": smooth, "score": score,
+                "top_percent": top_percent if score == "top-percentile" else None, "foreground": foreground,
+                "threshold_rule": str(rule), **det.record()}
     calib = None
     if run_ds is not None and _is_prepared(run_ds):
         try:

@@ -14,7 +14,7 @@ import torch
 from medgen.anomaly.detectors.base import batches
 
 PROJECTION_DIMS = 128
-PRESAMPLE = 60_000  # patches considered by the coreset: a seeded random subset above this
+PRESAMPLE = 30_000  # patches considered by the coreset: a seeded random subset above this
 
 
 def extract(model, images: np.ndarray, batch_size: int, describe: str) -> torch.Tensor:
@@ -37,12 +37,21 @@ def greedy_coreset(patches: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor
     if x.shape[1] > PROJECTION_DIMS:
         proj = torch.randn(x.shape[1], PROJECTION_DIMS, generator=gen) / PROJECTION_DIMS ** 0.5
         x = x @ proj
+    x = x.float().contiguous()
+    sq = (x * x).sum(dim=1)
     chosen = torch.empty(n, dtype=torch.long)
     chosen[0] = int(torch.randint(total, (1,), generator=gen))
-    nearest = torch.cdist(x, x[chosen[:1]]).squeeze(1)
-    for i in range(1, n):
-        chosen[i] = int(torch.argmax(nearest))
-        nearest = torch.minimum(nearest, torch.cdist(x, x[chosen[i:i + 1]]).squeeze(1))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # thousands of small matrix-vector products: extra threads only wait on each other
+    try:
+        # squared distances to the nearest chosen patch, |x|^2 - 2 x.c + |c|^2
+        nearest = sq - 2 * torch.mv(x, x[chosen[0]]) + sq[chosen[0]]
+        for i in range(1, n):
+            c = int(torch.argmax(nearest))
+            chosen[i] = c
+            torch.minimum(nearest, sq - 2 * torch.mv(x, x[c]) + sq[c], out=nearest)
+    finally:
+        torch.set_num_threads(threads)
     return chosen
 
 

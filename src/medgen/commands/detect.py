@@ -31,7 +31,7 @@ def detect_cmd(
     sampler: str = typer.Option("ddim", "--sampler", help="Diffusion detector: ddim (deterministic) or ddpm (stochastic, AnoDDPM)."),
     draws: int = typer.Option(8, "--draws", min=1, help="Diffusion detector: average this many reconstructions, each from its own noise (the map sharpens; time grows in proportion; 1 = fastest)."),
     detector: str = typer.Option("auto", "--detector", help="auto (the run's preferred one) or one of: " + ", ".join(detector_names()) + "."),
-    memory: int = typer.Option(4096, "--memory", min=1, help="PatchCore: normal patches kept in the memory bank (greedy coreset)."),
+    memory: int = typer.Option(2048, "--memory", min=1, help="PatchCore: normal patches kept in the memory bank (greedy coreset)."),
     neighbours: int = typer.Option(1, "--neighbours", min=1, help="PatchCore: a patch's score is the mean distance to this many nearest normal patches."),
     normal: Optional[str] = typer.Option(None, "--normal", help="Labels that count as normal, comma-separated (default: the run's --subset label=...)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per forward pass."),

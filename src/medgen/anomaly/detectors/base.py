@@ -17,7 +17,7 @@ class Settings:
     steps: int | None = 10
     sampler: str = "ddim"
     draws: int = 8
-    memory: int = 4096             # patchcore: patches kept in the memory bank (greedy coreset)
+    memory: int = 2048             # patchcore: patches kept in the memory bank (greedy coreset)
     neighbours: int = 1            # patchcore: distance to the k-th nearest memory patch (mean of the k)
     batch_size: int = 16
     seed: int = 0
