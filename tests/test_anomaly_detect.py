@@ -233,3 +233,23 @@ def test_a_registered_detector_is_found_by_name(monkeypatch):
 
     assert detectors.choose(Mine(), "auto") == "mine"
     assert detectors.detector_class("mine").name == "model"
+
+
+def test_no_input_image_counting_as_normal_names_the_labels_and_suggests_normal(ae_run, lesions, tmp_path):
+    from PIL import Image
+
+    from medgen.anomaly import detect
+    from medgen.data.dataset import PreparedDataset
+
+    ds = PreparedDataset(lesions)
+    for i, lab in enumerate(ds.index["label"].tolist()[:6]):
+        sub = tmp_path / "in" / ("normal" if lab == "none" else "lesion")
+        sub.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((np.asarray(ds.images[i][0]) * 255).astype(np.uint8)).save(sub / f"{i}.png")
+    # the run was trained with --subset label=none: no folder is called that, so every image counts as anomalous
+    r = detect(ae_run, input=tmp_path / "in", out=tmp_path / "o", echo=lambda *_: None)
+    assert r["image"]["auroc"] is None
+    note = next(n for n in r["notes"] if "no input image counts as normal" in n)
+    assert "labels found: lesion, normal" in note and "--normal normal" in note
+    r = detect(ae_run, input=tmp_path / "in", out=tmp_path / "o2", echo=lambda *_: None, normal="normal")
+    assert r["image"]["auroc"] is not None and not any("counts as normal" in n for n in r["notes"])

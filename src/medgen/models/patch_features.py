@@ -62,19 +62,17 @@ class FrozenVGG16(nn.Module):
         from medgen.models.conv_ae import VGG16_WEIGHTS_FILE, VGG16Encoder, load_vgg16_weights, resolve_encoder_weights
 
         super().__init__()
-        self.net = VGG16Encoder(in_channels, 2)
-        self.widths = (64, 128)
-        self.requires_grad_(False)
-        self.loaded_from = "the run's checkpoint"
-        if restoring:  # the run's checkpoint, loaded next, holds the weights
-            return
-        path = resolve_encoder_weights(spec)
-        if path is None:
+        path = None if restoring else resolve_encoder_weights(spec)  # restoring: the checkpoint, loaded next, has them
+        if path is None and not restoring:
             raise UserError(f"model.encoder=vgg16 needs the local ImageNet file {VGG16_WEIGHTS_FILE}: give "
                             "model.encoder_weights=PATH, or put it where `medgen weights` looks and use auto; "
                             "or use model.encoder=trained (offline)")
-        self.loaded_from = str(path)
-        load_vgg16_weights(self.net.features, path)
+        self.net = VGG16Encoder(in_channels, 2)
+        self.widths = (64, 128)
+        self.loaded_from = str(path) if path else "the run's checkpoint"
+        if path is not None:
+            load_vgg16_weights(self.net.features, path)
+        self.requires_grad_(False)
 
     def forward(self, x):
         if self.net.in_channels == 1:
