@@ -139,3 +139,22 @@ def test_per_image_dice_ignores_lesions_wholly_outside_the_region():
     m = pixel_metrics(maps, gt, threshold=0.5, region=region)
     # counting image 1 (empty prediction vs empty in-region truth = Dice 1) would give (2/3 + 1) / 2
     assert m["dice_at_threshold_mean_per_image"] == pytest.approx(2 / 3)
+
+
+def test_detect_intervals_are_stratified_bootstraps_and_exact_binomial():
+    from medgen.anomaly.uncertainty import image_intervals, pixel_intervals
+
+    rng = np.random.default_rng(0)
+    truth = np.r_[np.zeros(30, bool), np.ones(30, bool)]
+    scores = rng.normal(0, 1, 60) + truth * 1.0
+    r = image_intervals(scores, truth, threshold=1.0)
+    a = r["auroc_interval"]
+    assert a["low"] < a["value"] < a["high"] and "stratified" in a["method"] and a["n"] == 60
+    f = r["fpr_at_threshold_interval"]
+    assert f["k"] == int((scores[:30] > 1.0).sum()) and f["n"] == 30 and "binomial" in f["method"]
+    assert image_intervals(scores, np.ones(60, bool), 1.0) == {}
+    masks = np.zeros((6, 1, 8, 8), bool)
+    masks[3:, 0, 2:4, 2:4] = True
+    maps = masks * 1.0 + rng.normal(0, 0.01, masks.shape)
+    p = pixel_intervals(maps, masks, None, masks.reshape(6, -1).any(axis=1))
+    assert p["auroc_interval"]["low"] == pytest.approx(1.0) and p["dice_best_interval"]["value"] == pytest.approx(1.0)

@@ -24,11 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from medgen.anomaly import detectors as registry
-from medgen.anomaly import thresholds
+from medgen.anomaly import thresholds, uncertainty
 from medgen.anomaly.detectors.base import Settings
 from medgen.anomaly.evaluation import image_metrics, pixel_metrics
 from medgen.data.imageset import is_prepared_dataset
 from medgen.errors import UserError
+
+PIXEL_INTERVAL_LIMIT = 4_000_000  # above this many map pixels the per-image bootstrap of pixel numbers is skipped
 
 
 @dataclass
@@ -285,8 +287,7 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
                                   "target_fpr": rule.value if rule.kind == "fpr" else None},
                     "predicted_anomalous": int(predicted.sum())}
     if truth is not None:
-        im = image_metrics(scores, truth, image_thr)
-        result["image"] = im
+        result["image"] = {**image_metrics(scores, truth, image_thr), **uncertainty.image_intervals(scores, truth, image_thr, seed)}
         if any(items.labels) and normal_values is not None:
             result["image"]["by_label"] = _by_label(scores, items.labels, normal_values, predicted)
     if items.masks is not None and items.masks.any():
@@ -295,6 +296,9 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
         if fg is not None:
             result["pixel_foreground"] = pixel_metrics(maps, items.masks, pixel_thr, fg, seed=seed)
             result["pixel_foreground"]["region"] = f"foreground (input > {foreground})"
+        if truth is not None and maps.size <= PIXEL_INTERVAL_LIMIT:
+            result["pixel_foreground" if fg is not None else "pixel"].update(
+                uncertainty.pixel_intervals(maps, items.masks, fg, truth, seed))
     result["notes"] = list(items.notes)
     if truth is not None and truth.all():
         result["notes"].append(_no_normal_note(items, normal_values))
@@ -372,19 +376,24 @@ def _fmt(v) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
 
+def _ci(d: dict, key: str) -> str:
+    c = d.get(f"{key}_interval")
+    return f" [{c['low']:.3f}, {c['high']:.3f}]" if c else ""
+
+
 def _echo_summary(r: dict, echo) -> None:
     thr = r["threshold"]
     echo(f"threshold ({thr['rule']} on {r['calibration'].get('n', 0)} normal validation images): "
          f"image {thr['image']:.4g}, pixel {thr['pixel']:.4g}")
     if "image" in r:
         i = r["image"]
-        echo(f"image: AUROC {_fmt(i['auroc'])}  AUPRC {_fmt(i['auprc'])}  FPR on held-out normals {_fmt(i.get('fpr_at_threshold'))}"
+        echo(f"image: AUROC {_fmt(i['auroc'])}{_ci(i, 'auroc')}  AUPRC {_fmt(i['auprc'])}  FPR on held-out normals {_fmt(i.get('fpr_at_threshold'))}"
              f"  sensitivity {_fmt(i.get('sensitivity_at_threshold'))}  ({i['n_anomalous']} anomalous / {i['n_normal']} normal)")
     for key in ("pixel", "pixel_foreground"):
         if key in r:
             p = r[key]
-            echo(f"pixel ({p['region']}): AUROC {_fmt(p['auroc'])}  AUPRC {_fmt(p['auprc'])}  "
-                 f"best Dice {_fmt(p['dice_best'])}  Dice at threshold {_fmt(p.get('dice_at_threshold'))}")
+            echo(f"pixel ({p['region']}): AUROC {_fmt(p['auroc'])}{_ci(p, 'auroc')}  AUPRC {_fmt(p['auprc'])}  "
+                 f"best Dice {_fmt(p['dice_best'])}{_ci(p, 'dice_best')}  Dice at threshold {_fmt(p.get('dice_at_threshold'))}")
     for note in r.get("notes", []):
         echo(f"note: {note}")
     echo(f"results: {r['output']} ({r['seconds']} s)")
