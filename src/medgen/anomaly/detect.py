@@ -241,7 +241,7 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
 
     # fitting on normal training images (feature memories), calibration on normal validation images
     if det.fits_on_normals:
-        if run_ds is None or not _is_prepared(run_ds):
+        if run_ds is None or not is_prepared_dataset(run_ds):
             raise UserError(f"--detector {detector} learns from the run's normal training images, but its dataset is "
                             "not available", run_ds or rundir.root)
         det.fit(_from_prepared(run_ds, run_data.get("train_split", "train"), subset, "normal-train").images, echo)
