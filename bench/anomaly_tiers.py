@@ -25,10 +25,32 @@ def record(tier: str, detector: str, r: dict) -> dict:
     im, px = r.get("image", {}), r.get("pixel_foreground") or r.get("pixel") or {}
     return {"tier": tier, "detector": detector, "n_lesion": im.get("n_anomalous"), "n_normal": im.get("n_normal"),
             "image_auroc": im.get("auroc"), "image_auprc": im.get("auprc"), "fpr_held_out": im.get("fpr_at_threshold"),
-            "sensitivity": im.get("sensitivity_at_threshold"), "pixel_auroc_brain": px.get("auroc"),
-            "pixel_auprc_brain": px.get("auprc"), "dice_best": px.get("dice_best"),
-            "dice_at_threshold": px.get("dice_at_threshold"), "image_interval": im.get("auroc_interval"),
+            "sensitivity": im.get("sensitivity_at_threshold"), "pixel_auroc": px.get("auroc"),
+            "pixel_auprc": px.get("auprc"), "dice_best": px.get("dice_best"),
+            "dice_at_threshold": px.get("dice_at_threshold"), "image_auroc_interval": im.get("auroc_interval"),
+            "pixel_auroc_interval": px.get("auroc_interval"), "dice_best_interval": px.get("dice_best_interval"),
             "settings": r.get("settings"), "seconds": r.get("seconds")}
+
+
+def summary(x: dict) -> str:
+    def v(key):
+        c = x.get(f"{key}_interval")
+        return f"{x[key]:.3f}" + (f" [{c['low']:.3f}, {c['high']:.3f}]" if c else "")
+
+    return (f"{x['tier']:14s} {x['detector']:10s} image AUROC {v('image_auroc')}  pixel AUROC (brain) "
+            f"{v('pixel_auroc')}  best Dice {v('dice_best')}  Dice@thr {x['dice_at_threshold']:.3f}  "
+            f"held-out FPR {x['fpr_held_out']:.3f}  ({x['n_lesion']} lesion / {x['n_normal']} normal)")
+
+
+def parser() -> argparse.ArgumentParser:
+    """The options both anomaly benchmarks take (this one and anomaly_unseen.py)."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--preset", default="brain-patchcore-anomaly")
+    ap.add_argument("--profile", default="small")
+    ap.add_argument("--detectors", default="auto")
+    ap.add_argument("--set", action="append", default=[], help="config overrides for the run (KEY=VALUE)")
+    return ap
 
 
 def main() -> None:
@@ -37,15 +59,10 @@ def main() -> None:
     from medgen.data.sources import SourceOptions
     from medgen.training import train
 
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--preset", default="brain-patchcore-anomaly")
-    ap.add_argument("--profile", default="small")
-    ap.add_argument("--detectors", default="auto")
+    ap = parser()
     ap.add_argument("--tiers", default=",".join(TIERS))
     ap.add_argument("--train-tier", default="medium-strong")
     ap.add_argument("--n", type=int, default=800)
-    ap.add_argument("--set", action="append", default=[], help="config overrides for the run (KEY=VALUE)")
     ap.add_argument("--detect-option", action="append", default=[], help="detect keyword overrides (KEY=VALUE)")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
@@ -71,10 +88,7 @@ def main() -> None:
             r = detect(run, input=data[tier], split="test", out=a.out / "detect" / f"{tier}-{det}", force=True,
                        detector=det, echo=lambda *_: None, **extra)
             results.append(record(tier, r["settings"]["detector"], r))
-            x = results[-1]
-            print(f"{tier:14s} {x['detector']:10s} image AUROC {x['image_auroc']:.3f}  AUPRC {x['image_auprc']:.3f}  "
-                  f"pixel AUROC (brain) {x['pixel_auroc_brain']:.3f}  best Dice {x['dice_best']:.3f}  "
-                  f"Dice@thr {x['dice_at_threshold']:.3f}  FPR {x['fpr_held_out']:.3f}", flush=True)
+            print(summary(results[-1]), flush=True)
     (a.out / "results.json").write_text(json.dumps({"preset": a.preset, "profile": a.profile, "set": a.set,
                                                      "train_tier": a.train_tier, "n": a.n, "results": results}, indent=2))
 

@@ -18,7 +18,6 @@ Then: prepare, train ``--preset`` on the normals, ``medgen detect --input test -
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -111,17 +110,13 @@ def build(out: Path, seed: int = 0) -> None:
 
 
 def main() -> None:
+    from anomaly_tiers import parser, record, summary
+
     from medgen.anomaly import detect
     from medgen.data.prepare import PrepareOptions, prepare
     from medgen.training import train
 
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--preset", default="brain-patchcore-anomaly")
-    ap.add_argument("--profile", default="small")
-    ap.add_argument("--detectors", default="auto")
-    ap.add_argument("--set", action="append", default=[])
-    a = ap.parse_args()
+    a = parser().parse_args()
     if not (a.out / "test_masks").exists():
         build(a.out)
     data = a.out / "prepared"
@@ -136,14 +131,8 @@ def main() -> None:
     for det in a.detectors.split(","):
         r = detect(run, input=a.out / "test", masks=a.out / "test_masks", normal="normal", detector=det, force=True,
                    out=a.out / "detect" / det, echo=lambda *_: None)
-        im, px = r["image"], r.get("pixel_foreground") or r["pixel"]
-        results.append({"detector": r["settings"]["detector"], "image_auroc": im["auroc"], "image_auprc": im["auprc"],
-                        "fpr_held_out": im["fpr_at_threshold"], "pixel_auroc_brain": px["auroc"],
-                        "dice_best": px["dice_best"], "dice_at_threshold": px["dice_at_threshold"],
-                        "n_lesion": im["n_anomalous"], "n_normal": im["n_normal"], "settings": r["settings"]})
-        x = results[-1]
-        print(f"{x['detector']:10s} image AUROC {x['image_auroc']:.3f}  pixel AUROC (brain) {x['pixel_auroc_brain']:.3f}  "
-              f"best Dice {x['dice_best']:.3f}  Dice@thr {x['dice_at_threshold']:.3f}  FPR {x['fpr_held_out']:.3f}", flush=True)
+        results.append(record("unseen", r["settings"]["detector"], r))
+        print(summary(results[-1]), flush=True)
     (a.out / "results.json").write_text(json.dumps({"preset": a.preset, "profile": a.profile, "set": a.set,
                                                      "results": results}, indent=2))
 
