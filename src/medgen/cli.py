@@ -204,10 +204,12 @@ def demo_cmd(
 
 def _register_commands() -> None:
     """Commands whose options live beside their workflow (evaluation, anomaly detection)."""
+    from medgen.commands.compare import compare_cmd
     from medgen.commands.detect import detect_cmd
     from medgen.commands.evaluate import evaluate_cmd
 
     app.command("evaluate")(evaluate_cmd)
+    app.command("compare")(compare_cmd)
     app.command("detect")(detect_cmd)
 
 

@@ -30,7 +30,7 @@ from medgen.metrics.frechet import feature_stats, frechet_distance
 from medgen.metrics.intervals import bootstrap_ci, bootstrap_distribution, interval_from_resamples
 from medgen.metrics.kid import polynomial_kernel
 
-__all__ = ["fid_ci", "kid_ci", "prdc_ci", "PRDCBootstrap", "KIDBootstrap", "fid_statistic"]
+__all__ = ["KIDBootstrap", "PRDCBootstrap", "fid_ci", "fid_statistic", "kid_ci", "one_blas_thread", "prdc_ci"]
 
 
 def fid_statistic(f_real: np.ndarray, f_fake: np.ndarray) -> float:
@@ -44,12 +44,12 @@ def fid_ci(f_real: Any, f_fake: Any, *, n_resamples: int = 1000, level: float = 
     """Bootstrap interval of the Fréchet distance between feature matrices (N, F) and (M, F)."""
     x = as_features(f_real, "f_real")
     y = as_features(f_fake, "f_fake")
-    with _one_blas_thread():
+    with one_blas_thread():
         return bootstrap_ci(fid_statistic, x, y, n_resamples=n_resamples, level=level, seed=seed,
                             method=method, bounds=(0.0, None))
 
 
-def _one_blas_thread():
+def one_blas_thread():
     """Small matrix products and eigen-decompositions, many of them: one BLAS thread is faster
     (measured 0.015 s vs 0.56 s per 128-d FID on two busy cores, where threads spin-wait)."""
     from threadpoolctl import threadpool_limits
@@ -172,7 +172,7 @@ def prdc_ci(f_real: Any, f_fake: Any, *, k: int = 5, n_resamples: int = 1000, le
     x = as_features(f_real, "f_real")
     y = as_features(f_fake, "f_fake")
     stat = PRDCBootstrap(x, y, k)
-    with _one_blas_thread():
+    with one_blas_thread():
         value, stats, ns = bootstrap_distribution(stat, np.arange(x.shape[0]), np.arange(y.shape[0]),
                                                   n_resamples=n_resamples, seed=seed)
     return {name: {**interval_from_resamples(value[i], stats[:, i], level=level, n=ns, method="shifted",
