@@ -87,3 +87,34 @@ def test_generator_exposure_follows_init_from(phantom, tmp_path):
             want |= set(ds.index["id"].to_numpy()[rows]) if "id" in ds.index.columns else set(map(str, rows))
     assert set(got["ids"]) == want and len(got["runs"]) == 2
     assert not set(got["ids"]) & set(ds.index["id"].to_numpy()[ds.select("test")])
+
+
+def test_pick_ids_and_subset_from_a_file(phantom, tmp_path, capsys):
+    from medgen.cli import main
+    from medgen.data.dataset import PreparedDataset
+    from medgen.training import parse_subset
+
+    out = tmp_path / "kept.txt"
+    with pytest.raises(SystemExit) as err:
+        main(["data", "pick", str(phantom), "--where", "label=calcification", "--n", "3", "--out", str(out)])
+    assert err.value.code == 0
+    ids = out.read_text().split()
+    ds = PreparedDataset(phantom)
+    rows = ds.select("train", {"id": "|".join(ids)})
+    assert len(ids) == 3 and len(rows) == 3 and set(ds.index["label"].to_numpy()[rows]) == {"calcification"}
+    assert parse_subset([f"id=@{out}"]) == {"id": "|".join(ids)}
+    with pytest.raises(SystemExit) as err:  # an existing file is not replaced without --force
+        main(["data", "pick", str(phantom), "--where", "label=calcification", "--n", "3", "--out", str(out)])
+    assert err.value.code == 2 and "--force" in capsys.readouterr().err
+    with pytest.raises(UserError, match="cannot read"):
+        parse_subset([f"id=@{tmp_path / 'missing.txt'}"])
+
+
+def test_a_generator_that_saw_every_image_of_the_class_is_refused(ldm_run, capsys):
+    from medgen.cli import main
+
+    with pytest.raises(SystemExit) as err:
+        main(["scarce", str(ldm_run), "--class", "calcification", "--k", "2", "--resamples", "10"])
+    assert err.value.code == 2
+    assert "more than K=2" in capsys.readouterr().err
+    assert not (ldm_run / "scarce").exists()
