@@ -38,7 +38,6 @@ METRICS = {
     "density": (False, "|density - 1|"),
     "coverage": (True, "coverage (k=5)"),
 }
-SHIFTED = ("fid", "precision", "recall", "density", "coverage")  # biased by resampling: see intervals
 
 
 def _check_same_evidence(stored: list[StoredFeatures]) -> None:
@@ -63,29 +62,6 @@ def _short(value) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-class _AllMetrics:
-    """Every metric of every run on one resample: (real rows, generated rows of run 1, ..., run k)."""
-
-    def __init__(self, real: np.ndarray, generated: Sequence[np.ndarray], k: int):
-        from medgen.metrics.feature_intervals import KIDBootstrap, PRDCBootstrap
-
-        self.real, self.generated = real, generated
-        self.kid = [KIDBootstrap(real, g) for g in generated]
-        self.prdc = [PRDCBootstrap(real, g, k) for g in generated]
-
-    def __call__(self, ir: np.ndarray, *ig: np.ndarray) -> np.ndarray:
-        from medgen.metrics.feature_intervals import fid_statistic
-
-        out = np.empty((len(METRICS), len(ig)))
-        real = self.real[ir]
-        for j, idx in enumerate(ig):
-            out[0, j] = fid_statistic(real, self.generated[j][idx])
-            out[1, j] = self.kid[j](ir[None], idx[None])[0]
-            p, r, d, c = self.prdc[j](ir, idx)
-            out[2:, j] = (p, r, abs(d - 1.0), c)
-        return out
-
-
 def compare(runs: Sequence[str | Path], features: str = "domain", n_resamples: int = 1000, level: float = 0.95,
             seed: int = 0, power: float = 0.8, k: int = 5, write: bool = True) -> dict:
     """Compare two or more evaluated runs metric by metric (see the module docstring).
@@ -95,8 +71,8 @@ def compare(runs: Sequence[str | Path], features: str = "domain", n_resamples: i
     "comparisons": [{"a", "b", "verdict", "difference", "low", "high", ...}]}}}. With ``write``,
     each run's metrics.json gets the result under "compare".
     """
-    from medgen.metrics.feature_intervals import one_blas_thread
-    from medgen.metrics.intervals import bootstrap_distribution, interval_from_resamples, verdicts
+    from medgen.metrics.feature_intervals import METRIC_NAMES, SHIFTED, AllFeatureMetrics
+    from medgen.metrics.intervals import interval_from_resamples, verdicts
 
     if len(runs) < 2:
         raise UserError("compare needs at least two runs")
@@ -104,18 +80,18 @@ def compare(runs: Sequence[str | Path], features: str = "domain", n_resamples: i
     stored = [load_features(r, features) for r in runs]
     _check_same_evidence(stored)
     real = stored[0].real
-    stat = _AllMetrics(real, [s.generated for s in stored], k)
-    with one_blas_thread():
-        value, res, ns = bootstrap_distribution(stat, np.arange(real.shape[0]),
-                                                *[np.arange(s.generated.shape[0]) for s in stored],
-                                                n_resamples=n_resamples, seed=seed)
+    value, res, ns = AllFeatureMetrics(real, [s.generated for s in stored], k).bootstrap(n_resamples, seed)
     pairs = list(itertools.combinations(range(len(runs)), 2))
     out_metrics = {}
-    for m, (metric, (higher, what)) in enumerate(METRICS.items()):
+    for metric, (higher, what) in METRICS.items():
+        m = METRIC_NAMES.index(metric)
         method = "shifted" if metric in SHIFTED else "percentile"
+        judged_value, judged_res = value[m], res[:, m]
+        if metric == "density":  # judged by the distance from 1; shown as itself
+            judged_value, judged_res = np.abs(value[m] - 1.0), np.abs(res[:, m] - 1.0)
         per_run = {names[j]: interval_from_resamples(value[m, j], res[:, m, j], level=level, method=method, n=ns[0:1] + ns[j + 1:j + 2])
                    for j in range(len(runs))}
-        diffs = [interval_from_resamples(value[m, a] - value[m, b], res[:, m, a] - res[:, m, b], level=level,
+        diffs = [interval_from_resamples(judged_value[a] - judged_value[b], judged_res[:, a] - judged_res[:, b], level=level,
                                          n=[ns[0], ns[a + 1], ns[b + 1]], null=0.0,
                                          label="percentile bootstrap of the difference, paired over the real images")
                  for a, b in pairs]
