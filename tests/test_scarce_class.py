@@ -87,6 +87,9 @@ def test_generator_exposure_follows_init_from(phantom, tmp_path):
             want |= set(ds.index["id"].to_numpy()[rows]) if "id" in ds.index.columns else set(map(str, rows))
     assert set(got["ids"]) == want and len(got["runs"]) == 2
     assert not set(got["ids"]) & set(ds.index["id"].to_numpy()[ds.select("test")])
+    (tuned / "data.json").write_text(json.dumps({"dataset": str(phantom), "subset": {}, "init_from": {"from": str(tmp_path / "elsewhere")}}))
+    with pytest.raises(UserError, match="not a medgen run"):
+        generator_exposure(tuned)
 
 
 def test_pick_ids_and_subset_from_a_file(phantom, tmp_path, capsys):

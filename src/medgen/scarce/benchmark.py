@@ -54,8 +54,12 @@ def generator_exposure(run: str | Path) -> dict:
     by_run: dict = {}
     todo = [Path(run)]
     while todo:
-        root = _run_root(todo.pop())
-        if root is None or str(root) in by_run:
+        start = todo.pop()
+        root = _run_root(start)
+        if root is None:  # weights from outside medgen: what they were trained on cannot be checked
+            raise UserError("the generator was initialised from weights that are not a medgen run: "
+                            "which images they saw cannot be checked", start)
+        if str(root) in by_run:
             continue
         info = RunDir(root).data()
         if not info.get("dataset"):
