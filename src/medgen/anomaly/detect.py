@@ -25,6 +25,7 @@ import torch
 
 from medgen.anomaly import scoring, thresholds
 from medgen.anomaly.evaluation import image_metrics, pixel_metrics
+from medgen.data.imageset import is_prepared_dataset
 from medgen.errors import UserError
 
 DETECTORS = ("auto", "reconstruct", "diffusion", "model")
@@ -44,10 +45,6 @@ class Images:
 
 
 # --- inputs -------------------------------------------------------------------------------------
-def _is_prepared(path: Path) -> bool:
-    return (path / "index.csv").exists() and (path / "images.npy").exists() and (path / "stats.json").exists()
-
-
 def _from_prepared(root: Path, split: str | None, where: dict | None, name: str) -> Images:
     from medgen.data.dataset import PreparedDataset
 
@@ -61,12 +58,6 @@ def _from_prepared(root: Path, split: str | None, where: dict | None, name: str)
     return Images(name, images, index["id"].tolist(), index["label"].tolist(), masks, f"{root}@{split}")
 
 
-def _image_files(folder: Path) -> list[Path]:
-    from medgen.data.io import IMAGE_SUFFIXES, suffix_of
-
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".") and suffix_of(p) in IMAGE_SUFFIXES)
-
-
 def _stem(path: Path) -> str:
     from medgen.data.io import suffix_of
 
@@ -76,35 +67,28 @@ def _stem(path: Path) -> str:
 
 def _from_folder(folder: Path, masks_dir: Path | None, run_data: dict, info) -> Images:
     """Read a folder of images (class sub-folders become labels), resized and normalised like the run's data."""
+    from medgen.data.imageset import image_files, read_like_run
     from medgen.data.io import read_image
-    from medgen.data.transforms import Normalizer, resize
+    from medgen.data.transforms import resize
 
-    files = _image_files(folder)
+    files = image_files(folder)
     if masks_dir is not None:
         mask_root = masks_dir.resolve()
         files = [f for f in files if mask_root not in f.resolve().parents]
     if not files:
         raise UserError("no image files found (png, jpg, tif, dcm, nii, npy)", folder)
-    norm = run_data.get("normalize")
-    normalizer = Normalizer.from_json(norm) if norm else None
     keep_aspect = bool(run_data.get("keep_aspect", True)) and info.spatial_dims == 2  # as the run's data was prepared
     size = tuple(info.size)
     mask_files = {}
     if masks_dir is not None:
         if not masks_dir.is_dir():
             raise UserError("--masks must be a folder of mask files named like the images", masks_dir)
-        for m in _image_files(masks_dir):
+        for m in image_files(masks_dir):
             mask_files.setdefault(_stem(m), m)
     images, ids, labels, masks, notes = [], [], [], [], []
     missing_masks = 0
     for f in files:
-        arr = read_image(f, rgb=info.channels == 3)
-        if arr.ndim - 1 != info.spatial_dims:
-            raise UserError(f"{arr.ndim - 1}D image, but the run's model is {info.spatial_dims}D", f)
-        if arr.shape[0] != info.channels:
-            arr = arr.mean(axis=0, keepdims=True) if info.channels == 1 else np.repeat(arr[:1], info.channels, axis=0)
-        out = resize(arr, size, keep_aspect=keep_aspect)
-        images.append(normalizer(out) if normalizer else out)
+        images.append(read_like_run(f, info, run_data.get("normalize"), keep_aspect))
         ids.append(str(f.relative_to(folder)))
         rel = f.relative_to(folder)
         labels.append(rel.parts[0] if len(rel.parts) > 1 else "")
@@ -251,7 +235,7 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
     # inputs
     run_ds = Path(run_data.get("dataset", "")) if run_data.get("dataset") else None
     if input is None:
-        if run_ds is None or not _is_prepared(run_ds):
+        if run_ds is None or not is_prepared_dataset(run_ds):
             raise UserError("the run's dataset is not available; give --input DIR", run_ds or rundir.root)
         if masks is not None:
             raise UserError("--masks is for a folder of images given with --input")
@@ -260,13 +244,13 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
         path = Path(input)
         if not path.exists():
             raise UserError("input not found", path)
-        if path.is_dir() and _is_prepared(path):
+        if path.is_dir() and is_prepared_dataset(path):
             if masks is not None:
                 raise UserError("--masks is for a folder of images; a prepared dataset has its own masks", masks)
             items = _from_prepared(path, split, None, f"{path.name}-{split or 'all'}")
         elif path.is_dir():
             keep = {"keep_aspect": True}
-            if run_ds is not None and _is_prepared(run_ds):
+            if run_ds is not None and is_prepared_dataset(run_ds):
                 from medgen.data.dataset import PreparedDataset
 
                 keep["keep_aspect"] = bool(PreparedDataset(run_ds).stats.get("keep_aspect", True))
@@ -300,7 +284,7 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
 
     # calibration on normal validation images
     calib = None
-    if run_ds is not None and _is_prepared(run_ds):
+    if run_ds is not None and is_prepared_dataset(run_ds):
         try:
             calib = _from_prepared(run_ds, run_data.get("val_split", "val"), subset, "normal-val")
         except UserError:
