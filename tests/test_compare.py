@@ -18,7 +18,7 @@ F = 8
 def _run(root, name, generated, real, ids=None, extractor_info=None):
     run = root / name
     run.mkdir()
-    save_features(run, "domain", real, generated, extractor_info=extractor_info or {"name": "domain", "key": "k1"},
+    save_features(run / "evaluation", "domain", real, generated, extractor_info=extractor_info or {"name": "domain", "key": "k1"},
                   real_ids=ids if ids is not None else [f"r{i}" for i in range(len(real))],
                   real_source={"dataset": "d", "split": "test"}, generated_info={"sampler": "ddim"})
     return run

@@ -49,7 +49,7 @@ def test_table_has_four_rows_intervals_verdicts_and_names_what_the_generator_saw
     yt = np.repeat(np.arange(3), test_counts)
     synthetic = _images(20, 2, rng)
     seen = [ids[i] for i in np.flatnonzero(y == 2)[:3]]
-    from medgen.evaluation.domain import DomainSettings
+    from medgen.evaluation.classifier import DomainSettings
 
     settings = replace(DomainSettings(), epochs=2, patience=2, batch_size=16)
     out = scarce_class_table((x, y, ids), (xt, yt), synthetic, 2, ["a", "b", "c"], k=4, seen_ids=seen,

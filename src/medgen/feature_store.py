@@ -1,6 +1,6 @@
 """The features an evaluation extracted, kept in the run so intervals and comparisons never extract again.
 
-``RUN/evaluation/features/<extractor>.npz`` holds ``real`` (N, F) and ``generated`` (M, F) and,
+``RUN/evaluation/features/<extractor>.npz`` (``OUT/features/`` for two image sets) holds ``real`` (N, F) and ``generated`` (M, F) and,
 beside it, ``<extractor>.json`` says what they rest on: the extractor's description, the real
 images (dataset, split and the ids' SHA-256, so two runs can be checked to use the same ones), the
 generated set (sampler, steps, seed, n). ``medgen compare`` reads these files.
@@ -23,7 +23,9 @@ __all__ = ["StoredFeatures", "features_dir", "ids_digest", "load_features", "sav
 
 
 def features_dir(run: str | Path) -> Path:
-    return Path(run) / "evaluation" / "features"
+    """RUN/evaluation/features, or OUT/features of a two-set evaluation (``--out OUT``)."""
+    run = Path(run)
+    return run / "features" if (run / "features").is_dir() and not (run / "evaluation").is_dir() else run / "evaluation" / "features"
 
 
 def ids_digest(ids: Sequence[Any]) -> str:
@@ -44,10 +46,11 @@ class StoredFeatures:
     meta: dict
 
 
-def save_features(run: str | Path, extractor: str, real: np.ndarray, generated: np.ndarray, *,
+def save_features(folder: str | Path, extractor: str, real: np.ndarray, generated: np.ndarray, *,
                   extractor_info: dict, real_ids: Sequence[Any], real_source: dict, generated_info: dict) -> Path:
-    """Write the features of one evaluation (replacing the previous evaluation's, as metrics.json does)."""
-    folder = features_dir(run)
+    """Write the features of one evaluation into ``folder``/features (the evaluation's output folder:
+    RUN/evaluation), replacing the previous evaluation's, as metrics.json does."""
+    folder = Path(folder) / "features"
     folder.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     np.savez(buf, real=np.asarray(real, np.float32), generated=np.asarray(generated, np.float32))

@@ -146,7 +146,7 @@ def scarce_class_table(train: tuple[np.ndarray, np.ndarray, Sequence[str]], test
     ``test_ids``: the test images' ids (a generator that saw one of them is refused).
     ``n_add``: CLASS images added in (b)-(d), default: back to the class's original training count.
     """
-    from medgen.evaluation.domain import DomainSettings, _predict, fit_classifier, stratified_split, to_work
+    from medgen.evaluation.classifier import DomainSettings, fit_classifier, predict, stratified_split, to_work
     from medgen.metrics.intervals import bootstrap_distribution, interval_from_resamples, verdicts
 
     import torch
@@ -181,7 +181,7 @@ def scarce_class_table(train: tuple[np.ndarray, np.ndarray, Sequence[str]], test
             ys = np.concatenate([y_cut, np.full(len(extra), class_id, np.int64)])
             tr, va = stratified_split(ys, settings.val_fraction, seed)
             model, _, size = fit_classifier(xs[tr], ys[tr], xs[va], ys[va], n_classes, settings, seed=seed)
-            preds[scenario][j] = _predict(model, to_work(x_test, size)).argmax(1).numpy()
+            preds[scenario][j] = predict(model, to_work(x_test, size)).argmax(1).numpy()
         sizes[scenario] = {"n_train": int(len(xs)), "n_class_real": int(k), "n_class_added": int(len(extra))}
         mean = _class_scores(y_t, preds[scenario], class_id, n_classes).mean(0)
         echo(f"scarce-class: {scenario:14s} " + ", ".join(f"{m} {v:.3f}" for m, v in zip(METRICS, mean)))

@@ -1,0 +1,40 @@
+"""evaluate's evidence: intervals on the headline numbers, stored features for compare, the sensitivity check."""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from medgen.compare import compare
+from medgen.evaluation import evaluate
+from medgen.metrics.intervals import A_BETTER, NO_DIFFERENCE
+from medgen.metrics.sensitivity import degrade
+
+QUIET = lambda *a, **k: None  # noqa: E731
+
+
+def textured(n, seed, size=16):
+    rng = np.random.default_rng(seed)
+    x = np.stack([ndi.gaussian_filter(rng.normal(size=(size, size)), rng.uniform(0.5, 1.5)) for _ in range(n)])
+    return np.clip(0.5 + 0.15 * x / x.std(axis=(1, 2), keepdims=True), 0, 1)[:, None].astype(np.float32)
+
+
+def test_intervals_stored_features_sensitivity_and_compare(tmp_path):
+    real, same, blurry = textured(60, 0), textured(60, 1), degrade(textured(60, 2))
+    good = evaluate(real=real, fake=same, features="texture", metrics="fidelity,distribution,sensitivity",
+                    out=tmp_path / "good", n_resamples=100, echo=QUIET)
+    bad = evaluate(real=real, fake=blurry, features="texture", metrics="fidelity,distribution,sensitivity",
+                   out=tmp_path / "bad", n_resamples=100, echo=QUIET)
+    for res in (good, bad):
+        ci = res["summary_intervals"]["fid/texture"]
+        assert ci["ci"][0] <= res["summary"]["fid/texture"] <= ci["ci"][1] and ci["n"] == [60, 60]
+        assert {"precision/texture", "coverage/texture", "kid_mean/texture"} <= set(res["summary_intervals"])
+        assert res["sensitivity"]["texture"]["detects_defect"]
+    assert bad["summary_intervals"]["fid/texture"]["ci"][0] > good["summary_intervals"]["fid/texture"]["ci"][1]
+    assert (tmp_path / "good" / "features" / "texture.npz").exists()
+    c = compare([tmp_path / "good", tmp_path / "bad"], features="texture", n_resamples=100, write=False)
+    assert c["metrics"]["fid"]["comparisons"][0]["verdict"] == A_BETTER
+    itself = compare([tmp_path / "good", tmp_path / "good"], features="texture", n_resamples=100, write=False)
+    assert all(d["comparisons"][0]["verdict"] == NO_DIFFERENCE for d in itself["metrics"].values())
+    none = evaluate(real=real, fake=same, features="texture", metrics="distribution", out=tmp_path / "none",
+                    n_resamples=0, echo=QUIET)
+    assert "intervals" not in none["distribution"]["texture"] and not none.get("summary_intervals")
