@@ -38,3 +38,21 @@ def test_intervals_stored_features_sensitivity_and_compare(tmp_path):
     none = evaluate(real=real, fake=same, features="texture", metrics="distribution", out=tmp_path / "none",
                     n_resamples=0, echo=QUIET)
     assert "intervals" not in none["distribution"]["texture"] and not none.get("summary_intervals")
+
+
+def test_runs_json_shows_intervals_and_compare_verdicts(tmp_path):
+    import json
+
+    from medgen.runs import list_runs
+
+    run = tmp_path / "runs" / "a"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("{}\n")
+    ci = {"ci": [1.0, 2.0], "level": 0.95, "method": "shifted bootstrap", "n": [10, 10], "n_resamples": 100}
+    comparison = {"a": "runs/a", "b": "runs/b", "verdict": A_BETTER}
+    (run / "metrics.json").write_text(json.dumps({
+        "evaluation": {"summary": {"fid/texture": 1.5}, "summary_intervals": {"fid/texture": ci}},
+        "compare": {"runs/a vs runs/b": {"metrics": {"fid": {"comparisons": [comparison]}}}}}))
+    row = list_runs(tmp_path / "runs")[0]
+    assert row["intervals"] == {"fid/texture": ci}
+    assert row["compare"] == {"runs/a vs runs/b": {"fid": ["runs/a vs runs/b: A better"]}}
