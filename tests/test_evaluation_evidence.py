@@ -56,3 +56,17 @@ def test_runs_json_shows_intervals_and_compare_verdicts(tmp_path):
     row = list_runs(tmp_path / "runs")[0]
     assert row["intervals"] == {"fid/texture": ci}
     assert row["compare"] == {"runs/a vs runs/b": {"fid": ["runs/a vs runs/b: A better"]}}
+
+
+def test_report_key_tables_show_intervals_and_verdicts():
+    from medgen.report.html import key_table
+
+    ev = {"summary": {"fid/texture": 1.5}, "summary_intervals": {"fid/texture": {
+        "ci": [1.0, 2.0], "level": 0.95, "method": "shifted bootstrap", "n": [10, 10], "n_resamples": 100}}}
+    html = key_table("evaluation", ev)
+    assert "1.5 [1, 2]" in html and "95 % shifted bootstrap" in html
+    cmp = {"runs/a vs runs/b": {"correction": "none", "metrics": {"fid": {"comparisons": [
+        {"a": "runs/a", "b": "runs/b", "difference": -3.0, "low": -4.0, "high": -2.0, "verdict": A_BETTER,
+         "smallest_detectable_difference": 1.2}]}}}}
+    html = key_table("compare", cmp)
+    assert "fid: a - b" in html and "A better" in html and "[-4, -2]" in html
