@@ -343,7 +343,7 @@ def evaluate(run: str | Path | None = None, real: Any = None, fake: Any = None, 
     or comma string; default the run's ``evaluate.metrics``, else fidelity, distribution,
     intensity, memorisation; the registered groups are in :mod:`medgen.evaluation.groups`).
     features: ``NAME[:PATH]`` (comma-separated for several; default the run's
-    ``evaluate.features``, else ``domain``). utility: add the train-on-synthetic table
+    ``evaluate.features``, else ``domain,texture``). utility: add the train-on-synthetic table
     (``utility_ratio`` synthetic images per real training image and class, ``utility_mix``
     synthetic per real image in the mixed set, ``utility_seeds`` seeds or a list of them,
     ``utility_settings`` a :class:`~medgen.evaluation.classifier.DomainSettings` for the
