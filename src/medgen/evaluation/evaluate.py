@@ -340,7 +340,7 @@ def evaluate(run: str | Path | None = None, real: Any = None, fake: Any = None, 
 
     run: a trained run directory. real / fake: folders, prepared datasets (DIR or DIR@split) or
     arrays; with a run they replace the run's test split / generated images. metrics: groups (list
-    or comma string; default the run's ``evaluate.metrics``, else fidelity, distribution,
+    or comma string; default the run's ``evaluate.metrics``, else fidelity, distribution, sensitivity,
     intensity, memorisation; the registered groups are in :mod:`medgen.evaluation.groups`).
     features: ``NAME[:PATH]`` (comma-separated for several; default the run's
     ``evaluate.features``, else ``domain,texture``). utility: add the train-on-synthetic table
