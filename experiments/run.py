@@ -59,17 +59,40 @@ def sizes(profile: str) -> dict[str, list[int]]:
     return {"2d": [64, 64] if profile != "tiny" else [32, 32], "3d": [8, 32, 32] if profile != "tiny" else [4, 16, 16]}
 
 
+def scarce_steps(profile: str, data: str) -> list[Step]:
+    """Scarce-class benchmark (issue 28): calcification cut to K real training images; each generator
+    is trained on the other classes, then fine-tuned (--init-from) on exactly the K kept images
+    (``data pick`` + ``--subset id=@FILE``), so it never sees a held-back image; ``medgen scarce``
+    checks that and compares + classical augmentation, + synthetic, + both over 5 seeds."""
+    steps = []
+    for k in (20, 50):
+        steps.append(Step("SCARCE", f"pick K={k}", ["data", "pick", data, "--where", "label=calcification", "--n", str(k),
+                                                     "--out", f"kept-k{k}.txt"], f"kept-k{k}.txt"))
+    for preset, tag in (("mammo-roi-ldm", "ldm"), ("vae-gan", "vaegan")):
+        steps.append(train("SCARCE", f"scarce-{tag}-base", preset, data, profile, "--subset", "label=normal|mass"))
+        for k in (20, 50):
+            run = f"scarce-{tag}-k{k}"
+            steps.append(train("SCARCE", run, preset, data, profile, "--subset", "label=calcification",
+                               "--subset", f"id=@kept-k{k}.txt", "--init-from", f"runs/scarce-{tag}-base"))
+            steps.append(Step("SCARCE", f"scarce {run}", ["scarce", f"runs/{run}", "--class", "calcification", "--k", str(k),
+                                                          "--seeds", "5", "--json"], f"runs/{run}/scarce/calcification-K{k}.json"))
+    return steps
+
+
 def plan(profile: str) -> list[Step]:
     s = sizes(profile)
     n_small = {"tiny": 120}.get(profile)  # tiny: a few images per class, seconds per step
-    phantom = data_dir("breast-phantom", s["2d"], n_small)
+    # sized for verdicts: >= 100 test images of S000's beta cohort (15 %) and of the scarce class
+    n_phantom = n_small or 1700
+    phantom_split = ["--split", "0.5,0.1,0.4"]
+    phantom = data_dir("breast-phantom", s["2d"], n_phantom)
     lesions = data_dir("brain-lesions", s["2d"], n_small)
     vols = data_dir("mni152", s["3d"], n_small)
     ldm_sweep = "ddim:50,ddpm:250,ddpm:1000" if profile != "tiny" else "ddim:5,ddpm:10,ddpm:20"
     steps = [
         # S000: latent diffusion on mammography ROIs; experiment 1 (class 0, then fine-tune on beta)
         # against experiment 2 (beta only), FID at three sampling step counts, histograms.
-        prepare("S000", "breast-phantom", s["2d"], n_small),
+        prepare("S000", "breast-phantom", s["2d"], n_phantom, phantom_split),
         train("S000", "s000-class0", "mammo-roi-ldm", phantom, profile, "--subset", "cohort=class0"),
         train("S000", "s000-beta-finetuned", "mammo-roi-ldm", phantom, profile, "--subset", "cohort=beta",
               "--init-from", "runs/s000-class0"),
@@ -78,6 +101,10 @@ def plan(profile: str) -> list[Step]:
     for run in ("s000-beta-finetuned", "s000-beta-only"):
         steps.append(evaluate("S000", run, "--metrics", "reconstruction,fidelity,distribution,intensity,memorisation",
                               "--features", "domain,radiomics", "--sweep", ldm_sweep))
+    # is fine-tuning from class 0 better than beta only? paired bootstrap of every metric's difference
+    steps.append(Step("S000", "compare fine-tuned vs beta-only", ["compare", "runs/s000-beta-finetuned", "runs/s000-beta-only", "--json"],
+                      "runs/s000-compare.done"))
+    steps += scarce_steps(profile, phantom)
     # S002: 3D DDPM on MNI152 sub-volumes, MSE against L1 loss (the study's open question).
     steps.append(prepare("S002", "mni152", s["3d"], n_small))
     for loss in ("mse", "l1"):
@@ -147,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="experiments-output", help="working folder (data, runs, commands.jsonl)")
     ap.add_argument("--profile", default="small", choices=["small", "tiny"], help="preset profile for every training")
-    ap.add_argument("--only", default="", help="comma list of studies (S000,S002,S003,S004); default all")
+    ap.add_argument("--only", default="", help="comma list of studies (S000,S002,S003,S004,SCARCE); default all")
     ap.add_argument("--force", action="store_true", help="delete OUT first and run every step again")
     args = ap.parse_args(argv)
     out = Path(args.out).resolve()

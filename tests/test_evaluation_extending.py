@@ -36,13 +36,13 @@ def test_groups_and_extractors_are_registered_and_listed_in_help():
     from medgen.evaluation.groups import all_groups
 
     names = group_registry.group_names()
-    assert names == ("reconstruction", "fidelity", "distribution", "intensity", "memorisation", "utility")
+    assert names == ("reconstruction", "fidelity", "distribution", "sensitivity", "intensity", "memorisation", "utility")
     assert all(g.name in group_registry.metrics_help() for g in all_groups())
     assert group_registry.parse_groups("all", ()) == list(names[:-1])  # utility has its own option
     assert group_registry.parse_groups("utility,fidelity", ()) == ["fidelity", "utility"]
     with pytest.raises(UserError, match="unknown metric group.*choose from reconstruction"):
         group_registry.parse_groups("fid", ())
-    assert feature_registry.extractor_names() == ("domain", "inception", "resnet50", "radimagenet", "radiomics")
+    assert feature_registry.extractor_names() == ("domain", "texture", "inception", "resnet50", "radimagenet", "radiomics")
     for name in feature_registry.extractor_names():
         assert name in feature_registry.extractor_usage()
     with pytest.raises(UserError, match="did you mean 'radiomics'"):

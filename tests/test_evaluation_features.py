@@ -51,7 +51,7 @@ def _blobs(n: int, size: int = 24, seed: int = 0, classes: int = 2) -> tuple[np.
 
 
 def test_parse_feature_specs_names_and_paths():
-    assert parse_feature_specs(None) == [("domain", None)]
+    assert parse_feature_specs(None) == [("domain", None), ("texture", None)]
     assert parse_feature_specs("inception:/w/pt.pth,radiomics") == [("inception", "/w/pt.pth"), ("radiomics", None)]
     assert parse_feature_specs(["resnet50:a.safetensors"]) == [("resnet50", "a.safetensors")]
     with pytest.raises(UserError, match="did you mean 'inception'"):

@@ -7,10 +7,16 @@ numeric value of both results (except wall-clock timings) is compared with the v
 evaluation code wrote before its metric groups and extractors became registered modules, to a
 relative tolerance of 1e-6: a metric that changes, appears or disappears fails here.
 To re-record after a deliberate change of a metric, print ``_numbers(result)`` and paste it below.
+The evidence added since (intervals, the sensitivity check, the memorisation baseline test, the
+default texture extractor beside domain) is new values beside the pinned ones, left out by
+``ADDED`` (their own tests are in tests/metrics/ and tests/test_evaluation_evidence.py); every
+pinned value must still be there and unchanged.
 """
 from __future__ import annotations
 
 from dataclasses import replace
+
+import re
 
 import pytest
 import torch
@@ -23,6 +29,7 @@ from medgen.evaluation.domain import DomainSettings
 from medgen.training import train
 
 QUIET = lambda *a, **k: None  # noqa: E731
+ADDED = re.compile(r"(^|/)(intervals|sensitivity|texture|fraction_flagged_ci|baseline_test|summary_intervals)(/|$)")
 TIMING_KEYS = {"seconds_per_image", "created"}
 
 
@@ -73,7 +80,9 @@ def results(tmp_path_factory):
 
 @pytest.mark.parametrize("mode", ["run", "sets"])
 def test_metrics_json_values_are_unchanged(results, mode):
-    got, want = _numbers(results[mode]), EXPECTED[mode]
+    result = {**results[mode], "features": [f for f in results[mode].get("features", []) if f.get("name") != "texture"]}
+    got, want = _numbers(result), EXPECTED[mode]
+    got = {k: v for k, v in got.items() if not ADDED.search(k)}
     assert sorted(set(want) - set(got)) == [], "values missing from the result"
     assert sorted(set(got) - set(want)) == [], "values the pinned result does not have"
     changed = []

@@ -114,6 +114,24 @@ def data_prepare(
     _echo(f"preview: {summary.preview}")
 
 
+@data_app.command("pick")
+def data_pick(
+    path: Path = typer.Argument(..., help="A prepared dataset folder."),
+    where: List[str] = typer.Option(..., "--where", help="COLUMN=VALUE filter (repeatable; VALUE may be a|b), e.g. label=calcification."),
+    n: int = typer.Option(..., "--n", min=1, help="How many ids to pick."),
+    split: str = typer.Option("train", "--split", help="Split to pick from."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random choice."),
+    out: Path = typer.Option(..., "--out", "-o", help="Text file of the picked ids, one per line (for train --subset id=@FILE)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out file."),
+) -> None:
+    """Pick N item ids at random (seeded), e.g. the K images a scarce-class generator may see."""
+    from medgen.scarce.run import pick_ids
+    from medgen.training import parse_subset
+
+    ids = pick_ids(path, parse_subset(where), split, n, seed, out, force=force)
+    _echo(f"{len(ids)} ids written to {out}")
+
+
 @data_app.command("inspect")
 def data_inspect(
     path: Path = typer.Argument(..., help="A prepared dataset folder."),
@@ -217,10 +235,14 @@ def demo_cmd(
 
 def _register_commands() -> None:
     """Commands whose options live beside their workflow (evaluation, anomaly detection)."""
+    from medgen.commands.compare import compare_cmd
     from medgen.commands.detect import detect_cmd
     from medgen.commands.evaluate import evaluate_cmd
+    from medgen.commands.scarce import scarce_cmd
 
     app.command("evaluate")(evaluate_cmd)
+    app.command("compare")(compare_cmd)
+    app.command("scarce")(scarce_cmd)
     app.command("detect")(detect_cmd)
 
 

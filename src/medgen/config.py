@@ -142,8 +142,9 @@ class SampleConfig(Strict):
 
 
 class EvaluateConfig(Strict):
-    metrics: list[str] = Field(default_factory=lambda: ["fidelity", "distribution", "intensity", "memorisation"])
-    features: str = "domain"
+    metrics: list[str] = Field(default_factory=lambda: ["fidelity", "distribution", "sensitivity", "intensity", "memorisation"])
+    features: str = "domain,texture"  # texture sees blur and lost contrast, which a label classifier may ignore
+    n_resamples: int = Field(1000, ge=0)  # bootstrap resamples of every interval (0: no intervals)
     n_samples: int | None = Field(None, ge=2)
     sweep: list[dict[str, Any]] = Field(default_factory=list)  # e.g. [{sampler: ddpm, steps: 1000}, ...]
     utility: bool = False

@@ -56,6 +56,15 @@ def key_metrics(metrics: dict) -> dict:
     return out
 
 
+def _verdicts(section: dict) -> dict:
+    """{"runs/a vs runs/b": {"fid": "A better (runs/a)", ...}}: the verdicts of ``medgen compare``."""
+    out = {}
+    for key, res in section.items():
+        out[key] = {m: [f"{c['a']} vs {c['b']}: {c['verdict']}" for c in d.get("comparisons", [])]
+                    for m, d in (res.get("metrics") or {}).items()}
+    return out
+
+
 def list_runs(root: str | Path = "runs") -> list[dict]:
     root = Path(root)
     if (root / "config.yaml").exists():
@@ -76,5 +85,7 @@ def list_runs(root: str | Path = "runs") -> list[dict]:
             "family": (cfg.get("model") or {}).get("family", "-"), "data": Path(data.get("dataset", "-")).name,
             "subset": data.get("subset") or {}, "steps": st.get("steps", (metrics.get("training") or {}).get("steps")),
             "status": run_status(run), "metrics": key_metrics(metrics),
+            "intervals": (metrics.get("evaluation") or {}).get("summary_intervals") or {},
+            "compare": _verdicts(metrics.get("compare") or {}),
         })
     return rows

@@ -21,12 +21,23 @@ def latest_checkpoint(run: RunDir) -> Path | None:
 
 
 def parse_subset(items: list[str] | None) -> dict[str, str]:
+    """COLUMN=VALUE items -> {column: value}; VALUE may be a|b, or @FILE: the values listed in FILE, one a line."""
     out = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key or not value:
-            raise UserError(f"bad --subset '{item}': expected COLUMN=VALUE, e.g. label=beta (VALUE may be a|b)")
-        out[key.strip()] = value.strip()
+            raise UserError(f"bad --subset '{item}': expected COLUMN=VALUE, e.g. label=beta (VALUE may be a|b or @FILE)")
+        value = value.strip()
+        if value.startswith("@"):
+            path = Path(value[1:])
+            try:
+                values = [v.strip() for v in path.read_text().splitlines() if v.strip()]
+            except OSError as err:
+                raise UserError(f"cannot read the --subset values ({err.strerror})", path) from None
+            if not values:
+                raise UserError("the --subset values file is empty", path)
+            value = "|".join(values)
+        out[key.strip()] = value
     return out
 
 

@@ -76,3 +76,16 @@ def test_prdc_resample_ignores_copies_of_a_point_as_its_neighbours():
     np.fill_diagonal(d, np.inf)
     # each other drawn point counts three times, so the 3rd neighbour is the nearest distinct one
     assert radii[:10] == pytest.approx(d.min(axis=1), rel=1e-5)
+
+
+def test_all_six_intervals_from_one_bootstrap_agree_with_the_single_ones():
+    from medgen.metrics.feature_intervals import feature_metric_intervals
+
+    x, y = _sets(100, seed=6, shift=0.3)
+    together = feature_metric_intervals(x, y, n_resamples=60, seed=2)
+    assert list(together) == ["fid", "kid", "precision", "recall", "density", "coverage"]
+    # the real and generated rows of resample r are drawn as the single functions draw them
+    assert together["fid"] == fid_ci(x, y, n_resamples=60, seed=2)
+    assert (together["kid"]["low"], together["kid"]["high"]) == pytest.approx(
+        (kid_ci(x, y, n_resamples=60, seed=2)["low"], kid_ci(x, y, n_resamples=60, seed=2)["high"]))
+    assert together["coverage"] == prdc_ci(x, y, n_resamples=60, seed=2)["coverage"]

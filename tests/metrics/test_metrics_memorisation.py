@@ -42,6 +42,9 @@ def test_training_images_as_synthetic_are_flagged():
         assert out["fraction_flagged"] >= 0.95, rule
     assert out["synthetic_to_train"]["median"] == 0.0
     assert out["binomial_pvalue"] < 1e-10
+    assert out["baseline_test"]["p_value"] < 1e-10
+    ci = out["fraction_flagged_ci"]
+    assert ci["low"] > 0.9 and ci["high"] == 1.0 and ci["n"] == 300 and "Clopper-Pearson" in ci["method"]
 
 
 def test_noisy_copies_are_flagged():
@@ -60,6 +63,9 @@ def test_independent_samples_flag_about_the_baseline_quantile():
     assert out["fraction_flagged_ratio"] <= 0.12
     assert out["expected_fraction"] == pytest.approx(0.05, abs=0.01)
     assert out["binomial_pvalue"] > 0.001
+    base = out["baseline_test"]
+    assert base["p_value"] > 0.01 and base["real_baseline"]["value"] == pytest.approx(out["expected_fraction"])
+    assert out["fraction_flagged_ci"]["low"] <= out["fraction_flagged"] <= out["fraction_flagged_ci"]["high"]
     assert out["threshold"] == pytest.approx(np.quantile(out["test_nn_distance"], 0.05))
     assert out["rule"] == "distance" and "0.05-quantile" in out["rule_description"]
 

@@ -30,6 +30,7 @@ def evaluate_cmd(
     utility_mix: float = typer.Option(1.0, "--utility-mix", min=0.0, help="Utility: synthetic images added per real image in the mixed training set."),
     utility_seeds: int = typer.Option(3, "--utility-seeds", min=1, help="Utility: number of seeds (mean and std are reported)."),
     force: bool = typer.Option(False, "--force", help="Without a RUN: replace the metrics.json an earlier evaluation left in --out."),
+    resamples: Optional[int] = typer.Option(None, "--resamples", min=0, help="Bootstrap resamples of the 95 % intervals (default: the run's evaluate.n_resamples, else 1000; 0 = none)."),
 ) -> None:
     """Fidelity, distribution, intensity, memorisation and utility of synthetic images → metrics.json."""
     from medgen.errors import UserError
@@ -51,7 +52,8 @@ def evaluate_cmd(
             typer.echo(msg, err=as_json)  # with --json, stdout holds only the JSON
 
     result = evaluate(run=run, real=real, fake=fake, metrics=metrics, features=features, utility=utility, n=n, sweep=sweep,
-                      out=out, echo=echo, utility_ratio=utility_ratio, utility_mix=utility_mix, utility_seeds=utility_seeds)
+                      out=out, echo=echo, utility_ratio=utility_ratio, utility_mix=utility_mix, utility_seeds=utility_seeds,
+                      n_resamples=resamples)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return

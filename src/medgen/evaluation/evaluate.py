@@ -36,7 +36,7 @@ from medgen.evaluation.tables import summary_tables
 
 __all__ = ["ImageSet", "evaluate", "load_image_set", "parse_sweep", "summary", "summary_tables"]
 
-DEFAULT_SET_GROUPS = ("fidelity", "distribution", "intensity", "memorisation")
+DEFAULT_SET_GROUPS = ("fidelity", "distribution", "sensitivity", "intensity", "memorisation")
 
 
 @dataclass
@@ -317,7 +317,7 @@ def _compare_synthetic(rows: list[dict], plan: _Plan, side: _RealSide, feats: Fe
             raise UserError(f"the synthetic set has {len(fake_set)} image(s); at least 2 are needed")
         settings = _fake_settings(fake_set)
         fig_dir = plan.fig_dir if i == 0 else plan.fig_dir / f"{fake_set.source.get('sampler')}-{fake_set.source.get('steps')}"
-        ctx = Context(side.real, feats, echo, fake_set, settings, fig_dir, side.memorisation_sets)
+        ctx = Context(side.real, feats, echo, fake_set, settings, fig_dir, side.memorisation_sets, run=inputs)
         res = {name: get_group(name).compute(ctx) for name in plan.names if get_group(name).scope == "synthetic"}
         if i == 0:
             result["fake"] = fake_set.source
@@ -334,27 +334,32 @@ def evaluate(run: str | Path | None = None, real: Any = None, fake: Any = None, 
              features: str | Sequence[str] | None = None, utility: bool = False, n: int | None = None,
              sweep: str | Sequence[Any] | None = None, out: str | Path | None = None, echo=print, *,
              utility_ratio: float = 1.0, utility_mix: float = 1.0, utility_seeds: int | Sequence[int] = 3,
-             utility_settings: Any = None, resize: bool = True, device: str | None = None) -> dict:
+             utility_settings: Any = None, resize: bool = True, device: str | None = None,
+             n_resamples: int | None = None) -> dict:
     """Evaluate a run's synthetic images (or any two image sets); see the module docstring.
 
     run: a trained run directory. real / fake: folders, prepared datasets (DIR or DIR@split) or
     arrays; with a run they replace the run's test split / generated images. metrics: groups (list
-    or comma string; default the run's ``evaluate.metrics``, else fidelity, distribution,
+    or comma string; default the run's ``evaluate.metrics``, else fidelity, distribution, sensitivity,
     intensity, memorisation; the registered groups are in :mod:`medgen.evaluation.groups`).
     features: ``NAME[:PATH]`` (comma-separated for several; default the run's
-    ``evaluate.features``, else ``domain``). utility: add the train-on-synthetic table
+    ``evaluate.features``, else ``domain,texture``). utility: add the train-on-synthetic table
     (``utility_ratio`` synthetic images per real training image and class, ``utility_mix``
     synthetic per real image in the mixed set, ``utility_seeds`` seeds or a list of them,
     ``utility_settings`` a :class:`~medgen.evaluation.classifier.DomainSettings` for the
     classifier). n: number of synthetic images. sweep: 'SAMPLER:STEPS,...' or [{sampler, steps}],
     one row per setting ('none' turns the config's sweep off). out: output folder without a run
-    (default ./evaluation). Returns the JSON-able result that is written to metrics.json.
+    (default ./evaluation). n_resamples: bootstrap resamples of the intervals (default the run's
+    ``evaluate.n_resamples``, else 1000; 0 = none). Returns the JSON-able result that is written to metrics.json.
     """
     if run is None and (real is None or fake is None):
         raise UserError("give a RUN, or both --real and --fake (image folders or prepared datasets)")
     notes: list[str] = []
     inputs = RunInputs(utility={"ratio": utility_ratio, "mix": utility_mix, "seeds": utility_seeds, "settings": utility_settings})
     plan = _plan(run, fake, metrics, features, utility, sweep, out, device, inputs)
+    inputs.n_resamples = int(n_resamples if n_resamples is not None else plan.cfg.evaluate.n_resamples if plan.cfg is not None else 1000)
+    if inputs.n_resamples < 0:
+        raise UserError(f"--resamples must be >= 0, got {inputs.n_resamples}")
     if n is not None and n < 2:
         raise UserError(f"--n must be at least 2 (FID needs 2 images per side), got {n}")
 

@@ -10,6 +10,8 @@ Modules:
   memorisation nearest-neighbour memorisation / privacy audit and closest-pairs figure
   intervals    bootstrap and exact binomial intervals, verdicts between runs (Holm-corrected)
   feature_intervals  bootstrap intervals of FID, KID and PRDC over both feature sets
+  texture      weight-free multi-scale texture and contrast features (blur, contrast, noise, checkerboards)
+  sensitivity  could an extractor at this n tell a blurred, contrast-reduced copy of real images?
 
 The submodules import only numpy at module level; torch, MONAI, scipy, scikit-learn and
 matplotlib are imported inside the functions that need them, so importing this package is cheap.
@@ -39,6 +41,8 @@ from medgen.metrics.pixel import (
     ssim_settings,
 )
 from medgen.metrics.prdc import knn_radii, prdc
+from medgen.metrics.sensitivity import degrade, sensitivity_check
+from medgen.metrics.texture import texture_features
 
 __all__ = [
     "MS_SSIM_WEIGHTS",
@@ -50,6 +54,7 @@ __all__ = [
     "closest_pairs_figure",
     "compare_intensities",
     "compare_intensities_by_class",
+    "degrade",
     "feature_stats",
     "fid_ci",
     "fid_from_features",
@@ -71,8 +76,10 @@ __all__ = [
     "prdc",
     "prdc_ci",
     "psnr",
+    "sensitivity_check",
     "ssim",
     "ssim_settings",
+    "texture_features",
     "verdict",
     "verdicts",
 ]

@@ -30,7 +30,11 @@ from medgen.metrics.frechet import feature_stats, frechet_distance
 from medgen.metrics.intervals import bootstrap_ci, bootstrap_distribution, interval_from_resamples
 from medgen.metrics.kid import polynomial_kernel
 
-__all__ = ["fid_ci", "kid_ci", "prdc_ci", "PRDCBootstrap", "KIDBootstrap", "fid_statistic"]
+__all__ = ["METRIC_NAMES", "AllFeatureMetrics", "KIDBootstrap", "PRDCBootstrap", "feature_metric_intervals", "fid_ci",
+           "fid_statistic", "kid_ci", "one_blas_thread", "prdc_ci"]
+
+METRIC_NAMES = ("fid", "kid", "precision", "recall", "density", "coverage")
+SHIFTED = ("fid", "precision", "recall", "density", "coverage")  # biased by resampling with replacement
 
 
 def fid_statistic(f_real: np.ndarray, f_fake: np.ndarray) -> float:
@@ -44,12 +48,12 @@ def fid_ci(f_real: Any, f_fake: Any, *, n_resamples: int = 1000, level: float = 
     """Bootstrap interval of the Fréchet distance between feature matrices (N, F) and (M, F)."""
     x = as_features(f_real, "f_real")
     y = as_features(f_fake, "f_fake")
-    with _one_blas_thread():
+    with one_blas_thread():
         return bootstrap_ci(fid_statistic, x, y, n_resamples=n_resamples, level=level, seed=seed,
                             method=method, bounds=(0.0, None))
 
 
-def _one_blas_thread():
+def one_blas_thread():
     """Small matrix products and eigen-decompositions, many of them: one BLAS thread is faster
     (measured 0.015 s vs 0.56 s per 128-d FID on two busy cores, where threads spin-wait)."""
     from threadpoolctl import threadpool_limits
@@ -172,9 +176,49 @@ def prdc_ci(f_real: Any, f_fake: Any, *, k: int = 5, n_resamples: int = 1000, le
     x = as_features(f_real, "f_real")
     y = as_features(f_fake, "f_fake")
     stat = PRDCBootstrap(x, y, k)
-    with _one_blas_thread():
+    with one_blas_thread():
         value, stats, ns = bootstrap_distribution(stat, np.arange(x.shape[0]), np.arange(y.shape[0]),
                                                   n_resamples=n_resamples, seed=seed)
     return {name: {**interval_from_resamples(value[i], stats[:, i], level=level, n=ns, method="shifted",
                                              bounds=(0.0, None if name == "density" else 1.0)), "seed": seed}
             for i, name in enumerate(PRDCBootstrap.NAMES)}
+
+
+class AllFeatureMetrics:
+    """FID, KID, precision, recall, density, coverage of one or more generated sets against one real
+    set, on one resample: called with (real rows, rows of generated set 1, ..., set g), it returns
+    an array (6, g) in the order of ``METRIC_NAMES``. The real rows are shared by every set."""
+
+    def __init__(self, real: np.ndarray, generated: list[np.ndarray], k: int = 5):
+        self.real, self.generated = real, generated
+        self.kid = [KIDBootstrap(real, g) for g in generated]
+        self.prdc = [PRDCBootstrap(real, g, k) for g in generated]
+
+    def __call__(self, ir: np.ndarray, *ig: np.ndarray) -> np.ndarray:
+        out = np.empty((len(METRIC_NAMES), len(ig)))
+        real = self.real[ir]
+        for j, idx in enumerate(ig):
+            out[0, j] = fid_statistic(real, self.generated[j][idx])
+            out[1, j] = self.kid[j](ir[None], idx[None])[0]
+            out[2:, j] = self.prdc[j](ir, idx)
+        return out
+
+    def bootstrap(self, n_resamples: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """(value (6, g), resamples (R, 6, g), sizes) over every set at once."""
+        with one_blas_thread():
+            return bootstrap_distribution(self, np.arange(self.real.shape[0]),
+                                          *[np.arange(g.shape[0]) for g in self.generated],
+                                          n_resamples=n_resamples, seed=seed)
+
+
+def feature_metric_intervals(f_real: Any, f_fake: Any, *, n_resamples: int = 1000, level: float = 0.95, seed: int = 0,
+                             k: int = 5) -> dict[str, dict]:
+    """Intervals of all six feature metrics from one bootstrap (the same resamples for each)."""
+    x = as_features(f_real, "f_real")
+    y = as_features(f_fake, "f_fake")
+    value, res, ns = AllFeatureMetrics(x, [y], k).bootstrap(n_resamples, seed)
+    bounds = {"fid": (0.0, None), "kid": (None, None), "density": (0.0, None)}
+    return {name: {**interval_from_resamples(value[i, 0], res[:, i, 0], level=level, n=ns,
+                                             method="shifted" if name in SHIFTED else "percentile",
+                                             bounds=bounds.get(name, (0.0, 1.0))), "seed": seed}
+            for i, name in enumerate(METRIC_NAMES)}

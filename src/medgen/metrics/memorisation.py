@@ -35,6 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from medgen.metrics._arrays import as_features, as_numpy
+from medgen.metrics.intervals import binomial_ci
 
 __all__ = ["closest_pairs_figure", "memorisation_audit", "nearest_neighbours"]
 
@@ -135,7 +136,9 @@ def memorisation_audit(
       space, metric, rule, rule_description, quantile, threshold (distance), ratio_threshold,
       n_synthetic, n_train, n_test, n_flagged, fraction_flagged, fraction_flagged_distance,
       fraction_flagged_ratio, expected_fraction (the rule applied to the test set),
-      binomial_pvalue, synthetic_to_train and test_to_train distance summaries (min, q01, q05,
+      binomial_pvalue, fraction_flagged_ci (exact binomial interval), baseline_test (the flagged
+      fractions of synthetic and of held-out real images compared, the baseline's own sampling
+      noise included: Fisher's exact test), synthetic_to_train and test_to_train distance summaries (min, q01, q05,
       q25, median, q75, q95, max, mean), closest_pairs (the top_k synthetic samples with the
       smallest distance: dicts synthetic, train, distance, ratio, flagged; pass them to
       :func:`closest_pairs_figure`), and per-sample arrays nn_distance, nn_index, nn_ratio,
@@ -161,6 +164,7 @@ def memorisation_audit(
     expected = float(_flags(d_test[:, 0], ratio_test, threshold, ratio_threshold, rule).mean())
     n_flagged = int(flagged.sum())
     pvalue = float(stats.binomtest(n_flagged, syn.shape[0], min(max(expected, 1e-12), 1.0), alternative="greater").pvalue)
+    n_test_flagged = int(round(expected * te.shape[0]))
 
     order = np.argsort(d_syn[:, 0], kind="stable")[: max(0, top_k)]
     pairs = [
@@ -196,6 +200,8 @@ def memorisation_audit(
         "fraction_flagged_ratio": float((ratio_syn <= ratio_threshold).mean()),
         "expected_fraction": expected,
         "binomial_pvalue": pvalue,
+        "fraction_flagged_ci": binomial_ci(n_flagged, syn.shape[0]),
+        "baseline_test": _baseline_test(n_flagged, syn.shape[0], n_test_flagged, te.shape[0]),
         "synthetic_to_train": _summary(d_syn[:, 0]),
         "test_to_train": _summary(d_test[:, 0]),
         "closest_pairs": pairs,
@@ -205,6 +211,17 @@ def memorisation_audit(
         "flagged": flagged,
         "test_nn_distance": d_test[:, 0],
     }
+
+
+def _baseline_test(k_syn: int, n_syn: int, k_test: int, n_test: int) -> dict:
+    """Are synthetic images flagged more often than held-out real images are? One-sided Fisher's
+    exact test on the 2x2 table; unlike ``binomial_pvalue`` it does not take the real rate as exact."""
+    from scipy.stats import fisher_exact
+
+    table = [[k_syn, n_syn - k_syn], [k_test, n_test - k_test]]
+    return {"method": "Fisher's exact test, one-sided: synthetic flagged more often than held-out real images",
+            "p_value": float(fisher_exact(table, alternative="greater")[1]),
+            "synthetic": binomial_ci(k_syn, n_syn), "real_baseline": binomial_ci(k_test, n_test)}
 
 
 def _display_image(img: np.ndarray) -> tuple[np.ndarray, bool]:

@@ -96,7 +96,24 @@ def key_table(key: str, value: dict) -> str:
     """The few numbers a reader looks for first, with what they mean; everything else is folded below."""
     rows: list[tuple[str, object, str]] = []
     if key == "evaluation":
-        rows = [(k, v, _meaning(k)) for k, v in (value.get("summary") or {}).items() if isinstance(v, (int, float))]
+        cis = value.get("summary_intervals") or {}
+
+        def with_ci(k, v):  # "12.3 [10.9, 14.1]" and the method and n it rests on
+            ci = cis.get(k)
+            return v if not ci else f"{_fmt(v)} [{_fmt(ci['ci'][0])}, {_fmt(ci['ci'][1])}]"
+
+        def meaning(k):
+            ci = cis.get(k)
+            return _meaning(k) + (f" ({round(ci['level'] * 100)} % {ci['method']}, n {ci['n']})" if ci else "")
+
+        rows = [(k, with_ci(k, v), meaning(k)) for k, v in (value.get("summary") or {}).items() if isinstance(v, (int, float))]
+    elif key == "compare":
+        for pair, res in value.items():
+            for metric, d in (res.get("metrics") or {}).items():
+                for c in d.get("comparisons", []):
+                    rows.append((f"{metric}: {Path(c['a']).name} - {Path(c['b']).name}",
+                                 f"{_fmt(c['difference'])} [{_fmt(c['low'])}, {_fmt(c['high'])}]",
+                                 f"{c['verdict']}; smallest detectable {_fmt(c['smallest_detectable_difference'])}; {res.get('correction', '')}"))
     elif key == "anomaly":
         im, px, pf = value.get("image") or {}, value.get("pixel") or {}, value.get("pixel_foreground") or {}
         rows = [("image AUROC", im.get("auroc"), "ranking of anomalous above normal images (0.5 = chance)"),
@@ -179,7 +196,8 @@ def write_report(run_dir: str | Path) -> Path:
                 settings = f"{info.get('sampler', '')} {info.get('steps', '')} steps, seed {info.get('seed', '')}" if info else ""
                 samples.append({"src": src, "caption": f"{folder.name}: {what} {('(' + settings + ')') if settings else ''}"})
     blocks = []
-    titles = {"training": "Training summary", "evaluation": "Evaluation", "anomaly": "Anomaly detection", "utility": "Downstream utility"}
+    titles = {"training": "Training summary", "evaluation": "Evaluation", "anomaly": "Anomaly detection", "utility": "Downstream utility",
+              "compare": "Comparisons with other runs (medgen compare)"}
     for key, value in metrics.items():
         if not isinstance(value, dict):
             continue

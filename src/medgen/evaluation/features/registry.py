@@ -44,7 +44,7 @@ def extractor_usage() -> str:
 def parse_feature_specs(spec: str | Sequence[str] | None) -> list[tuple[str, str | None]]:
     """'domain' / 'inception:/w/pt.pth' / 'domain,radiomics' -> [(name, arg or None), ...]."""
     if spec is None:
-        return [("domain", None)]
+        return [("domain", None), ("texture", None)]
     names = extractor_names()
     items = [spec] if isinstance(spec, str) else list(spec)
     parts = [p.strip() for item in items for p in str(item).split(",") if p.strip()]
@@ -82,9 +82,11 @@ from medgen.evaluation.features import (  # noqa: E402 - the modules register af
     feature_extractor_radimagenet,
     feature_extractor_radiomics,
     feature_extractor_resnet50,
+    feature_extractor_texture,
 )
 
 register_feature_extractor("domain", feature_extractor_domain.build, feature_extractor_domain.USAGE)
+register_feature_extractor("texture", feature_extractor_texture.build, feature_extractor_texture.USAGE)
 register_feature_extractor("inception", feature_extractor_inception.build, feature_extractor_inception.USAGE)
 register_feature_extractor("resnet50", feature_extractor_resnet50.build, feature_extractor_resnet50.USAGE)
 register_feature_extractor("radimagenet", feature_extractor_radimagenet.build, feature_extractor_radimagenet.USAGE)

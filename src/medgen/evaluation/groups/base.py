@@ -22,7 +22,8 @@ import numpy as np
 
 from medgen.data.imageset import ImageSet
 
-__all__ = ["Context", "FeatureCache", "MetricGroup", "RunInputs", "add_row", "feature_ref", "fmt", "headline"]
+__all__ = ["Context", "FeatureCache", "MetricGroup", "RunInputs", "add_row", "feature_ref", "fmt", "fmt_ci", "headline",
+           "interval_headline"]
 
 
 class FeatureCache:
@@ -67,6 +68,7 @@ class RunInputs:
     fingerprint: str | None = None    # the checkpoint's, when the run generates its synthetic images
     given_fake: ImageSet | None = None  # the synthetic set given (--fake, two sets); None when the run generates it
     utility: dict = field(default_factory=dict)  # ratio, mix, seeds, settings
+    n_resamples: int = 1000           # bootstrap resamples of every interval (0: no intervals)
 
 
 @dataclass
@@ -114,6 +116,19 @@ def add_row(table, *cells: Any) -> None:
 
 def headline(value: Any, **extra: Any) -> dict:
     return {"value": value, **extra}
+
+
+def interval_headline(value: Any, ci: dict | None) -> dict:
+    """A headline value with its interval (``ci``: a dict of :mod:`medgen.metrics.intervals`), if any."""
+    if not ci:
+        return headline(value)
+    return headline(value, ci=[ci["low"], ci["high"]], level=ci["level"], method=ci["method"], n=ci["n"],
+                    n_resamples=ci["n_resamples"])
+
+
+def fmt_ci(value: Any, ci: dict | None) -> str:
+    """'12.3 [10.9, 14.1]' (or the value alone)."""
+    return fmt(value) if not ci else f"{fmt(value)} [{fmt(ci['low'])}, {fmt(ci['high'])}]"
 
 
 def fmt(v: Any) -> str:

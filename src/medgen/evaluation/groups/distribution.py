@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from medgen.evaluation.groups._feature_pairs import feature_pairs, section_rows
-from medgen.evaluation.groups.base import Context, MetricGroup, headline
+from medgen.evaluation.groups._feature_pairs import feature_pairs, interval_key, section_rows, store_features
+from medgen.evaluation.groups.base import Context, MetricGroup, interval_headline
 
 KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000
 HEADLINE_KEYS = ("fid", "kid_mean", "kid_std")
@@ -42,13 +42,20 @@ class Distribution(MetricGroup):
         out = {}
         for name, f_real, f_fake, settings in feature_pairs(ctx):
             d = distances(f_real, f_fake)
+            if "fid" in d and ctx.run.n_resamples:
+                from medgen.metrics.feature_intervals import fid_ci, kid_ci
+
+                d["intervals"] = {"fid": fid_ci(f_real, f_fake, n_resamples=ctx.run.n_resamples),
+                                  "kid": kid_ci(f_real, f_fake, n_resamples=ctx.run.n_resamples)}
             if name == "radiomics" and "fid" in d:
                 d["frd"] = d["fid"]
+            if "fid" in d:
+                store_features(ctx, name, f_real, f_fake)
             out[name] = {**d, **settings}
         return out
 
     def headline(self, section: dict) -> dict[str, dict]:
-        return {f"{'frd' if _is_frd(k, name) else k}/{name}": headline(d[k])
+        return {f"{'frd' if _is_frd(k, name) else k}/{name}": interval_headline(d[k], (d.get("intervals") or {}).get(interval_key(k)))
                 for name, d in section.items() for k in HEADLINE_KEYS if k in d}
 
     def table_rows(self, section: dict) -> list[tuple[str, str, str]]:

@@ -4,19 +4,24 @@ from __future__ import annotations
 import numpy as np
 
 from medgen.evaluation.groups._feature_pairs import feature_pairs, section_rows
-from medgen.evaluation.groups.base import Context, MetricGroup, headline
+from medgen.evaluation.groups.base import Context, MetricGroup, interval_headline
 
 PRDC_K = 5
 HEADLINE_KEYS = ("precision", "recall", "density", "coverage")
 
 
-def prdc_section(f_real: np.ndarray, f_fake: np.ndarray) -> dict:
+def prdc_section(f_real: np.ndarray, f_fake: np.ndarray, n_resamples: int = 0) -> dict:
     from medgen.metrics import prdc
 
     k = min(PRDC_K, len(f_real) - 1, len(f_fake) - 1)
     if k < 1:
         return {"skipped": "precision/recall/density/coverage need at least 2 images on each side"}
-    return {**prdc(f_real, f_fake, k=k), "k": int(k)}
+    out = {**prdc(f_real, f_fake, k=k), "k": int(k)}
+    if n_resamples:
+        from medgen.metrics.feature_intervals import prdc_ci
+
+        out["intervals"] = prdc_ci(f_real, f_fake, k=k, n_resamples=n_resamples)
+    return out
 
 
 class Fidelity(MetricGroup):
@@ -31,10 +36,12 @@ class Fidelity(MetricGroup):
     }
 
     def compute(self, ctx: Context) -> dict:
-        return {name: {**prdc_section(f_real, f_fake), **settings} for name, f_real, f_fake, settings in feature_pairs(ctx)}
+        return {name: {**prdc_section(f_real, f_fake, ctx.run.n_resamples), **settings}
+                for name, f_real, f_fake, settings in feature_pairs(ctx)}
 
     def headline(self, section: dict) -> dict[str, dict]:
-        return {f"{k}/{name}": headline(d[k]) for name, d in section.items() for k in HEADLINE_KEYS if k in d}
+        return {f"{k}/{name}": interval_headline(d[k], (d.get("intervals") or {}).get(k))
+                for name, d in section.items() for k in HEADLINE_KEYS if k in d}
 
     def table_rows(self, section: dict) -> list[tuple[str, str, str]]:
         return section_rows(section, HEADLINE_KEYS, lambda k, name: k)
