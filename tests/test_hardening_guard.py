@@ -61,3 +61,21 @@ def test_a_run_that_outputs_black_says_so_in_status_terminal_and_report(phantom,
     assert status["state"] == "finished" and any("barely change with the input" in w for w in status["warnings"])
     assert any(line.startswith("WARNING: reconstructions barely change") for line in said)
     assert "WARNING: reconstructions barely change" in write_report(tmp_path / "ae").read_text()
+
+
+def test_linear_output_keeps_a_gradient_where_the_sigmoid_has_saturated():
+    """The black-output failure: every logit sunk far below 0, the sigmoid's gradient is gone and
+    no step can bring the output back. ``model.output=linear`` has no such dead zone."""
+    from medgen.config import resolve
+    from medgen.models.base import DataInfo, build_model
+
+    x = torch.rand(4, 1, 32, 32)
+    grads = {}
+    for output in ("sigmoid", "linear"):
+        cfg = resolve("brain-ae-anomaly", "tiny", [f"model.output={output}"])
+        model = build_model(cfg, DataInfo(2, 1, (32, 32), ["normal"]))
+        with torch.no_grad():
+            model.decoder.out.bias.fill_(-40.0)  # as after the first steps on mostly-black images
+        torch.nn.functional.l1_loss(model(x), x).backward()
+        grads[output] = float(model.decoder.out.weight.grad.abs().sum())
+    assert grads["sigmoid"] < 1e-12 < 1e-3 < grads["linear"]

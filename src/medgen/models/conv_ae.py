@@ -73,6 +73,9 @@ class ConvAEParams(FamilyParams):
     latent_channels: int | None = Field(None, ge=1)  # 1x1 conv bottleneck after the encoder
     upsample: Literal["nearest", "bilinear"] = "nearest"
     loss: Literal["l1", "mse"] = "l1"  # S003: MAE
+    # S003's sigmoid can saturate for good on mostly-black (padded) images: the logits of every pixel
+    # sink, the sigmoid's gradient vanishes, and the model outputs black for every input. linear cannot.
+    output: Literal["sigmoid", "linear"] = "sigmoid"
     input_noise: float = Field(0.0, ge=0)  # denoising AE: std of the noise added while training
     noise_resolution: int | None = Field(None, ge=1)  # coarse noise: drawn at this size, upsampled
 
@@ -198,8 +201,10 @@ class SmallEncoder(nn.Module):
 class Decoder(nn.Module):
     """Per level: upsample 2x, conv 3x3, ReLU; then conv 3x3 to the image channels and a sigmoid."""
 
-    def __init__(self, in_channels: int, channels: list[int], out_channels: int, dims: int, mode: str):
+    def __init__(self, in_channels: int, channels: list[int], out_channels: int, dims: int, mode: str,
+                 output: str = "sigmoid"):
         super().__init__()
+        self.squash = torch.sigmoid if output == "sigmoid" else (lambda t: t)
         layers: list[nn.Module] = []
         c = in_channels
         interp = mode if mode == "nearest" else ("bilinear" if dims == 2 else "trilinear")
@@ -210,7 +215,7 @@ class Decoder(nn.Module):
         self.out = _conv(dims)(c, out_channels, 3, padding=1)
 
     def forward(self, z):
-        return torch.sigmoid(self.out(self.blocks(z)))
+        return self.squash(self.out(self.blocks(z)))
 
 
 class ConvAutoencoder(GenerativeModel):
@@ -249,7 +254,7 @@ class ConvAutoencoder(GenerativeModel):
         if p.latent_channels:
             self.bottleneck = nn.Sequential(_conv(dims)(c, p.latent_channels, 1), nn.ReLU(inplace=True))
             c = p.latent_channels
-        self.decoder = Decoder(c, dec, info.channels, dims, p.upsample)
+        self.decoder = Decoder(c, dec, info.channels, dims, p.upsample, p.output)
         self.register_buffer("encoder_pretrained", torch.zeros(()))  # 1 = ImageNet weights were loaded (kept in checkpoints)
         self._weights_path: Path | None = None
         self._setup_encoder()
