@@ -316,11 +316,13 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     np.save(out_dir / "maps.npy", maps.astype(np.float32))
+    from medgen.fsio import spreadsheet_safe
+
     with open(out_dir / "scores.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["id", "label", "score", "predicted", "anomalous"])
         for i in range(len(scores)):
-            w.writerow([items.ids[i], items.labels[i], f"{scores[i]:.6g}", int(predicted[i]),
+            w.writerow([spreadsheet_safe(items.ids[i]), spreadsheet_safe(items.labels[i]), f"{scores[i]:.6g}", int(predicted[i]),
                         "" if truth is None else int(truth[i])])
     from medgen.anomaly.figures import detection_figure, score_histogram
 

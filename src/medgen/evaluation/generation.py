@@ -89,7 +89,8 @@ def generate_cached(model, fingerprint: str, n: int, label_ids: np.ndarray | Non
                 return z["images"].astype(np.float32) / 65535.0, labels, float(z["seconds_per_image"]), True
         except (OSError, KeyError, ValueError):
             pass  # a damaged cache file: generate again
-    echo(f"generating {n} images ({sampler}, {steps} steps, seed {seed})")
+    how = f"{sampler}, {steps} steps, " if model.samplers else ""  # one-pass families have no sampler
+    echo(f"generating {n} images ({how}seed {seed})")
     y = torch.as_tensor(label_ids, dtype=torch.long) if label_ids is not None else None
     t0 = time.perf_counter()
     images, labels = generate(model, n, y, sampler, steps, guidance, seed, batch_size, describe=f"evaluate {sampler}-{steps}")
