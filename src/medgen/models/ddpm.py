@@ -26,6 +26,7 @@ class PixelDiffusion(GenerativeModel):
     stages = ("diffusion",)
     samplers = ("ddpm", "ddim")
     detectors = ("diffusion",)
+    can_inpaint = True
 
     @property
     def num_timesteps(self) -> int:
@@ -60,3 +61,9 @@ class PixelDiffusion(GenerativeModel):
         y = sample_labels(self, n, labels, self.device)
         x = self.denoiser.sample(shape, y, sampler, steps, guidance, generator, clip=(-1.0, 1.0), progress=progress)
         return ((x + 1) / 2).clamp(0, 1)
+
+    def to_diffusion_space(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2 - 1
+
+    def from_diffusion_space(self, z: torch.Tensor) -> torch.Tensor:
+        return ((z + 1) / 2).clamp(0, 1)

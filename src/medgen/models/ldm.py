@@ -56,6 +56,7 @@ class LatentDiffusion(GenerativeModel):
     can_score = True
     samplers = ("ddpm", "ddim")
     detectors = ("reconstruct", "model")
+    can_inpaint = True
 
     @property
     def num_timesteps(self) -> int:
@@ -216,4 +217,10 @@ class LatentDiffusion(GenerativeModel):
         shape = (n, self.params.autoencoder.latent_channels, *latent_size)
         y = sample_labels(self, n, labels, self.device)
         z = self.denoiser.sample(shape, y, sampler, steps, guidance, generator, clip=None, progress=progress)
+        return self.autoencoder.decode(z / self.scale_factor).clamp(0, 1)
+
+    def to_diffusion_space(self, x: torch.Tensor) -> torch.Tensor:
+        return self.autoencoder.encode(x)[0] * self.scale_factor
+
+    def from_diffusion_space(self, z: torch.Tensor) -> torch.Tensor:
         return self.autoencoder.decode(z / self.scale_factor).clamp(0, 1)
