@@ -228,3 +228,34 @@ def test_3d_mask_conditioned_run_writes_nifti_pairs(tmp_path):
     masks = sorted((tmp_path / "r/samples").glob("*/*_mask.nii.gz"))
     assert len(masks) == 2 and nib.load(str(masks[0])).shape == (16, 16, 4)
     assert np.asarray(nib.load(str(masks[0])).dataobj).dtype == np.uint8
+
+
+def test_seg_utility_table_and_adherence_from_a_pairs_folder(mask_run, lesions, tmp_path):
+    from medgen.evaluation.seg_utility import SegSettings, run_seg_utility, table_lines
+    from medgen.mask_sampling import sample_pairs
+
+    sample_pairs(mask_run, "dataset:train", n=6, steps=2, out=tmp_path / "pairs", echo=lambda *a: None)
+    res = run_seg_utility(mask_run, tmp_path / "pairs", seeds=2, k_real=(2,), settings=SegSettings(steps=3, batch_size=4, channels=(4, 8)),
+                          echo=lambda *a: None)
+    names = [r["train"] for r in res["rows"]]
+    assert names == ["real", "real+synthetic", "synthetic", "2 real", "2 real+synthetic"] and res["n_synthetic"] == 6
+    for r in res["rows"]:
+        assert r["dice"]["method"] == "t over seeds" and r["dice"]["n"] == 2 and len(r["dice_per_seed"]) == 2
+        assert r["dice"]["low"] <= r["dice"]["value"] <= r["dice"]["high"] and 0 <= r["dice"]["value"] <= 1
+    assert {"dice_conditioning", "dice_shuffled"} <= set(res["adherence"]) and json.loads(open(res["output"]).read())["rows"]
+    assert table_lines(res)[2].startswith("| real | ")
+
+
+def test_segmentation_scores_match_known_overlaps():
+    from medgen.evaluation.seg_utility import interval_over_seeds, scores
+
+    truth = np.zeros((3, 1, 20, 20), np.uint8)
+    truth[:, :, 5:10, 5:10] = 1
+    pred = truth.copy()
+    pred[1, :, 5:10, 5:15] = 1  # twice the area: Dice 2*25/(25+50)
+    pred[2] = 0  # nothing found: Dice 0, HD95 = the image diagonal
+    sc = scores(pred, truth)
+    assert np.allclose(sc["dice"], [1.0, 2 / 3, 0.0])
+    assert sc["hd95"][0] == 0 and 0 < sc["hd95"][1] <= 5 and np.isclose(sc["hd95"][2], np.sqrt(800))
+    iv = interval_over_seeds([0.5, 0.6, 0.7])
+    assert np.isclose(iv["value"], 0.6) and iv["low"] < 0.6 < iv["high"] and iv["n"] == 3
