@@ -13,6 +13,7 @@ from typing import List, Optional, Tuple
 
 import typer
 
+from medgen import samplers
 from medgen.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -164,7 +165,7 @@ def sample_cmd(
     run: Path = typer.Argument(..., help="A trained run directory."),
     n: Optional[int] = typer.Option(None, "--n", min=1, help="Number of images (default 16; with --masks: the run's sample.n, or one per mask file)."),
     label: Optional[str] = typer.Option(None, "--label", help="Class to generate (conditional runs); default: classes in turn."),
-    sampler: Optional[str] = typer.Option(None, "--sampler", help="ddpm | ddim (default: the run's config)."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help=f"{samplers.help_text()} (default: the run's config)."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Denoising steps (<= the training timesteps)."),
     guidance: Optional[float] = typer.Option(None, "--guidance", min=0.0, help="Classifier-free guidance scale (1 = plain conditional, 0 = unconditional)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Same seed, same images."),

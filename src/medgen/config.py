@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medgen.errors import UserError
 
@@ -107,12 +107,21 @@ class TrainConfig(Strict):
 
 class SampleConfig(Strict):
     n: int = Field(16, ge=1)
-    sampler: Literal["ddpm", "ddim"] = "ddim"
+    sampler: str = "ddim"  # a name in medgen.samplers' registry
     steps: int | None = Field(None, ge=1)
     guidance: float = Field(1.0, ge=0)
     seed: int = 0
     format: Literal["png", "npy", "nii", "dcm"] = "png"
     batch_size: int = Field(16, ge=1)
+
+    @field_validator("sampler")
+    @classmethod
+    def _registered_sampler(cls, name: str) -> str:
+        from medgen import samplers
+
+        if name not in samplers.names():
+            raise ValueError(f"unknown sampler '{name}'; samplers: {', '.join(samplers.names())}")
+        return name
 
 
 class EvaluateConfig(Strict):

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from medgen.data.export import FORMATS, write_image
+from medgen import samplers
 from medgen.errors import UserError
 from medgen.models.base import DataInfo, build_model
 from medgen.progress import progress_bar
@@ -88,8 +89,7 @@ def sample(run_dir: str | Path, n: int = 16, label: str | None = None, sampler: 
     fmt = fmt or sc.format
     if fmt not in FORMATS:
         raise UserError(f"bad --format '{fmt}': choose one of {', '.join(FORMATS)}")
-    if sampler not in ("ddpm", "ddim"):
-        raise UserError(f"bad --sampler '{sampler}': choose ddpm or ddim")
+    samplers.check_name(sampler, "--sampler")
     if fmt == "png" and model.info.spatial_dims == 3:
         fmt = "nii"
         echo("volumes are written as NIfTI (PNG cannot hold 3D)")

@@ -8,10 +8,13 @@ Modules:
                the unpaired mean MSE over all real/generated pairs (S000's MSE)
   intensity    intensity-distribution comparisons (KS, Wasserstein, histograms, bimodality)
   memorisation nearest-neighbour memorisation / privacy audit and closest-pairs figure
+  intervals    bootstrap and exact binomial intervals, verdicts between runs (Holm-corrected)
+  feature_intervals  bootstrap intervals of FID, KID and PRDC over both feature sets
 
 The submodules import only numpy at module level; torch, MONAI, scipy, scikit-learn and
 matplotlib are imported inside the functions that need them, so importing this package is cheap.
 """
+from medgen.metrics.feature_intervals import fid_ci, kid_ci, prdc_ci
 from medgen.metrics.frechet import feature_stats, fid_from_features, frechet_distance
 from medgen.metrics.intensity import (
     bimodality,
@@ -19,6 +22,7 @@ from medgen.metrics.intensity import (
     compare_intensities,
     compare_intensities_by_class,
 )
+from medgen.metrics.intervals import binomial_ci, bootstrap_ci, holm, verdict, verdicts
 from medgen.metrics.kid import kid, mmd2_unbiased, polynomial_kernel
 from medgen.metrics.memorisation import closest_pairs_figure, memorisation_audit, nearest_neighbours
 from medgen.metrics.pixel import (
@@ -40,14 +44,19 @@ __all__ = [
     "MS_SSIM_WEIGHTS",
     "PairedScore",
     "bimodality",
+    "binomial_ci",
+    "bootstrap_ci",
     "bimodality_coefficient",
     "closest_pairs_figure",
     "compare_intensities",
     "compare_intensities_by_class",
     "feature_stats",
+    "fid_ci",
     "fid_from_features",
     "frechet_distance",
+    "holm",
     "kid",
+    "kid_ci",
     "knn_radii",
     "mae",
     "memorisation_audit",
@@ -60,7 +69,10 @@ __all__ = [
     "paired_metrics",
     "polynomial_kernel",
     "prdc",
+    "prdc_ci",
     "psnr",
     "ssim",
     "ssim_settings",
+    "verdict",
+    "verdicts",
 ]

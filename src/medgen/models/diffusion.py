@@ -1,16 +1,10 @@
 """Denoising diffusion shared by the pixel DDPM and the latent diffusion model.
 
 Networks and noise schedules come from MONAI (``DiffusionModelUNet``; the schedule registry
-behind ``DDPMScheduler``). The sampling steps are medgen's own, because both samplers must walk
-the same respaced timestep list:
-- ``respaced_ddpm_step``: MONAI's ``DDPMScheduler.step`` assumes consecutive timesteps
-  (it uses ``alphas_cumprod[t - 1]``), so sampling with fewer steps than the model was trained
-  with would be wrong. The posterior q(x_{t'} | x_t, x_0) below uses the previous *respaced*
-  timestep t' (Ho et al. 2020, eq. 6-7, with beta_t = 1 - abar_t / abar_t'), and equals plain
-  DDPM when every timestep is used. This is what S000's 1000/2000/3000-step tables need.
-- ``ddim_step``: deterministic DDIM (eta = 0) on that list, the same update as MONAI's
-  ``DDIMScheduler``.
-- classifier-free guidance (Ho & Salimans 2022): labels are dropped to a "null" class with
+behind ``DDPMScheduler``). The samplers (``ddpm``: the respaced ancestral step; ``ddim``) are in
+``medgen.samplers``, one module each, all walking the same respaced timestep list.
+
+Classifier-free guidance (Ho & Salimans 2022): labels are dropped to a "null" class with
   probability ``cond_drop_prob`` during training; sampling mixes
   eps = eps_null + g * (eps_label - eps_null).
 """
@@ -22,7 +16,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from medgen import samplers
 from medgen.models.base import FamilyParams
+from medgen.samplers.base import respaced_timesteps
 
 
 class SchedulerParams(FamilyParams):
@@ -120,55 +116,26 @@ class Denoiser(torch.nn.Module):
         return uncond + guidance * (cond - uncond)
 
     def timesteps(self, steps: int | None) -> list[int]:
-        steps = min(steps or self.T, self.T)
-        # evenly spaced, always ending at t = 0, the most informative step
-        return sorted({int(round(v)) for v in torch.linspace(0, self.T - 1, steps).tolist()}, reverse=True)
+        return respaced_timesteps(self.T, steps)
 
     @torch.no_grad()
     def sample(self, shape: tuple[int, ...], labels: torch.Tensor | None, sampler: str = "ddim", steps: int | None = None,
                guidance: float = 1.0, generator: torch.Generator | None = None, clip: tuple[float, float] | None = (-1.0, 1.0),
                progress=None) -> torch.Tensor:
+        """Images (in the denoiser's [-1, 1] or latent space) from pure noise, by the registered ``sampler``."""
         device = self.alphas_cumprod.device
         if steps is not None and steps > self.T:
             raise ValueError(f"{steps} sampling steps exceed the {self.T} timesteps this model was trained with")
+        walker = samplers.get(sampler)
         x = torch.randn(shape, generator=generator, device=generator.device if generator is not None else device).to(device)
-        ts = self.timesteps(steps)
-        for i, t in enumerate(ts):
-            t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-            eps = self.guided_eps(x, t, labels, guidance).float()
-            if sampler == "ddim":
-                x = self.ddim_step(x, eps, t, t_prev, clip)
-            else:
-                x = self.respaced_ddpm_step(x, eps, t, t_prev, clip, generator)
-            if progress:
-                progress()
-        return x
+        return walker.run(self, x, self.timesteps(steps), labels, guidance, generator, clip, progress)
 
-    def _abar(self, t: int) -> torch.Tensor:
-        return self.alphas_cumprod[t] if t >= 0 else torch.ones((), device=self.alphas_cumprod.device)
-
-    def _x0(self, x, eps, abar_t, clip):
-        x0 = (x - (1 - abar_t).sqrt() * eps) / abar_t.sqrt()
-        return x0.clamp(*clip) if clip else x0
-
+    # single steps, for callers that walk their own timestep list (partial diffusion in medgen.anomaly)
     def respaced_ddpm_step(self, x, eps, t, t_prev, clip, generator):
-        abar_t, abar_prev = self._abar(t), self._abar(t_prev)
-        beta = 1 - abar_t / abar_prev
-        x0 = self._x0(x, eps, abar_t, clip)
-        mean = (abar_prev.sqrt() * beta / (1 - abar_t)) * x0 + ((1 - beta).sqrt() * (1 - abar_prev) / (1 - abar_t)) * x
-        if t_prev < 0:
-            return mean
-        var = beta * (1 - abar_prev) / (1 - abar_t)
-        noise = torch.randn(x.shape, generator=generator, device=generator.device if generator is not None else x.device).to(x.device)
-        return mean + var.clamp(min=1e-20).sqrt() * noise
+        return samplers.get("ddpm").step(self, x, eps, t, t_prev, clip, generator)
 
     def ddim_step(self, x, eps, t, t_prev, clip):
-        """Deterministic DDIM (eta = 0), Song et al. 2021 eq. 12."""
-        abar_t, abar_prev = self._abar(t), self._abar(t_prev)
-        x0 = self._x0(x, eps, abar_t, clip)
-        if clip:  # keep eps consistent with the clipped x0
-            eps = (x - abar_t.sqrt() * x0) / (1 - abar_t).sqrt()
-        return abar_prev.sqrt() * x0 + (1 - abar_prev).sqrt() * eps
+        return samplers.get("ddim").step(self, x, eps, t, t_prev, clip, None)
 
 
 def sample_labels(model, n: int, labels, device) -> torch.Tensor | None:
