@@ -43,10 +43,6 @@ def to_space_mask(masks: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return (F.adaptive_max_pool2d(m, shape) if m.dim() == 4 else F.adaptive_max_pool3d(m, shape)).clamp(0, 1)
 
 
-def _noise(shape, generator, device):
-    return torch.randn(shape, generator=generator, device=generator.device if generator is not None else device).to(device)
-
-
 @torch.no_grad()
 def repaint(model, images: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor | None = None, steps: int | None = None,
             resample: int = 5, guidance: float = 1.0, feather: float = 2.0, generator: torch.Generator | None = None,
@@ -54,7 +50,11 @@ def repaint(model, images: torch.Tensor, masks: torch.Tensor, labels: torch.Tens
     """``images`` (B, C, *size) in [0, 1] with a new content inside ``masks`` (B, 1, *size; > 0 = redraw)."""
     if not model.can_inpaint:
         raise UserError(f"{type(model).__name__} runs cannot inpaint: use a diffusion run (ddpm, ldm, mask-ddpm)")
+    from medgen.samplers import get as get_sampler
+    from medgen.samplers.base import abar, noise_like
+
     den = model.denoiser
+    ddpm = get_sampler("ddpm")  # RePaint needs the stochastic posterior step
     device = den.alphas_cumprod.device
     images, masks = images.to(device), masks.to(device)
     cond = den.conditioned_on(masks) if model.needs_masks else contextlib.nullcontext()
@@ -62,18 +62,18 @@ def repaint(model, images: torch.Tensor, masks: torch.Tensor, labels: torch.Tens
         x0 = model.to_diffusion_space(images)
         unknown = to_space_mask(masks, tuple(x0.shape[2:]))
         ts = den.timesteps(steps)
-        x = _noise(x0.shape, generator, device)
+        x = noise_like(x0, generator)
         for i, t in enumerate(ts):
             t_prev = ts[i + 1] if i + 1 < len(ts) else -1
             for u in range(resample):
                 eps = den.guided_eps(x, t, labels, guidance).float()
-                x_unknown = den.respaced_ddpm_step(x, eps, t, t_prev, (-1.0, 1.0) if not _latent(model) else None, generator)
+                x_unknown = ddpm.step(den, x, eps, t, t_prev, (-1.0, 1.0) if not _latent(model) else None, generator)
                 x_known = x0 if t_prev < 0 else den.q_sample(x0, torch.full((x0.shape[0],), t_prev, device=device),
-                                                             _noise(x0.shape, generator, device))
+                                                             noise_like(x0, generator))
                 x = unknown * x_unknown + (1 - unknown) * x_known
                 if u + 1 < resample and t_prev >= 0:  # back to step t: q(x_t | x_t'), then denoise again
-                    ratio = den._abar(t) / den._abar(t_prev)
-                    x = ratio.sqrt() * x + (1 - ratio).sqrt() * _noise(x.shape, generator, device)
+                    ratio = abar(den, t) / abar(den, t_prev)
+                    x = ratio.sqrt() * x + (1 - ratio).sqrt() * noise_like(x, generator)
             if progress:
                 progress()
         generated = model.from_diffusion_space(x)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medgen import samplers
 from medgen.data.export import FORMATS
 from medgen.errors import UserError
 from medgen.masks import MaskSet, load_masks
@@ -54,6 +55,7 @@ def sample_pairs(run_dir: str | Path, masks: str, inpaint: str | None = None, n:
     guidance = sc.guidance if guidance is None else guidance
     if fmt not in FORMATS:
         raise UserError(f"bad --format '{fmt}': choose one of {', '.join(FORMATS)}")
+    samplers.check_name(sampler, "--sampler")
     if fmt == "png" and model.info.spatial_dims == 3:
         fmt = "nii"
     if steps is not None and model.num_timesteps is not None and steps > model.num_timesteps:
