@@ -102,17 +102,9 @@ def load_images(source: str, size: tuple[int, ...], channels: int) -> tuple[np.n
     from pathlib import Path
 
     from medgen.data.io import read_image
-    from medgen.masks import MASK_SUFFIXES
+    from medgen.masks import image_files
 
-    path = Path(source).expanduser()
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and any(p.name.lower().endswith(s) for s in MASK_SUFFIXES))
-        if not files:
-            raise UserError("no image files in folder", path)
-    elif path.is_file():
-        files = [path]
-    else:
-        raise UserError("--inpaint: no such image file or folder", path)
+    files = image_files(Path(source).expanduser(), "image", "--inpaint: no such image file or folder")
     out, scales = [], []
     for f in files:
         img = np.asarray(np.load(f) if f.suffix.lower() == ".npy" else read_image(f), dtype=np.float32)

@@ -10,7 +10,6 @@ the output folder is touched, so bad input leaves nothing half-written.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from medgen.data.export import FORMATS
 from medgen.errors import UserError
 from medgen.masks import MaskSet, load_masks
 from medgen.progress import progress_bar
-from medgen.sampling import load_run_model, resolve_labels
+from medgen.sampling import fresh_sample_folder, load_run_model, resolve_labels
 
 
 def pair_masks_with_images(masks: MaskSet, names: list[str], source: str) -> MaskSet:
@@ -84,12 +83,7 @@ def sample_pairs(run_dir: str | Path, masks: str, inpaint: str | None = None, n:
         # the dataset's own masks: each image gets the class its mask came with
         y = torch.tensor([model.info.labels.index(d["mask_label"]) for d in mask_set.details], dtype=torch.long)
     tag = ("inpaint" if inpaint else "masks") + f"-{sampler}-{steps or model.num_timesteps}-seed{seed}" + (f"-{label}" if label else "")
-    out = Path(out) if out else run.samples / tag
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise UserError("sample folder already exists; use --force to replace it or --out for another", out)
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = fresh_sample_folder(Path(out) if out else run.samples / tag, force)
     bs = batch_size or sc.batch_size
     gen = torch.Generator(device=model.device).manual_seed(seed)
     results = []

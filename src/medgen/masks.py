@@ -94,15 +94,20 @@ def load_masks(source: str, size: tuple[int, ...], max_value: int = 1, n: int | 
     if source == "dataset" or source.startswith("dataset:"):
         return dataset_masks(dataset, source.partition(":")[2] or None, size, max_value)
     path = Path(source).expanduser()
+    files = image_files(path, "mask", "mask source is neither a file, a folder, 'dataset' nor 'random:CLASS'")
+    return MaskSet(np.stack([read_mask(f, size, max_value) for f in files]), [f.name for f in files], str(path))
+
+
+def image_files(path: Path, what: str, missing: str) -> list[Path]:
+    """The image files of a folder (sorted), or the one file ``path``; ``missing`` is the error otherwise."""
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and any(p.name.lower().endswith(s) for s in MASK_SUFFIXES))
         if not files:
-            raise UserError("no mask files in folder (PNG, TIFF, NIfTI, NPY or DICOM)", path)
-    elif path.is_file():
-        files = [path]
-    else:
-        raise UserError("mask source is neither a file, a folder, 'dataset' nor 'random:CLASS'", path)
-    return MaskSet(np.stack([read_mask(f, size, max_value) for f in files]), [f.name for f in files], str(path))
+            raise UserError(f"no {what} files in folder (PNG, TIFF, NIfTI, NPY or DICOM)", path)
+        return files
+    if path.is_file():
+        return [path]
+    raise UserError(missing, path)
 
 
 def read_mask(path: Path, size: tuple[int, ...], max_value: int) -> np.ndarray:

@@ -45,6 +45,16 @@ def load_run_model(run_dir: str | Path, device: str | torch.device | None = None
     return cfg, model, run
 
 
+def fresh_sample_folder(out: Path, force: bool) -> Path:
+    """An empty output folder; an existing non-empty one only with ``force`` (it is then replaced)."""
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise UserError("sample folder already exists; use --force to replace it or --out for another", out)
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def resolve_labels(model, labels: list[str], label: str | None, n: int) -> torch.Tensor | None:
     if label is None:
         return None
@@ -102,12 +112,7 @@ def sample(run_dir: str | Path, n: int = 16, label: str | None = None, sampler: 
     y = resolve_labels(model, labels, label, n)
     tag = (f"{sampler}-{steps or T or 'default'}-seed{seed}" + (f"-{label}" if label else "") + (f"-g{guidance:g}" if guidance != 1 else "")
            + ("-each-label" if each_label else ""))
-    out = Path(out) if out else run.samples / tag
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise UserError("sample folder already exists; use --force to replace it or --out for another", out)
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = fresh_sample_folder(Path(out) if out else run.samples / tag, force)
     if each_label:  # the same seed for every class: the same z (or starting noise), a different label
         parts = [generate(model, n, torch.full((n,), c, dtype=torch.long), sampler, steps, guidance, seed, batch_size or sc.batch_size,
                           describe=f"sample {name}") for c, name in enumerate(labels)]
