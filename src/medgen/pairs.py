@@ -93,7 +93,7 @@ def write_dicom_seg(image_path: Path, seg_path: Path, mask: np.ndarray, segment_
 def overlay_figure(images: np.ndarray, masks: np.ndarray, path: Path, titles: list[str] | None = None, n: int = 8,
                    title: str = "") -> Path:
     """Rows mask / image / overlay (mask outline in red) for up to ``n`` pairs; volumes show their middle slice."""
-    from medgen.plots import _plt, middle
+    from medgen.plots import _plt, middle, save_figure
 
     plt = _plt()
     k = min(n, len(images))
@@ -111,9 +111,4 @@ def overlay_figure(images: np.ndarray, masks: np.ndarray, path: Path, titles: li
             axes[0, j].set_title(titles[j], fontsize=7)
     for row, name in enumerate(("mask", "image", "overlay")):
         axes[row, 0].set_ylabel(name)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title, dpi=110)
