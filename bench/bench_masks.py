@@ -31,7 +31,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--n", type=int, default=600)
     ap.add_argument("--epochs", type=int, default=20)
-    ap.add_argument("--seg-steps", type=int, default=150)
+    ap.add_argument("--seg-steps", type=int, default=400)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
@@ -95,7 +95,7 @@ def main(argv=None) -> dict:
     n_lesion = int((np.asarray(ds.masks[tr]).reshape(len(tr), -1).max(1) > 0).sum())
     sample_pairs(run, "dataset:train", n=n_lesion, steps=50, out=out / "train-masks", force=True, echo=lambda *a: None)
     synthetic = read_pairs(out / "train-masks", tuple(ds.size))
-    table = seg_utility(real_train, (np.asarray(ds.images[te]), np.asarray(ds.masks[te])), synthetic, args.seeds, (8, 32), settings,
+    table = seg_utility(real_train, (np.asarray(ds.images[te]), np.asarray(ds.masks[te])), synthetic, args.seeds, (8,), settings,
                         echo=lambda m: print(m, file=sys.stderr))
     for name in ("pairs.png",):
         shutil.copy(out / "test-masks" / name, out / f"guide-{name}")

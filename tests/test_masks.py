@@ -259,3 +259,14 @@ def test_segmentation_scores_match_known_overlaps():
     assert sc["hd95"][0] == 0 and 0 < sc["hd95"][1] <= 5 and np.isclose(sc["hd95"][2], np.sqrt(800))
     iv = interval_over_seeds([0.5, 0.6, 0.7])
     assert np.isclose(iv["value"], 0.6) and iv["low"] < 0.6 < iv["high"] and iv["n"] == 3
+
+
+def test_pairs_never_overwrite_without_force(mask_run, tmp_path):
+    from medgen.mask_sampling import sample_pairs
+
+    sample_pairs(mask_run, "random:glioma", n=1, steps=2, out=tmp_path / "o", echo=lambda *a: None)
+    with pytest.raises(UserError, match="already exists"):
+        sample_pairs(mask_run, "random:pituitary", n=1, steps=2, out=tmp_path / "o", echo=lambda *a: None)
+    assert json.loads((tmp_path / "o/samples.json").read_text())["mask_source"] == "random:glioma"
+    sample_pairs(mask_run, "random:pituitary", n=1, steps=2, out=tmp_path / "o", force=True, echo=lambda *a: None)
+    assert json.loads((tmp_path / "o/samples.json").read_text())["mask_source"] == "random:pituitary"

@@ -64,8 +64,6 @@ def sample_pairs(run_dir: str | Path, masks: str, inpaint: str | None = None, n:
     if inpaint is None and not model.needs_masks:
         raise UserError(f"--masks alone needs a mask-conditioned run (family mask-ddpm); for this run add --inpaint IMAGES "
                         f"to redraw the masked region of real images", run.root)
-    want = n or (sc.n if inpaint is None else None)
-    mask_set = load_masks(masks, size, max_value, n=want or 1, seed=seed, dataset=run.data().get("dataset"))
     images, names, scales = None, None, None
     if inpaint is not None:
         if not model.can_inpaint:
@@ -73,9 +71,9 @@ def sample_pairs(run_dir: str | Path, masks: str, inpaint: str | None = None, n:
         from medgen.inpaint import load_images
 
         images, names, scales = load_images(inpaint, size, model.info.channels)
-        mask_set = pair_masks_with_images(mask_set, names, masks)
-    else:
-        mask_set = mask_set.take(want or len(mask_set))
+    want = len(names) if names else n or sc.n  # random sources: one fresh mask per image
+    mask_set = load_masks(masks, size, max_value, n=want, seed=seed, dataset=run.data().get("dataset"))
+    mask_set = pair_masks_with_images(mask_set, names, masks) if names else mask_set.take(n or len(mask_set))
     count = len(mask_set)
     label = label or _class_from_masks(mask_set, model)
     y = resolve_labels(model, list(model.info.labels), label, count)

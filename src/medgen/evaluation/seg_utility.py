@@ -35,9 +35,11 @@ from medgen.errors import UserError
 
 @dataclass
 class SegSettings:
-    steps: int = 300
+    # measured on the built-in 32x32 lesions (480 training pairs): lr 3e-3 sat at an empty prediction
+    # for 400 steps; 1e-2 reached Dice 0.75 at 300 steps, 0.83 at 400, 0.86 at 600
+    steps: int = 400
     batch_size: int = 16
-    lr: float = 3e-3
+    lr: float = 1e-2
     channels: tuple[int, ...] = (8, 16, 32)
 
 
