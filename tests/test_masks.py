@@ -270,3 +270,18 @@ def test_pairs_never_overwrite_without_force(mask_run, tmp_path):
     assert json.loads((tmp_path / "o/samples.json").read_text())["mask_source"] == "random:glioma"
     sample_pairs(mask_run, "random:pituitary", n=1, steps=2, out=tmp_path / "o", force=True, echo=lambda *a: None)
     assert json.loads((tmp_path / "o/samples.json").read_text())["mask_source"] == "random:pituitary"
+
+
+def test_inpainting_with_random_masks_draws_one_per_image(mask_run, lesions, tmp_path):
+    from PIL import Image
+
+    from medgen.mask_sampling import sample_pairs
+
+    (tmp_path / "img").mkdir()
+    for i, im in enumerate(np.load(lesions / "images.npy")[:2]):
+        Image.fromarray(np.round(im[0] * 65535).astype(np.uint16)).save(tmp_path / f"img/s{i}.png")
+    res = sample_pairs(mask_run, "random:glioma", inpaint=str(tmp_path / "img"), steps=2, resample=1, out=tmp_path / "o",
+                       echo=lambda *a: None)
+    files = json.loads((tmp_path / "o/samples.json").read_text())["files"]
+    assert len(files) == 2 and files[0]["mask_from"] != files[1]["mask_from"]
+    assert not np.array_equal(res["masks"][0], res["masks"][1])
