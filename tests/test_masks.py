@@ -259,6 +259,7 @@ def test_segmentation_scores_match_known_overlaps():
     assert sc["hd95"][0] == 0 and 0 < sc["hd95"][1] <= 5 and np.isclose(sc["hd95"][2], np.sqrt(800))
     iv = interval_over_seeds([0.5, 0.6, 0.7])
     assert np.isclose(iv["value"], 0.6) and iv["low"] < 0.6 < iv["high"] and iv["n"] == 3
+    assert interval_over_seeds([0.0, 0.05, 0.9], bounds=(0.0, 1.0))["low"] == 0.0  # unclipped it is below 0
 
 
 def test_pairs_never_overwrite_without_force(mask_run, tmp_path):

@@ -90,8 +90,9 @@ def scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray]:
     return {"dice": np.nan_to_num(dice, nan=0.0), "hd95": np.minimum(np.nan_to_num(hd, nan=diagonal), diagonal)}
 
 
-def interval_over_seeds(values: list[float], level: float = 0.95) -> dict:
-    """Mean over seeds with a Student-t interval (in the shape medgen's other intervals use)."""
+def interval_over_seeds(values: list[float], level: float = 0.95, bounds: tuple[float, float] = (0.0, np.inf)) -> dict:
+    """Mean over seeds with a Student-t interval (in the shape medgen's other intervals use), clipped to
+    the metric's range ``bounds`` (a t interval from 3 seeds can otherwise reach below 0)."""
     from scipy import stats
 
     v = np.asarray(values, dtype=float)
@@ -99,7 +100,8 @@ def interval_over_seeds(values: list[float], level: float = 0.95) -> dict:
     if len(v) < 2 or v.std(ddof=1) == 0:
         return {"value": mean, "low": mean, "high": mean, "level": level, "method": "t over seeds", "n": len(v)}
     lo, hi = stats.t.interval(level, len(v) - 1, loc=mean, scale=stats.sem(v))
-    return {"value": mean, "low": float(lo), "high": float(hi), "level": level, "method": "t over seeds", "n": len(v)}
+    lo, hi = max(float(lo), bounds[0]), min(float(hi), bounds[1])
+    return {"value": mean, "low": lo, "high": hi, "level": level, "method": "t over seeds", "n": len(v)}
 
 
 def _lesion_rows(masks: np.ndarray) -> np.ndarray:
@@ -138,7 +140,7 @@ def seg_utility(real_train: tuple[np.ndarray, np.ndarray], real_test: tuple[np.n
             row["dice"].append(float(sc["dice"].mean()))
             row["hd95"].append(float(sc["hd95"].mean()))
             echo(f"seg utility seed {seed}: {name:<20} Dice {row['dice'][-1]:.3f}  HD95 {row['hd95'][-1]:.2f} px")
-    rows = [{"train": name, "n_train": r["n_train"], "dice": interval_over_seeds(r["dice"]), "hd95": interval_over_seeds(r["hd95"]),
+    rows = [{"train": name, "n_train": r["n_train"], "dice": interval_over_seeds(r["dice"], bounds=(0.0, 1.0)), "hd95": interval_over_seeds(r["hd95"]),
              "dice_per_seed": r["dice"], "hd95_per_seed": r["hd95"]} for name, r in per.items()]
     return {"rows": rows, "n_test": int(len(test_rows)), "seeds": seeds, "n_synthetic": int(len(sx)),
             "settings": {"steps": s.steps, "batch_size": s.batch_size, "lr": s.lr, "channels": list(s.channels),
