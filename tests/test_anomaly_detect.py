@@ -154,14 +154,16 @@ def test_detect_diffusion_end_to_end(ddpm_run):
 
 def test_diffusion_detector_averages_its_draws(ddpm_run, tmp_path):
     from medgen.anomaly import detect
-    from medgen.anomaly.detect import _run_detector
+    from medgen.anomaly.detectors.base import Settings
+    from medgen.anomaly.detectors.diffusion import PartialDiffusion
     from medgen.anomaly.diffusion import diffusion_reconstruct
     from medgen.errors import UserError
     from medgen.sampling import load_run_model
 
     _, model, _ = load_run_model(ddpm_run, "cpu")
     x = np.random.default_rng(0).random((3, 1, 32, 32)).astype(np.float32)
-    got = _run_detector(model, x, "diffusion", 8, 5, 10, 4, "ddpm", "test", draws=3)
+    det = PartialDiffusion(model, Settings(noise_levels=(0.25,), steps=4, sampler="ddpm", draws=3, batch_size=8))
+    got = det.reconstruct(x, 10, torch.Generator().manual_seed(5), "test")
     gen = torch.Generator().manual_seed(5)  # the same noise, drawn in the same order
     draws = [diffusion_reconstruct(model, torch.from_numpy(x), 10, 4, gen, "ddpm") for _ in range(3)]
     assert not torch.equal(draws[0], draws[1])  # each draw has its own noise
@@ -172,23 +174,82 @@ def test_diffusion_detector_averages_its_draws(ddpm_run, tmp_path):
         detect(ddpm_run, out=tmp_path / "d0", echo=lambda *_: None, draws=0)
 
 
-def test_detector_choice_follows_capabilities():
-    from medgen.anomaly.detect import resolve_detector
+def test_diffusion_detector_averages_several_noise_levels(ddpm_run, tmp_path):
+    from medgen.anomaly import detect, scoring
+    from medgen.anomaly.detectors.base import Settings
+    from medgen.anomaly.detectors.diffusion import PartialDiffusion
+    from medgen.errors import UserError
+    from medgen.sampling import load_run_model
+
+    _, model, _ = load_run_model(ddpm_run, "cpu")
+    x = np.random.default_rng(1).random((2, 1, 32, 32)).astype(np.float32)
+    det = PartialDiffusion(model, Settings(noise_levels=(0.1, 0.25), steps=3, draws=1))
+    assert det.t_starts == [4, 10]
+    got = det.run(x, 7, "test").maps
+    gen = torch.Generator().manual_seed(7)
+    want = sum(scoring.error_map(x, det.reconstruct(x, t, gen, "ref"), "abs") for t in (4, 10)) / 2
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    r = detect(ddpm_run, out=tmp_path / "levels", echo=lambda *_: None, noise_level="0.1,0.25", steps=3, draws=1)
+    assert r["settings"]["noise_level"] == [0.1, 0.25] and r["settings"]["t_start"] == [4, 10]
+    with pytest.raises(UserError, match="--noise-level"):
+        detect(ddpm_run, out=tmp_path / "bad", echo=lambda *_: None, noise_level="0.1,1.5")
+
+
+def test_detector_choice_follows_declared_detectors():
+    from medgen.anomaly.detectors import choose, names
     from medgen.errors import UserError
 
     class Recon:
-        can_reconstruct, can_score = True, True
+        detectors = ("reconstruct", "model")
 
     class Pixel:
-        can_reconstruct, can_score = False, False
-        denoiser = object()
+        detectors = ("diffusion",)
+
+    class Features:
+        detectors = ("patchcore", "padim")
 
     class Nothing:
-        can_reconstruct, can_score = False, False
+        detectors = ()
 
-    assert resolve_detector(Recon(), "auto") == "reconstruct"  # vae, vae-gan, ldm: their reconstruct()
-    assert resolve_detector(Pixel(), "auto") == "diffusion"
-    with pytest.raises(UserError, match="neither reconstruct nor score"):
-        resolve_detector(Nothing(), "auto")
-    with pytest.raises(UserError, match="pixel-space ddpm"):
-        resolve_detector(Recon(), "diffusion")
+    assert {"reconstruct", "model", "diffusion", "patchcore", "padim"} <= set(names())
+    assert choose(Recon(), "auto") == "reconstruct"  # vae, vae-gan, ldm, conv-ae: their reconstruct()
+    assert choose(Pixel(), "auto") == "diffusion"
+    assert choose(Features(), "auto") == "patchcore" and choose(Features(), "padim") == "padim"
+    with pytest.raises(UserError, match="no anomaly detector"):
+        choose(Nothing(), "auto")
+    with pytest.raises(UserError, match="does not apply to Recon runs; these do: reconstruct, model"):
+        choose(Recon(), "diffusion")
+    with pytest.raises(UserError, match="unknown --detector 'magic'"):
+        choose(Recon(), "magic")
+
+
+def test_a_registered_detector_is_found_by_name(monkeypatch):
+    from medgen.anomaly import detectors
+
+    monkeypatch.setitem(detectors.DETECTORS, "mine", "medgen.anomaly.detectors.own_map:OwnMap")
+
+    class Mine:
+        detectors = ("mine",)
+
+    assert detectors.choose(Mine(), "auto") == "mine"
+    assert detectors.detector_class("mine").name == "model"
+
+
+def test_no_input_image_counting_as_normal_names_the_labels_and_suggests_normal(ae_run, lesions, tmp_path):
+    from PIL import Image
+
+    from medgen.anomaly import detect
+    from medgen.data.dataset import PreparedDataset
+
+    ds = PreparedDataset(lesions)
+    for i, lab in enumerate(ds.index["label"].tolist()[:6]):
+        sub = tmp_path / "in" / ("normal" if lab == "none" else "lesion")
+        sub.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((np.asarray(ds.images[i][0]) * 255).astype(np.uint8)).save(sub / f"{i}.png")
+    # the run was trained with --subset label=none: no folder is called that, so every image counts as anomalous
+    r = detect(ae_run, input=tmp_path / "in", out=tmp_path / "o", echo=lambda *_: None)
+    assert r["image"]["auroc"] is None
+    note = next(n for n in r["notes"] if "no input image counts as normal" in n)
+    assert "labels found: lesion, normal" in note and "--normal normal" in note
+    r = detect(ae_run, input=tmp_path / "in", out=tmp_path / "o2", echo=lambda *_: None, normal="normal")
+    assert r["image"]["auroc"] is not None and not any("counts as normal" in n for n in r["notes"])

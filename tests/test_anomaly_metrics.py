@@ -117,3 +117,44 @@ def test_subsample_is_deterministic():
     a, b = subsample(v, 100, seed=3), subsample(v, 100, seed=3)
     assert len(a) == 100 and np.array_equal(a, b) and len(np.unique(a)) == 100
     assert np.array_equal(subsample(v, 5000), v)
+
+
+def test_pixel_auroc_keeps_scores_that_float32_would_tie():
+    # maps on a large offset: lesion pixels 1e-4 above the rest, a difference float32 cannot hold at 1e4
+    gt = np.zeros((1, 1, 8, 8), bool)
+    gt[0, 0, 2:4, 2:4] = True
+    maps = np.full(gt.shape, 1.0e4, dtype=np.float64) + gt * 1.0e-4
+    m = pixel_metrics(maps, gt)
+    assert m["auroc"] == 1.0 and m["dice_best"] == 1.0
+
+
+def test_per_image_dice_ignores_lesions_wholly_outside_the_region():
+    gt = np.zeros((2, 1, 8, 8), bool)
+    gt[0, 0, 1:3, 1:3] = True   # inside the region: 4 pixels, the map finds 2 of them (Dice 2/3)
+    gt[1, 0, 6:8, 6:8] = True   # wholly outside the region: nothing there can be scored
+    region = np.zeros_like(gt)
+    region[:, :, :5, :5] = True
+    maps = np.zeros(gt.shape)
+    maps[0, 0, 1, 1:3] = 1.0
+    m = pixel_metrics(maps, gt, threshold=0.5, region=region)
+    # counting image 1 (empty prediction vs empty in-region truth = Dice 1) would give (2/3 + 1) / 2
+    assert m["dice_at_threshold_mean_per_image"] == pytest.approx(2 / 3)
+
+
+def test_detect_intervals_are_stratified_bootstraps_and_exact_binomial():
+    from medgen.anomaly.uncertainty import image_intervals, pixel_intervals
+
+    rng = np.random.default_rng(0)
+    truth = np.r_[np.zeros(30, bool), np.ones(30, bool)]
+    scores = rng.normal(0, 1, 60) + truth * 1.0
+    r = image_intervals(scores, truth, threshold=1.0)
+    a = r["auroc_interval"]
+    assert a["low"] < a["value"] < a["high"] and "stratified" in a["method"] and a["n"] == 60
+    f = r["fpr_at_threshold_interval"]
+    assert f["k"] == int((scores[:30] > 1.0).sum()) and f["n"] == 30 and "binomial" in f["method"]
+    assert image_intervals(scores, np.ones(60, bool), 1.0) == {}
+    masks = np.zeros((6, 1, 8, 8), bool)
+    masks[3:, 0, 2:4, 2:4] = True
+    maps = masks * 1.0 + rng.normal(0, 0.01, masks.shape)
+    p = pixel_intervals(maps, masks, None, masks.reshape(6, -1).any(axis=1))
+    assert p["auroc_interval"]["low"] == pytest.approx(1.0) and p["dice_best_interval"]["value"] == pytest.approx(1.0)

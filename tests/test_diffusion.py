@@ -30,6 +30,70 @@ def test_samplers_recover_x0_with_an_exact_denoiser(sampler, steps):
     assert den.timesteps(steps)[0] == 49 and den.timesteps(steps)[-1] == 0 and len(den.timesteps(steps)) == steps
 
 
+def _tiny_denoiser(**sched) -> Denoiser:
+    return Denoiser(UNetParams(channels=[8, 8], attention_levels=[False, False], norm_num_groups=4, num_head_channels=8),
+                    SchedulerParams(num_train_timesteps=50, **sched), 2, 1, 0, False, 0.0)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+def test_v_prediction_samplers_recover_x0_with_an_exact_velocity(sampler):
+    den = _tiny_denoiser(prediction_type="v_prediction")
+    x0 = torch.rand(2, 1, 8, 8) * 2 - 1
+    true_eps = _oracle(den, x0)
+
+    def velocity(x, t, labels):  # v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho)
+        abar = den.alphas_cumprod[t].view(-1, 1, 1, 1)
+        return abar.sqrt() * true_eps(x, t, labels) - (1 - abar).sqrt() * x0
+
+    den.net = velocity
+    t = torch.tensor([3, 40])
+    x = den.q_sample(x0, t, torch.randn(2, 1, 8, 8))
+    assert torch.allclose(den.eps(x, t, None), true_eps(x, t, None), atol=1e-4)  # the samplers get the noise back
+    out = den.sample((2, 1, 8, 8), None, sampler, 25, 1.0, torch.Generator().manual_seed(0), clip=(-1, 1))
+    assert torch.allclose(out, x0, atol=1e-4)
+
+
+class _Ctx:
+    """The trainer context's random draws and autocast, fixed for a test."""
+
+    def __init__(self, t):
+        self.t, self.gen = t, torch.Generator().manual_seed(0)
+
+    def randn(self, shape):
+        return torch.randn(shape, generator=self.gen)
+
+    def randint(self, high, shape):
+        return self.t
+
+    def rand(self, shape):
+        return torch.rand(shape, generator=self.gen)
+
+    def autocast(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+def test_min_snr_weights_the_loss_per_timestep(prediction):
+    plain, weighted = _tiny_denoiser(prediction_type=prediction), _tiny_denoiser(prediction_type=prediction, snr_gamma=5.0)
+    weighted.load_state_dict(plain.state_dict())
+    t = torch.tensor([0, 49])  # nearly clean (SNR >> 5) and nearly pure noise (SNR << 5)
+    abar = plain.alphas_cumprod[t]
+    snr = abar / (1 - abar)
+    expected = snr.clamp(max=5.0) / (snr if prediction == "epsilon" else snr + 1)
+    assert torch.allclose(weighted.loss_weights(t), expected)
+    assert plain.loss_weights(t) is None
+    assert expected[0] < 0.05 and expected[1] > (0.99 if prediction == "epsilon" else 0.0)
+    x0 = torch.rand(2, 1, 8, 8) * 2 - 1
+    with torch.no_grad():
+        loss_w, loss_u = weighted.training_loss(x0, None, _Ctx(t)), plain.training_loss(x0, None, _Ctx(t))
+        noise = _Ctx(t).randn(x0.shape)  # the draw training_loss made
+        err = (plain.net(plain.q_sample(x0, t, noise), t, None) - plain.target(x0, noise, t)) ** 2
+    assert torch.allclose(loss_u, err.mean(), atol=1e-6)  # the default loss is unchanged
+    assert torch.allclose(loss_w, (err.flatten(1).mean(1) * expected).mean(), atol=1e-6)
+
+
 def test_classifier_free_guidance_mixes_conditional_and_null():
     den = Denoiser(UNetParams(channels=[8, 8], attention_levels=[False, False], norm_num_groups=4, num_head_channels=8),
                    SchedulerParams(num_train_timesteps=10), 2, 1, 3, True, 0.1)

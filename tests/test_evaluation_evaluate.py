@@ -8,16 +8,24 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from medgen.data.prepare import PrepareOptions, prepare
 from medgen.data.sources import SourceOptions
 from medgen.errors import UserError
 from medgen.evaluation.domain import DomainSettings
 from medgen.evaluation.evaluate import evaluate, load_image_set, parse_sweep
+from medgen.evaluation.generation import sampler_names
 from medgen.evaluation.utility import METRIC_COLUMNS, SCENARIOS, utility_table
 from medgen.training import train
 
 QUIET = lambda *a, **k: None  # noqa: E731
+
+
+def _samplers(run) -> tuple[str, str]:
+    """The run's configured sampler and another registered one (names come from the registry, not from here)."""
+    configured = yaml.safe_load((run / "config.yaml").read_text())["sample"]["sampler"]
+    return configured, next(s for s in sampler_names() if s != configured)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -58,12 +66,12 @@ def test_identical_sets_give_zero_distances_and_total_memorisation(lesions, tmp_
     res = evaluate(real=f"{lesions}@train", fake=f"{lesions}@train", out=tmp_path / "ev", echo=QUIET)
     d = res["distribution"]["domain"]
     assert d["fid"] == pytest.approx(0.0, abs=1e-6)
-    # The unbiased KID of a set with itself is -(2/m)(mean k(x,x) - mean k(x,y)) <= 0: ~0 on the kernel's scale.
+    # The unbiased KID of a set with itself is -(2/(m-1))(mean k(x,x) - mean k(x,y)) <= 0: ~0 on the kernel's scale.
     from medgen.evaluation.domain import load_domain_extractor
 
     f = load_domain_extractor(res["features"][0]["weights"])(load_image_set(f"{lesions}@train", "fake").images)
     k_diag = float(((np.sum(f * f, axis=1) / f.shape[1] + 1) ** 3).mean())
-    assert -2.0 / len(f) * k_diag <= d["kid_mean"] <= 0 and abs(d["kid_mean"]) < 0.01 * k_diag
+    assert -2.0 / (len(f) - 1) * k_diag <= d["kid_mean"] <= 0 and abs(d["kid_mean"]) < 0.01 * k_diag
     assert res["fidelity"]["domain"]["precision"] == 1.0 and res["fidelity"]["domain"]["coverage"] == 1.0
     assert res["intensity"]["all"]["ks_statistic"] == pytest.approx(0.0, abs=1e-9)
     # a set against itself: the i == j pairs are zero, the rest are the distinct-real-pairs baseline
@@ -98,14 +106,15 @@ def test_degraded_images_are_clearly_further_than_another_real_split(lesions, tm
 
 
 def test_run_evaluation_writes_metrics_with_settings_and_figures(run, lesions):
+    configured, _ = _samplers(run)
     res = evaluate(run, metrics="all", echo=QUIET)
     ev = json.loads((run / "metrics.json").read_text())["evaluation"]
     assert "training" in json.loads((run / "metrics.json").read_text())  # other sections are kept
     assert ev["mode"] == "run" and ev["real"]["split"] == "test" and ev["real"]["n_images"] == 12
     fake = ev["fake"]
-    assert (fake["sampler"], fake["steps"], fake["seed"], fake["n_images"]) == ("ddim", 4, 0, 12)
+    assert (fake["sampler"], fake["steps"], fake["seed"], fake["n_images"]) == (configured, 4, 0, 12)
     settings = ev["distribution"]["domain"]["settings"]
-    assert settings["sampler"] == "ddim" and settings["steps"] == 4 and settings["seed"] == 0
+    assert settings["sampler"] == configured and settings["steps"] == 4 and settings["seed"] == 0
     assert settings["n_real"] == 12 and settings["n_fake"] == 12
     assert settings["features"]["name"] == "domain" and settings["features"]["weights"].endswith(".safetensors")
     assert str(lesions) in settings["features"]["weights"]  # cached in the prepared dataset's cache/
@@ -126,17 +135,18 @@ def test_run_evaluation_writes_metrics_with_settings_and_figures(run, lesions):
 
 
 def test_sweep_gives_one_row_per_setting(run):
-    res = evaluate(run, metrics="distribution", sweep="ddim:2,ddpm:3", n=6, echo=QUIET)
+    configured, other = _samplers(run)
+    res = evaluate(run, metrics="distribution", sweep=f"{configured}:2,{other}:3", n=6, echo=QUIET)
     rows = res["sweep"]
-    assert [(r["sampler"], r["steps"]) for r in rows] == [("ddim", 2), ("ddpm", 3)]
+    assert [(r["sampler"], r["steps"]) for r in rows] == [(configured, 2), (other, 3)]
     for r in rows:
         assert r["n_fake"] == 6 and r["seconds_per_image"] > 0 and np.isfinite(r["fid/domain"])
     assert res["fake"]["steps"] == 2  # the first setting is the primary one
-    assert parse_sweep([{"sampler": "ddpm", "steps": 1000}]) == [{"sampler": "ddpm", "steps": 1000}]
+    assert parse_sweep([{"sampler": other, "steps": 1000}]) == [{"sampler": other, "steps": 1000}]
     with pytest.raises(UserError, match="SAMPLER:STEPS"):
         parse_sweep("euler:10")
     with pytest.raises(UserError, match="exceeds"):
-        evaluate(run, metrics="distribution", sweep="ddpm:5000", echo=QUIET)
+        evaluate(run, metrics="distribution", sweep=f"{other}:5000", echo=QUIET)
 
 
 def test_utility_table_for_a_conditional_run(run):
@@ -215,16 +225,17 @@ def test_image_folders_are_scaled_resized_or_refused(lesions, tmp_path):
 
 
 def test_run_with_an_exported_sample_folder(run, tmp_path):
+    configured, _ = _samplers(run)
     from medgen.sampling import sample
 
     folder = sample(run, n=4, out=tmp_path / "samples", echo=QUIET)["out"]
     res = evaluate(run, fake=folder, metrics="distribution,intensity", echo=QUIET)
     assert res["fake"]["kind"] == "folder" and res["fake"]["n_images"] == 4
-    assert (res["fake"]["sampler"], res["fake"]["steps"]) == ("ddim", 4)  # read from samples.json
+    assert (res["fake"]["sampler"], res["fake"]["steps"]) == (configured, 4)  # read from samples.json
     assert res["fake"]["intensity_scaling"].startswith("divided by 65535")
-    assert res["distribution"]["domain"]["settings"]["sampler"] == "ddim"
+    assert res["distribution"]["domain"]["settings"]["sampler"] == configured
     with pytest.raises(UserError, match="cannot be combined"):
-        evaluate(run, fake=folder, sweep="ddim:2", echo=QUIET)
+        evaluate(run, fake=folder, sweep=f"{configured}:2", echo=QUIET)
 
 
 def test_missing_weights_stop_before_any_work(run):

@@ -202,7 +202,7 @@ def test_wrong_state_dict_is_refused_with_the_keys(tmp_path):
 
 def test_fid_inception_state_dict_path(tmp_path):
     tv = _torchvision()
-    from medgen.evaluation.features import _fid_inception
+    from medgen.evaluation.features.feature_extractor_inception import _fid_inception
 
     net = _fid_inception(tv, {})
     sd = {k: v.contiguous() for k, v in net.state_dict().items()}

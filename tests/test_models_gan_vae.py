@@ -15,7 +15,9 @@ from medgen.engine.checkpoint import load_checkpoint
 from medgen.engine.context import StepContext
 from medgen.errors import UserError
 from medgen.models.base import DataInfo
-from medgen.models.blocks import GANMonitor, blocks_layout, gradient_penalty, level_strides
+from medgen.models.gan_monitor import GANMonitor
+from medgen.models.layers import blocks_layout, level_strides
+from medgen.models.losses import gradient_penalty
 from medgen.models.registry import family_class
 from medgen.sampling import load_run_model, sample
 from medgen.training import train
@@ -181,6 +183,8 @@ def test_conditional_vae_uses_the_label_in_encoder_and_decoder(family):
 # --- shapes, ranges, training steps per family and size -------------------------------------------
 
 FAMILIES = [("gan", {"conditional": True}), ("gan", {"loss": "wgan-gp", "n_critic": 2}),
+            ("gan", {"conditional": True, "loss": "hinge", "spectral_norm": True, "projection": True, "disc_norm": "none",
+                     "diffaugment": ["translation", "cutout", "brightness"], "r1_weight": 1.0}),
             ("gan", {"upsample": "resize", "disc_norm": "batch", "dropout": 0.0}),
             ("vae", {"conditional": True, "block": "residual"}), ("vae", {"block": "skip", "blocks_per_level": [2, 1], "input_noise": 0.1}),
             ("vae-gan", {"conditional": True})]
@@ -204,6 +208,26 @@ def test_shapes_ranges_and_one_training_step(family, params, size):
     if m.can_reconstruct:
         r = m.reconstruct(batch((size, size))["image"])
         assert r.shape == (4, 1, size, size) and float(r.min()) >= 0 and float(r.max()) <= 1
+
+
+def test_diffaugment_shifts_whole_pixels_cuts_a_box_and_passes_gradients():
+    from medgen.models.diffaugment import diff_augment
+
+    ctx = fake_ctx(build("gan"))
+    x = torch.rand(6, 1, 32, 32, requires_grad=True)
+    shifted = diff_augment(x, ["translation"], ctx)
+    for i in range(6):  # each image is its own shifted by whole pixels (at most 4 = 32 / 8), zero-filled
+        found = any(torch.equal(torch.roll(x[i], (dy, dx), (1, 2))[:, max(dy, 0):32 + min(dy, 0), max(dx, 0):32 + min(dx, 0)],
+                                shifted[i][:, max(dy, 0):32 + min(dy, 0), max(dx, 0):32 + min(dx, 0)])
+                    for dy in range(-4, 5) for dx in range(-4, 5))
+        assert found
+    cut = diff_augment(x, ["cutout"], ctx)
+    zeroed = (cut == 0).flatten(1).sum(1)
+    assert bool(((zeroed >= 8 * 8) & (zeroed <= 16 * 16)).all())  # a half-side box, clipped at the border
+    diff_augment(x, ["translation", "cutout", "brightness"], ctx).sum().backward()
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0
+    vol = diff_augment(torch.rand(2, 1, 8, 16, 16), ["translation", "cutout"], ctx)
+    assert vol.shape == (2, 1, 8, 16, 16)
 
 
 def test_gan_logs_and_3d_volumes():

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
 
-from medgen.engine.checkpoint import load_weights_file
+from medgen.weights import load_weights_file
 from medgen.errors import InputFileError, UserError
 
 TRAIN = ["dbt-ddpm-3d", "--profile", "tiny", "--set", "model.spatial_dims=2", "--set", "train.epochs=8",

@@ -1,5 +1,8 @@
 """The sampler registry, and the pinned numbers: the samplers give what they gave before they moved
 into ``medgen.samplers`` (values recorded from the in-model implementation, same seed)."""
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -67,7 +70,7 @@ def test_a_registered_sampler_is_usable_everywhere_by_name(models, monkeypatch):
     """One file + one registration: config validation and model sampling accept the new name."""
     from medgen.config import resolve
 
-    monkeypatch.setitem(samplers.SAMPLERS, "x0", samplers.Registration("tests.test_samplers:JumpToX0", "one jump to x_0"))
+    monkeypatch.setitem(samplers.SAMPLERS, "x0", samplers.Registration("test_samplers:JumpToX0", "one jump to x_0"))
     cfg = resolve("mammo-roi-ldm", "tiny", ["sample.sampler=x0"])
     assert cfg.sample.sampler == "x0"
     out = models["ddpm"].sample(2, steps=3, generator=torch.Generator().manual_seed(0), sampler="x0")
@@ -85,3 +88,37 @@ class JumpToX0(Sampler):
 
         type(self).calls += 1
         return predict_x0(x, eps, abar(den, t), clip)
+
+
+def doc_example(heading: str) -> tuple[str, str]:
+    """The module and the registration line printed under ``heading`` in docs/extending-models.md."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "extending-models.md").read_text()
+    module, registration = re.findall(r"```python\n(.*?)```", text.split(heading, 1)[1], re.S)[:2]
+    return module, registration
+
+
+def test_the_documented_sampler_example_works(models, monkeypatch, tmp_path):
+    module, registration = doc_example("### Worked example: DDIM with noise")
+    (tmp_path / "docs_ddim_eta.py").write_text(module)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(samplers, "SAMPLERS", dict(samplers.SAMPLERS))
+    monkeypatch.setattr(samplers, "_instances", {})
+    exec(registration.replace("medgen.samplers.ddim_eta", "docs_ddim_eta"), {"register": samplers.register})
+    model = models["ddpm"]
+    assert model.samplers == ("ddpm", "ddim", "ddim-eta") and samplers.help_text() == "ddpm | ddim | ddim-eta"
+
+    def run(name, seed):
+        return model.sample(2, steps=4, generator=torch.Generator().manual_seed(seed), sampler=name)
+
+    example = samplers.get("ddim-eta")
+    monkeypatch.setattr(example, "eta", 0.0)
+    assert torch.allclose(run("ddim-eta", 0), run("ddim", 0), atol=1e-5)  # eta = 0 is DDIM
+    monkeypatch.setattr(example, "eta", 1.0)
+    a, b = run("ddim-eta", 0), run("ddim-eta", 1)
+    assert torch.isfinite(a).all() and not torch.allclose(a, b) and not torch.allclose(a, run("ddim", 0))
+
+
+def test_the_docs_list_every_registered_sampler_with_its_summary():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "extending-models.md").read_text()
+    rows = dict(re.findall(r"^\| `([\w-]+)` \| (.+?) \|$", text.split("The registered samplers today:", 1)[1], re.M))
+    assert rows == {name: samplers.summary(name) for name in samplers.names()}

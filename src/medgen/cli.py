@@ -42,6 +42,19 @@ def _echo(msg: str = "") -> None:
         typer.echo(msg)
 
 
+def _console():
+    """A Rich console that prints text as it is: labels, paths and reasons are the user's, and a
+    '[/bold]' in one is a name, not markup (Rich would abort on the unmatched closing tag)."""
+    from rich.console import Console
+
+    return Console(markup=False, highlight=False)
+
+
+def one_line_message(err: BaseException) -> str:
+    """The promised one line: a message that arrives with line breaks (YAML, a library) is joined."""
+    return " ".join(str(err).split())
+
+
 def parse_size(text: str | None) -> tuple[int, ...] | None:
     if text is None:
         return None
@@ -113,11 +126,10 @@ def data_inspect(
     if as_json:
         typer.echo(json.dumps(info, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
 
-    con = Console()
-    con.print(f"[bold]{info['path']}[/bold]  source: {info['source']}")
+    con = _console()
+    con.print(f"{info['path']}  source: {info['source']}", style="bold")
     con.print(f"{info['n']} items, shape (C, *spatial) = {tuple(info['shape'])}, normalise: {info['normalize']}, masks: {info['has_masks']}")
     table = Table("label", "train", "val", "test", "total")
     for label in info["labels"]:
@@ -249,7 +261,6 @@ def runs_cmd(
     if not rows:
         typer.echo(f"no runs under {root}")
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table("run", "preset/profile", "family", "data", "steps", "status", "key metrics")
@@ -257,7 +268,7 @@ def runs_cmd(
         subset = ",".join(f"{k}={v}" for k, v in r["subset"].items())
         table.add_row(r["run"], f"{r['preset']}/{r['profile']}", r["family"], r["data"] + (f" [{subset}]" if subset else ""),
                       str(r["steps"] or "-"), r["status"], " ".join(f"{k}={v:.4g}" for k, v in r["metrics"].items()) or "-")
-    Console().print(table)
+    _console().print(table)
 
 
 @app.command("weights")
@@ -328,7 +339,7 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as e:
         if debug:
             raise
-        typer.echo(f"error: {e}", err=True)
+        typer.echo(f"error: {one_line_message(e)}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
@@ -336,7 +347,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # noqa: BLE001 - the CLI's last line of defence
         if debug:
             raise
-        typer.echo(f"internal error: {e.__class__.__name__}: {e} (rerun with --debug for the traceback)", err=True)
+        typer.echo(f"internal error: {e.__class__.__name__}: {one_line_message(e)} (rerun with --debug for the traceback)", err=True)
         sys.exit(1)
     finally:
         set_quiet(quiet_before)

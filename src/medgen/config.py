@@ -11,19 +11,22 @@ A preset is ``presets/NAME.yaml``::
 Resolution order: preset ``config`` <- profile <- ``--set`` overrides; the result is validated
 and written to the run's ``config.yaml``, which can be given back to ``medgen train`` as is.
 Unknown keys are errors that name the key (with a suggestion); model-family parameters are
-validated by the family's own schema (``medgen.models.registry``).
+validated by the family's own schema (``medgen.models.registry``, reached through
+``FAMILY_PARAMS_CHECK``); the sampler name by ``medgen.samplers``.
 """
 from __future__ import annotations
 
 import copy
 import difflib
+import importlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medgen.errors import UserError
+from medgen.fsio import load_yaml_text
 
 PRESET_DIR = Path(__file__).parent / "presets"
 PROFILES = ("paper", "small", "tiny")
@@ -52,13 +55,27 @@ class ModelConfig(BaseModel):
 
     @model_validator(mode="after")
     def _family_params(self):
-        from medgen.models.registry import validate_params
-
-        validate_params(self.family, self.params())
+        _family_params_check()(self.family, self.params())
         return self
 
     def params(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
+
+
+# Family parameters are validated by the model layer, which sits above config: config holds only the
+# check's "module:function" target, loaded on first use the way the registries load their entries,
+# so it imports nothing above it. set_family_params_check swaps it (an embedding application, a test).
+FAMILY_PARAMS_CHECK = "medgen.models.registry:validate_params"
+
+
+def set_family_params_check(target: str) -> None:
+    global FAMILY_PARAMS_CHECK
+    FAMILY_PARAMS_CHECK = target
+
+
+def _family_params_check() -> Callable[[str, dict[str, Any]], object]:
+    module, func = FAMILY_PARAMS_CHECK.split(":")
+    return getattr(importlib.import_module(module), func)
 
 
 class StageConfig(Strict):
@@ -223,10 +240,13 @@ def format_validation_error(err: ValidationError, source: str) -> str:
 
 
 def validate(raw: dict, source: str) -> Config:
+    from medgen.validation import check_config_ranges
+
     try:
-        return Config.model_validate(raw)
+        cfg = Config.model_validate(raw)
     except ValidationError as err:
         raise UserError(format_validation_error(err, source)) from None
+    return check_config_ranges(cfg, source)  # values the schema lets through that crash or poison a run
 
 
 def resolve(name_or_path: str, profile: str | None = None, overrides: list[str] | None = None) -> Config:
@@ -235,12 +255,7 @@ def resolve(name_or_path: str, profile: str | None = None, overrides: list[str] 
     if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.exists():
             raise UserError("config file not found", path)
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise UserError(f"not valid YAML ({err})", path) from None
-        if not isinstance(raw, dict):
-            raise UserError("config must be a mapping of sections", path)
+        raw = load_yaml_text(path.read_text(errors="replace"), path)
         if profile:
             raise UserError("--profile applies to presets; a config file is already resolved", path)
         source = str(path)

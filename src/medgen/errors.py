@@ -16,3 +16,10 @@ class UserError(Exception):
 
 class InputFileError(UserError):
     """A single input file could not be read or is not usable; prepare records it in rejected.csv."""
+
+
+def one_line(err: BaseException) -> str:
+    """A library's exception as one line, its class and first line: some messages run over several
+    lines (pydicom lists every decoder plugin it tried); the whole text is there with --debug."""
+    first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+    return f"{err.__class__.__name__}: {first}" if first else err.__class__.__name__

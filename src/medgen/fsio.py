@@ -36,6 +36,27 @@ def check_free_space(folder: str | Path, needed: int, what: str) -> None:
                         f"about {format_bytes(needed)} needed; free some space or choose another folder", folder)
 
 
+def replace_folder(path: str | Path, force: bool, what: str) -> Path:
+    """An empty folder at ``path`` for a command's outputs: a non-empty one is replaced only with
+    ``force``; a file there is never replaced. ``what`` names it in messages ("sample folder")."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{what} is a file, not a folder; give a folder to --out", path)
+    if path.exists() and any(path.iterdir()):
+        if not force:
+            raise UserError(f"{what} already exists; use --force to replace it or --out for another", path)
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def refuse_overwrite(path: str | Path, force: bool, what: str) -> None:
+    """UserError when ``path`` exists (a result of an earlier command) and ``force`` is not given."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise UserError(f"{what} already exists; use --force to replace it or --out for another folder", path)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,8 +98,121 @@ def atomic_write_json(path: str | Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value):
+    """A CSV cell a spreadsheet shows as text: one starting like a formula (=, +, -, @) gets a
+    leading apostrophe, as OWASP advises for CSV injection; numbers such as -1.5 stay as they are."""
+    if not isinstance(value, str) or not value.startswith(FORMULA_STARTS):
+        return value
+    try:
+        float(value)
+        return value
+    except ValueError:
+        return "'" + value
+
+
+def load_yaml_text(text: str, path: str | Path, mapping: bool = True):
+    """YAML a user may have edited, safely (no Python tags); a problem is a one-line UserError with its
+    line and column."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise UserError(f"not valid YAML ({where}{' '.join(str(problem).split())})", path) from None
+    if mapping and not isinstance(value, (dict, type(None))):
+        raise UserError("YAML file must be a mapping of sections", path)
+    return value if value is not None or not mapping else {}
+
+
 def read_json(path: str | Path, default=None):
+    """A JSON file medgen wrote; a damaged one (cut, binary, edited by hand) is a UserError naming it."""
     path = Path(path)
     if not path.exists():
         return default
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        from medgen.errors import one_line
+
+        raise UserError(f"not a valid JSON file ({one_line(err)})", path) from None
+
+
+class HeldLock:
+    """An exclusive advisory lock (``flock``) on a small file holding the owner's pid. The kernel
+    drops it when the process ends, however it ends, so a crash never leaves a stale lock."""
+
+    def __init__(self, path: Path, handle, remove: bool):
+        self.path, self._handle, self._remove = path, handle, remove
+
+    def release(self) -> None:
+        if self._handle is None:
+            return
+        if self._remove:  # unlinked while still held: a process that opened it meanwhile sees another inode
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+        self._handle.close()
+        self._handle = None
+
+    def __enter__(self) -> "HeldLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def lock_holder(path: str | Path) -> int | None:
+    """The pid holding the lock at ``path``, or None when nobody holds it."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): no locking
+        return None
+    try:
+        with open(path) as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                text = f.read().strip()
+                return int(text) if text.isdigit() else -1
+            fcntl.flock(f, fcntl.LOCK_UN)
+    except OSError:
+        return None
+    return None
+
+
+def acquire_lock(path: str | Path, what: str, remove: bool = True) -> HeldLock:
+    """Hold the lock at ``path`` or raise UserError naming the pid that holds it. ``what`` says
+    what is being protected (``"this run directory"``); ``remove`` deletes the file on release."""
+    path = Path(path)
+    try:
+        import fcntl
+    except ImportError:
+        return HeldLock(path, None, False)
+    while True:
+        handle = open(path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            pid = handle.read().strip() or "?"
+            handle.close()
+            raise UserError(f"{what} is in use by another medgen process (pid {pid}); wait for it to end, "
+                            f"or stop it first", path.parent) from None
+        try:  # the holder may have removed and released the file between our open and our lock
+            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return HeldLock(path, handle, remove)

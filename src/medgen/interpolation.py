@@ -77,7 +77,7 @@ def interpolate(run_dir: str | Path, a: str, b: str, n: int = 8, out: str | Path
     if n < 2:
         raise UserError(f"--n {n}: an interpolation needs at least 2 images (both endpoints)")
     cfg, model, run = load_run_model(run_dir)
-    if not (hasattr(model, "encode") and hasattr(model, "decode")):
+    if not model.can_encode:
         raise UserError(f"model family '{cfg.model.family}' has no latent encoder, so it cannot interpolate between images; "
                         "latent interpolation needs a VAE family (vae, vae-gan)", run.root)
     if model.info.spatial_dims != 2:

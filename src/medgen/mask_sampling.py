@@ -20,7 +20,8 @@ from medgen.data.export import FORMATS
 from medgen.errors import UserError
 from medgen.masks import MaskSet, load_masks
 from medgen.progress import progress_bar
-from medgen.sampling import fresh_sample_folder, load_run_model, resolve_labels
+from medgen.fsio import replace_folder
+from medgen.sampling import load_run_model, resolve_labels
 
 
 def pair_masks_with_images(masks: MaskSet, names: list[str], source: str) -> MaskSet:
@@ -81,7 +82,7 @@ def sample_pairs(run_dir: str | Path, masks: str, inpaint: str | None = None, n:
         # the dataset's own masks: each image gets the class its mask came with
         y = torch.tensor([model.info.labels.index(d["mask_label"]) for d in mask_set.details], dtype=torch.long)
     tag = ("inpaint" if inpaint else "masks") + f"-{sampler}-{steps or model.num_timesteps}-seed{seed}" + (f"-{label}" if label else "")
-    out = fresh_sample_folder(Path(out) if out else run.samples / tag, force)
+    out = replace_folder(Path(out) if out else run.samples / tag, force, "sample folder")
     bs = batch_size or sc.batch_size
     gen = torch.Generator(device=model.device).manual_seed(seed)
     results = []

@@ -7,9 +7,12 @@ import numpy as np
 
 
 def _plt():
+    """pyplot on the file backend, every text plain: titles carry names users chose (classes,
+    folders, runs), and a '$' in one must print as a '$', not start a formula that fails to parse."""
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["text.parse_math"] = False
     import matplotlib.pyplot as plt
 
     return plt

@@ -8,6 +8,11 @@
     metrics.json  every evaluation result with the settings that produced it
     report.html   the self-contained report
     status.json   state (running / finished / failed / interrupted), pid, times
+    .lock         held by the process writing the run while its status is "running"
+
+One writer at a time: the process that sets the status to "running" holds ``.lock`` (an flock
+the kernel drops when the process ends, however it ends) until it sets another state, so a
+second ``train --resume`` or a ``--force`` replacement of a live run is refused with the pid.
 """
 from __future__ import annotations
 
@@ -18,7 +23,9 @@ import time
 from pathlib import Path
 
 from medgen.errors import UserError
-from medgen.fsio import atomic_write_json, atomic_write_text, read_json
+from medgen.fsio import HeldLock, acquire_lock, atomic_write_json, atomic_write_text, lock_holder, read_json
+
+_HELD: dict[Path, HeldLock] = {}  # run roots whose lock this process holds (RunDir objects come and go)
 
 
 class RunDir:
@@ -44,6 +51,7 @@ class RunDir:
                 raise UserError("run directory already exists; use --resume to continue it or --force to replace it", run.root)
             if run.root.is_file():
                 raise UserError("run path is a file", run.root)
+            run.check_not_running()
             shutil.rmtree(run.root)
         try:
             for d in (run.root, run.checkpoints, run.logs, run.samples):
@@ -68,6 +76,13 @@ class RunDir:
         from medgen.config import resolve
 
         return resolve(str(self.config_path))
+
+    def config_mapping(self) -> dict:
+        """config.yaml as a plain mapping, read safely: a hand-edited file with a Python tag or bad
+        YAML is a one-line UserError, as every command gives."""
+        from medgen.fsio import load_yaml_text
+
+        return load_yaml_text(self.config_path.read_text(errors="replace"), self.config_path)
 
     def write_config(self, cfg) -> None:
         atomic_write_text(self.config_path, cfg.to_yaml())
@@ -106,11 +121,39 @@ class RunDir:
                 continue  # a line cut by a crash
         return out
 
+    lock_path = property(lambda self: self.root / ".lock")
+
+    def check_not_running(self) -> None:
+        """UserError naming the pid when another live process is writing this run."""
+        pid = lock_holder(self.lock_path)
+        if pid is not None and self.root.resolve() not in _HELD:
+            raise UserError(f"this run is being written by another medgen process (pid {pid}); "
+                            "wait for it to end or stop it first", self.root)
+
+    def lock(self) -> None:
+        """Become the run's one writer (idempotent), or UserError naming the writer's pid."""
+        key = self.root.resolve()
+        if key not in _HELD:
+            self.check_not_running()
+            _HELD[key] = acquire_lock(self.lock_path, "this run directory")
+
+    def unlock(self) -> None:
+        held = _HELD.pop(self.root.resolve(), None)
+        if held is not None:
+            held.release()
+
     def set_status(self, state: str, **extra) -> None:
+        """Write status.json; "running" first takes the run's lock, any other state gives it back."""
+        if state == "running":
+            self.lock()
         status = read_json(self.status_path, {})
         status.update(state=state, pid=os.getpid(), updated=time.time(), **extra)
         status.setdefault("started", time.time())
-        atomic_write_json(self.status_path, status)
+        try:
+            atomic_write_json(self.status_path, status)
+        finally:
+            if state != "running":
+                self.unlock()
 
     def status(self) -> dict:
         return read_json(self.status_path, {})

@@ -30,10 +30,20 @@ def run_status(root: Path) -> str:
 
 
 def key_metrics(metrics: dict) -> dict:
-    """The few numbers worth a column: FID/KID, memorisation, anomaly AUROC, training steps."""
-    out = {}
+    """The few numbers worth a column: each metric group's (FID/KID/FRD, memorisation), then the same leaf
+    names found anywhere else in metrics.json (other sections, older layouts)."""
+    from medgen.evaluation.groups import all_groups
 
-    def walk(prefix, node):
+    out: dict = {}
+    evaluation = metrics.get("evaluation")
+    if isinstance(evaluation, dict):
+        for group in all_groups():
+            section = evaluation.get(group.name)
+            if isinstance(section, dict):
+                for k, v in group.runs_columns(section).items():
+                    out.setdefault(k, v)
+
+    def walk(prefix, node):  # other sections, and metrics.json files in older layouts
         if isinstance(node, dict):
             for k, v in node.items():
                 walk(f"{prefix}.{k}" if prefix else k, v)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import torch
 from medgen.data.export import FORMATS, write_image
 from medgen import samplers
 from medgen.errors import UserError
+from medgen.fsio import replace_folder
 from medgen.models.base import DataInfo, build_model
 from medgen.progress import progress_bar
 from medgen.rundir import RunDir
@@ -20,6 +20,7 @@ def load_run_model(run_dir: str | Path, device: str | torch.device | None = None
     """(config, model in eval mode, run) of a trained run; weights from its final (EMA) checkpoint,
     or the latest one while it is still training."""
     from medgen.engine.checkpoint import load_checkpoint
+    from medgen.engine.guards import load_matching_weights
     from medgen.training import latest_checkpoint
 
     run = RunDir.open(run_dir)
@@ -33,7 +34,7 @@ def load_run_model(run_dir: str | Path, device: str | torch.device | None = None
     if ckpt_dir is None or not ckpt_dir.exists():
         raise UserError("run has no checkpoint yet (train it first)", run.root)
     ckpt = load_checkpoint(ckpt_dir)
-    model.load_state_dict(ckpt["model"])
+    load_matching_weights(model, ckpt["model"], ckpt_dir, cfg.model.family, ckpt["state"])
     if ckpt.get("ema"):  # keys are the model's own ("<submodule>.<param>"): sample with the averaged weights
         own = model.state_dict()
         for name, tensor in ckpt["ema"].items():
@@ -45,20 +46,10 @@ def load_run_model(run_dir: str | Path, device: str | torch.device | None = None
     return cfg, model, run
 
 
-def fresh_sample_folder(out: Path, force: bool) -> Path:
-    """An empty output folder; an existing non-empty one only with ``force`` (it is then replaced)."""
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise UserError("sample folder already exists; use --force to replace it or --out for another", out)
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
 def resolve_labels(model, labels: list[str], label: str | None, n: int) -> torch.Tensor | None:
     if label is None:
         return None
-    if not getattr(model, "conditional", False):
+    if not model.conditional:
         raise UserError(f"--label {label}: this run is not class-conditional (train with --set model.conditional=true)")
     if label not in labels:
         raise UserError(f"unknown label '{label}'; this run's labels: {', '.join(labels)}")
@@ -71,12 +62,12 @@ def generate(model, n: int, labels: torch.Tensor | None, sampler: str, steps: in
     device = model.device
     gen = torch.Generator(device=device).manual_seed(seed)
     out, out_labels = [], []
-    total_steps = (steps or getattr(getattr(model, "denoiser", None), "T", 1)) * int(np.ceil(n / batch_size))
+    total_steps = (steps or model.num_timesteps or 1) * int(np.ceil(n / batch_size))
     with progress_bar(describe, total_steps) as advance:
         for start in range(0, n, batch_size):
             k = min(batch_size, n - start)
             y = None
-            if getattr(model, "conditional", False):
+            if model.conditional:
                 y = labels[start:start + k] if labels is not None else (torch.arange(start, start + k) % model.info.num_classes)
             x = model.sample(k, labels=y, steps=steps, generator=gen, sampler=sampler, guidance=guidance, progress=advance)
             out.append(x.float().cpu().numpy())
@@ -91,6 +82,9 @@ def sample(run_dir: str | Path, n: int = 16, label: str | None = None, sampler: 
     """``each_label``: n images per class of a conditional run, every class from the same seed (so the
     same latents or starting noise), and a grid with one row per class: what the label changes."""
     cfg, model, run = load_run_model(run_dir)
+    if not model.can_sample:
+        raise UserError(f"model family '{cfg.model.family}' reconstructs images but does not generate new ones "
+                        "(use `medgen detect RUN`)", run.root)
     sc = cfg.sample
     sampler = sampler or sc.sampler
     steps = steps or sc.steps
@@ -103,16 +97,19 @@ def sample(run_dir: str | Path, n: int = 16, label: str | None = None, sampler: 
     if fmt == "png" and model.info.spatial_dims == 3:
         fmt = "nii"
         echo("volumes are written as NIfTI (PNG cannot hold 3D)")
-    T = getattr(getattr(model, "denoiser", None), "T", None)
+    if model.samplers and sampler not in model.samplers:
+        raise UserError(f"bad --sampler '{sampler}': this {cfg.model.family} run samples with {', '.join(model.samplers)}")
+    T = model.num_timesteps
     if steps is not None and T is not None and steps > T:
         raise UserError(f"--steps {steps} exceeds the {T} timesteps this model was trained with")
     labels = list(model.info.labels)
-    if each_label and (label is not None or not getattr(model, "conditional", False)):
+    if each_label and (label is not None or not model.conditional):
         raise UserError("--each-label needs a class-conditional run and no --label")
     y = resolve_labels(model, labels, label, n)
     tag = (f"{sampler}-{steps or T or 'default'}-seed{seed}" + (f"-{label}" if label else "") + (f"-g{guidance:g}" if guidance != 1 else "")
            + ("-each-label" if each_label else ""))
-    out = fresh_sample_folder(Path(out) if out else run.samples / tag, force)
+    out = Path(out) if out else run.samples / tag
+    replace_folder(out, force, "sample folder")
     if each_label:  # the same seed for every class: the same z (or starting noise), a different label
         parts = [generate(model, n, torch.full((n,), c, dtype=torch.long), sampler, steps, guidance, seed, batch_size or sc.batch_size,
                           describe=f"sample {name}") for c, name in enumerate(labels)]

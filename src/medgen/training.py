@@ -90,7 +90,8 @@ def train(config: str | Config, data: str | Path | None, out: str | Path, *, pro
 def _train(config, data, out: Path, *, profile, overrides, init_from, subset, resume, force, echo) -> dict:
     from medgen.engine import distributed as dist
     from medgen.engine.speed import check_speed_options
-    from medgen.engine.trainer import Trainer, pick_device
+    from medgen.engine.context import pick_device
+    from medgen.engine.trainer import Trainer
     from medgen.fsio import WRITE_ERRNOS, check_free_space
 
     if resume:
@@ -98,8 +99,9 @@ def _train(config, data, out: Path, *, profile, overrides, init_from, subset, re
             raise UserError("--resume and --force contradict each other")
         run = RunDir.open(out)
         cfg = run.config()
-        if overrides or profile or subset or init_from:
-            raise UserError("--resume continues the run with its own config.yaml; drop --set/--profile/--subset/--init-from", out)
+        from medgen.validation import check_resume_flags
+
+        check_resume_flags(run, cfg, config, profile, overrides, subset, init_from, data)  # the same flags again are fine
         info_json = run.data()
         data = data or info_json.get("dataset")
         ckpt = latest_checkpoint(run)
@@ -130,9 +132,11 @@ def _train(config, data, out: Path, *, profile, overrides, init_from, subset, re
     train_rows = ds.select(cfg.data.train_split, where)
     val_rows = ds.select(cfg.data.val_split, where)
     if len(train_rows) == 0:
-        raise UserError(f"no training items in split '{cfg.data.train_split}' with subset {where or '{}'}", data)
+        from medgen.validation import no_training_items
+
+        raise no_training_items(ds, cfg.data.train_split, where, data)
     info = DataInfo(ds.spatial_dims, ds.channels, ds.size, ds.labels)
-    from medgen.engine.trainer import seed_everything
+    from medgen.engine.rng import seed_everything
 
     seed_everything(cfg.train.seed)  # the initial weights depend on the seed alone
     model = build_model(cfg, info)
@@ -177,7 +181,7 @@ def _train(config, data, out: Path, *, profile, overrides, init_from, subset, re
          + (f", subset {where}" if where else "")
          + (f"; {world} processes ({dist.backend()}), effective batch "
             + ", ".join(f"{s} {effective[s]} ({batches[s]} per process)" for s in batches) if world > 1 else ""))
-    for note in getattr(model, "notes", lambda: [])():
+    for note in model.notes():
         echo(f"note: {note}")
     trainer = Trainer(model, cfg, ds, run, train_rows, val_rows, device)
     parallel = {"processes": world,
@@ -187,7 +191,12 @@ def _train(config, data, out: Path, *, profile, overrides, init_from, subset, re
     try:
         summary = trainer.fit(resume_ckpt=ckpt)
         if dist.is_main():
-            run.set_status("finished", resumable=False, steps=trainer.pos.step)
+            from medgen.engine.guards import output_follows_input
+
+            warnings = output_follows_input(model, ds, val_rows if len(val_rows) > 1 else train_rows, run.read_log(), device)
+            for w in warnings:
+                echo(f"WARNING: {w}")
+            run.set_status("finished", resumable=False, steps=trainer.pos.step, warnings=warnings)
             run.update_metrics("training", {"stages": summary, "steps": trainer.pos.step, **parallel,
                                             "speed_options": trainer.speed_options})
     except KeyboardInterrupt:

@@ -1,11 +1,12 @@
 """``medgen detect``: anomaly maps, scores, thresholds and metrics for a run trained on normal images.
 
-Works for any run whose model reconstructs (``can_reconstruct``: conv-ae, vae, vae-gan, ldm's
-autoencoder) through ``model.reconstruct``; pixel DDPM runs use the AnoDDPM-style detector of
-:mod:`medgen.anomaly.diffusion`; a model that only scores uses its own ``anomaly_map``.
+The detector comes from the registry in :mod:`medgen.anomaly.detectors`: the one asked for, or
+the first the model declares (``model.detectors``): ``reconstruct`` (conv-ae, vae, vae-gan,
+ldm), ``diffusion`` (pixel ddpm), ``patchcore``/``padim`` (patch-features runs), ``model``.
 
-Steps: reconstruct the run's NORMAL validation images (its dataset, val split, its training
-subset) and the input images; turn each pair into a map (:mod:`medgen.anomaly.scoring`); choose the
+Steps: fit the detector on the run's NORMAL training images where it learns from them (feature
+memories); map the run's NORMAL validation images (its dataset, val split, its training subset)
+and the input images; smooth and mask the maps (:mod:`medgen.anomaly.scoring`); choose the
 image and pixel thresholds on the normal-validation maps at the target false-positive rate
 (:mod:`medgen.anomaly.thresholds`); evaluate on the input where labels or masks say what is
 anomalous (:mod:`medgen.anomaly.evaluation`); write metrics.json, scores.csv, maps.npy, figure.png
@@ -21,13 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from medgen.anomaly import scoring, thresholds
+from medgen.anomaly import detectors as registry
+from medgen.anomaly import thresholds, uncertainty
+from medgen.anomaly.detectors.base import Settings
 from medgen.anomaly.evaluation import image_metrics, pixel_metrics
+from medgen.data.imageset import is_prepared_dataset
 from medgen.errors import UserError
 
-DETECTORS = ("auto", "reconstruct", "diffusion", "model")
+PIXEL_INTERVAL_LIMIT = 4_000_000  # above this many map pixels the per-image bootstrap of pixel numbers is skipped
 
 
 @dataclass
@@ -44,10 +47,6 @@ class Images:
 
 
 # --- inputs -------------------------------------------------------------------------------------
-def _is_prepared(path: Path) -> bool:
-    return (path / "index.csv").exists() and (path / "images.npy").exists() and (path / "stats.json").exists()
-
-
 def _from_prepared(root: Path, split: str | None, where: dict | None, name: str) -> Images:
     from medgen.data.dataset import PreparedDataset
 
@@ -61,12 +60,6 @@ def _from_prepared(root: Path, split: str | None, where: dict | None, name: str)
     return Images(name, images, index["id"].tolist(), index["label"].tolist(), masks, f"{root}@{split}")
 
 
-def _image_files(folder: Path) -> list[Path]:
-    from medgen.data.io import IMAGE_SUFFIXES, suffix_of
-
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".") and suffix_of(p) in IMAGE_SUFFIXES)
-
-
 def _stem(path: Path) -> str:
     from medgen.data.io import suffix_of
 
@@ -76,35 +69,28 @@ def _stem(path: Path) -> str:
 
 def _from_folder(folder: Path, masks_dir: Path | None, run_data: dict, info) -> Images:
     """Read a folder of images (class sub-folders become labels), resized and normalised like the run's data."""
+    from medgen.data.imageset import image_files, read_like_run
     from medgen.data.io import read_image
-    from medgen.data.transforms import Normalizer, resize
+    from medgen.data.transforms import resize
 
-    files = _image_files(folder)
+    files = image_files(folder)
     if masks_dir is not None:
         mask_root = masks_dir.resolve()
         files = [f for f in files if mask_root not in f.resolve().parents]
     if not files:
         raise UserError("no image files found (png, jpg, tif, dcm, nii, npy)", folder)
-    norm = run_data.get("normalize")
-    normalizer = Normalizer.from_json(norm) if norm else None
     keep_aspect = bool(run_data.get("keep_aspect", True)) and info.spatial_dims == 2  # as the run's data was prepared
     size = tuple(info.size)
     mask_files = {}
     if masks_dir is not None:
         if not masks_dir.is_dir():
             raise UserError("--masks must be a folder of mask files named like the images", masks_dir)
-        for m in _image_files(masks_dir):
+        for m in image_files(masks_dir):
             mask_files.setdefault(_stem(m), m)
     images, ids, labels, masks, notes = [], [], [], [], []
     missing_masks = 0
     for f in files:
-        arr = read_image(f, rgb=info.channels == 3)
-        if arr.ndim - 1 != info.spatial_dims:
-            raise UserError(f"{arr.ndim - 1}D image, but the run's model is {info.spatial_dims}D", f)
-        if arr.shape[0] != info.channels:
-            arr = arr.mean(axis=0, keepdims=True) if info.channels == 1 else np.repeat(arr[:1], info.channels, axis=0)
-        out = resize(arr, size, keep_aspect=keep_aspect)
-        images.append(normalizer(out) if normalizer else out)
+        images.append(read_like_run(f, info, run_data.get("normalize"), keep_aspect))
         ids.append(str(f.relative_to(folder)))
         rel = f.relative_to(folder)
         labels.append(rel.parts[0] if len(rel.parts) > 1 else "")
@@ -120,57 +106,6 @@ def _from_folder(folder: Path, masks_dir: Path | None, run_data: dict, info) -> 
         notes.append(f"{missing_masks} of {len(files)} images have no mask file in {masks_dir}: taken as lesion-free")
     return Images(folder.name, np.stack(images).astype(np.float32), ids, labels,
                   np.stack(masks) if masks_dir is not None else None, str(folder), notes)
-
-
-# --- detectors ----------------------------------------------------------------------------------
-def resolve_detector(model, detector: str) -> str:
-    if detector not in DETECTORS:
-        raise UserError(f"unknown --detector '{detector}'; choose one of {', '.join(DETECTORS)}")
-    pixel_diffusion = hasattr(model, "denoiser") and not hasattr(model, "autoencoder")
-    if detector == "auto":
-        if getattr(model, "can_reconstruct", False):
-            return "reconstruct"
-        if pixel_diffusion:
-            return "diffusion"
-        if getattr(model, "can_score", False):
-            return "model"
-        raise UserError(f"{type(model).__name__} runs can neither reconstruct nor score images; anomaly detection needs "
-                        "an autoencoding family (conv-ae, vae, vae-gan, ldm) or a pixel ddpm")
-    if detector == "reconstruct" and not getattr(model, "can_reconstruct", False):
-        raise UserError(f"{type(model).__name__} does not reconstruct images")
-    if detector == "diffusion" and not pixel_diffusion:
-        raise UserError("--detector diffusion needs a pixel-space ddpm run")
-    if detector == "model" and not getattr(model, "can_score", False):
-        raise UserError(f"{type(model).__name__} has no anomaly map of its own")
-    return detector
-
-
-def _run_detector(model, images: np.ndarray, detector: str, batch_size: int, seed: int, t_start: int | None,
-                  steps: int | None, sampler: str, describe: str, draws: int = 1) -> np.ndarray | None:
-    """Reconstructions (N, C, *spatial) float32, or for ``model`` the model's own maps (N, 1, ...).
-
-    Diffusion: the mean of ``draws`` reconstructions, each from its own noise. One draw's errors
-    in normal tissue are partly that draw's noise (zero-mean, it averages out), while a lesion the
-    model cannot reproduce is missing from every draw, so the mean sharpens the map."""
-    from medgen.anomaly.diffusion import diffusion_reconstruct
-    from medgen.progress import progress_bar
-
-    device = model.device
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    out = []
-    with progress_bar(describe, len(images)) as advance:
-        for start in range(0, len(images), batch_size):
-            xb = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).to(device)
-            with torch.no_grad():
-                if detector == "diffusion":
-                    y = sum(diffusion_reconstruct(model, xb, t_start, steps, gen, sampler) for _ in range(draws)) / draws
-                elif detector == "model":
-                    y = model.anomaly_map(xb)
-                else:
-                    y = model.reconstruct(xb)
-            out.append(y.float().cpu().numpy())
-            advance(len(xb))
-    return np.concatenate(out)
 
 
 # --- the command --------------------------------------------------------------------------------
@@ -193,19 +128,33 @@ def _anomalous(items: Images, normal_values: list[str] | None) -> np.ndarray | N
     return truth
 
 
-def _maps(items_images, recon, detector, map_type, smooth, foreground, window):
-    if detector == "model":
-        m = scoring.smooth_map(recon.mean(axis=1, keepdims=True), smooth)
-        fg = scoring.foreground_mask(items_images, foreground)
-        return (m if fg is None else np.where(fg, m, 0.0).astype(np.float32)), fg
-    return scoring.anomaly_map(items_images, recon, map_type, smooth, foreground, window)
+def _no_normal_note(items: Images, normal_values: list[str] | None) -> str:
+    """Why image AUROC is n/a when no input image counts as normal, and the --normal that would fix it."""
+    found = sorted({lab for lab in items.labels if lab})
+    if not found:
+        return "no input image counts as normal (no labels, and every image has a lesion mask): image AUROC needs normals"
+    guess = next((lab for lab in found if lab.lower() in ("normal", "healthy", "none")), None)
+    hint = f"; pass --normal {guess}" if guess else "; pass --normal LABEL naming the normal ones"
+    return (f"no input image counts as normal (normal labels: {', '.join(normal_values or []) or 'none given'}; "
+            f"labels found: {', '.join(found)}){hint}")
+
+
+def _noise_levels(noise_level) -> tuple[float, ...]:
+    text = noise_level if isinstance(noise_level, str) else ",".join(str(v) for v in np.atleast_1d(noise_level))
+    try:
+        levels = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise UserError(f"bad --noise-level '{noise_level}': expected numbers in (0, 1], comma-separated") from None
+    if not levels or not all(0 < v <= 1 for v in levels):
+        raise UserError(f"--noise-level must be in (0, 1] (one value or several, comma-separated), got {noise_level}")
+    return levels
 
 
 def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="test", map="abs", smooth=3.0,
-           score="top-percentile", noise_level=0.1, force=False, echo=print, *, top_percent: float = 5.0,
+           score="top-percentile", noise_level: float | str = 0.1, force=False, echo=print, *, top_percent: float = 5.0,
            foreground: float | None = 0.05, detector: str = "auto", steps: int | None = 10, sampler: str = "ddim", draws: int = 8,
            normal: str | list[str] | None = None, batch_size: int = 16, seed: int = 0, ssim_window: int = 7,
-           device: str | None = None, figure_items: int = 8) -> dict:
+           device: str | None = None, figure_items: int = 8, memory: int = 2048, neighbours: int = 1) -> dict:
     """Score and localise anomalies with a trained run; returns the metrics dict (also written to disk).
 
     ``input``: None (the run's own dataset, ``split``), a prepared dataset folder (its ``split``;
@@ -213,11 +162,12 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
     folder of mask files with the same names). ``threshold``: ``fpr:A`` or ``value:X``.
     ``map``: abs | ssim | combined; ``smooth``: Gaussian sigma in pixels (0 = off); ``score``:
     mean | max | top-percentile (``top_percent`` %); ``foreground``: input threshold of the region
-    that is scored (None = every pixel). Diffusion runs: ``noise_level`` = t_start / T, ``steps``
-    reverse steps (None = all), ``sampler`` ddpm | ddim. ``normal``: labels counted as normal
+    that is scored (None = every pixel). Diffusion runs: ``noise_level`` = t_start / T (several,
+    comma-separated: maps averaged), ``steps`` reverse steps (None = all), ``sampler`` ddpm | ddim.
+    PatchCore: ``memory`` patches kept, ``neighbours`` k. ``normal``: labels counted as normal
     (default: the run's ``--subset label=...``).
     """
-    from medgen.anomaly.diffusion import partial_timesteps, t_start_for
+    from medgen.anomaly import scoring
     from medgen.models.conv_ae import restoring_from_checkpoint
     from medgen.sampling import load_run_model
 
@@ -231,27 +181,30 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
         raise UserError(f"--top-percent must be in (0, 100], got {top_percent}")
     if smooth < 0:
         raise UserError("--smooth must be >= 0")
-    if not 0 < noise_level <= 1:
-        raise UserError(f"--noise-level must be in (0, 1], got {noise_level}")
+    noise_levels = _noise_levels(noise_level)
     if sampler not in ("ddpm", "ddim"):
         raise UserError(f"unknown --sampler '{sampler}'; choose ddpm or ddim")
     if steps is not None and steps < 1:
         raise UserError("--steps must be >= 1")
     if draws < 1:
         raise UserError("--draws must be >= 1")
+    if memory < 1 or neighbours < 1:
+        raise UserError("--memory and --neighbours must be >= 1")
     with restoring_from_checkpoint():
         cfg, model, rundir = load_run_model(run, device)
     run_data = rundir.data()
     info = model.info
-    detector = resolve_detector(model, detector)
-    t_start = t_start_for(model, noise_level) if detector == "diffusion" else None
+    detector = registry.choose(model, detector)
+    det = registry.detector_class(detector)(model, Settings(
+        map=map, ssim_window=ssim_window, noise_levels=noise_levels, steps=steps, sampler=sampler, draws=draws,
+        memory=memory, neighbours=neighbours, batch_size=batch_size, seed=seed))
     subset = run_data.get("subset") or {}
     normal_values = _normal_values(normal, subset)
 
     # inputs
     run_ds = Path(run_data.get("dataset", "")) if run_data.get("dataset") else None
     if input is None:
-        if run_ds is None or not _is_prepared(run_ds):
+        if run_ds is None or not is_prepared_dataset(run_ds):
             raise UserError("the run's dataset is not available; give --input DIR", run_ds or rundir.root)
         if masks is not None:
             raise UserError("--masks is for a folder of images given with --input")
@@ -260,13 +213,13 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
         path = Path(input)
         if not path.exists():
             raise UserError("input not found", path)
-        if path.is_dir() and _is_prepared(path):
+        if path.is_dir() and is_prepared_dataset(path):
             if masks is not None:
                 raise UserError("--masks is for a folder of images; a prepared dataset has its own masks", masks)
             items = _from_prepared(path, split, None, f"{path.name}-{split or 'all'}")
         elif path.is_dir():
             keep = {"keep_aspect": True}
-            if run_ds is not None and _is_prepared(run_ds):
+            if run_ds is not None and is_prepared_dataset(run_ds):
                 from medgen.data.dataset import PreparedDataset
 
                 keep["keep_aspect"] = bool(PreparedDataset(run_ds).stats.get("keep_aspect", True))
@@ -281,26 +234,22 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
     if out_dir.exists() and (out_dir.is_file() or any(out_dir.iterdir())) and not force:
         raise UserError("detect output folder already exists; use --force to replace it or --out for another", out_dir)
 
-    settings = {"detector": detector, "map": map, "smooth": smooth, "score": score,
-                "top_percent": top_percent if score == "top-percentile" else None, "foreground": foreground,
-                "threshold_rule": str(rule), "ssim_window": ssim_window if map != "abs" else None}
-    if detector == "diffusion":
-        settings.update(noise_level=noise_level, t_start=t_start, T=model.denoiser.T, steps=steps, sampler=sampler, seed=seed,
-                        draws=draws)
-    describe = getattr(model, "describe", None)
-    model_info = {"family": cfg.model.family, **(describe() if callable(describe) else {})}
-    if detector == "diffusion":
-        settings["reverse_steps"] = len(partial_timesteps(t_start, steps))
-        echo(f"detector: diffusion ({cfg.model.family}), noised to t={t_start} of {model.denoiser.T}, "
-             f"{settings['reverse_steps']} reverse steps ({sampler})" + (f", mean of {draws} draws" if draws > 1 else ""))
-    else:
-        echo(f"detector: {detector} ({cfg.model.family})")
+    model_info = {"family": cfg.model.family, **model.describe()}
+    echo(f"detector: {det.headline()} ({cfg.model.family})")
     if "encoder_weights" in model_info:
         echo(f"encoder weights: {model_info['encoder_weights']}")
 
-    # calibration on normal validation images
+    # fitting on normal training images (feature memories), calibration on normal validation images
+    if det.fits_on_normals:
+        if run_ds is None or not is_prepared_dataset(run_ds):
+            raise UserError(f"--detector {detector} learns from the run's normal training images, but its dataset is "
+                            "not available", run_ds or rundir.root)
+        det.fit(_from_prepared(run_ds, run_data.get("train_split", "train"), subset, "normal-train").images, echo)
+    settings = {"detector": detector, "smooth": smooth, "score": score,
+                "top_percent": top_percent if score == "top-percentile" else None, "foreground": foreground,
+                "threshold_rule": str(rule), **det.record()}
     calib = None
-    if run_ds is not None and _is_prepared(run_ds):
+    if run_ds is not None and is_prepared_dataset(run_ds):
         try:
             calib = _from_prepared(run_ds, run_data.get("val_split", "val"), subset, "normal-val")
         except UserError:
@@ -309,8 +258,8 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
     calib_scores = None
     calib_info = {"source": None}
     if calib is not None:
-        rec = _run_detector(model, calib.images, detector, batch_size, seed + 1, t_start, steps, sampler, "calibrate (normal val)", draws)
-        cmaps, cfg_fg = _maps(calib.images, rec, detector, map, smooth, foreground, ssim_window)
+        raw = det.run(calib.images, seed + 1, "calibrate (normal val)").maps
+        cmaps, cfg_fg = scoring.postprocess(raw, calib.images, smooth, foreground)
         calib_scores = scoring.image_scores(cmaps, score, top_percent, cfg_fg)
         calib_pixels = cmaps.ravel() if cfg_fg is None else cmaps[cfg_fg]
         calib_pixels = thresholds.subsample(calib_pixels, 5_000_000, seed)
@@ -325,8 +274,8 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
         raise UserError(f"--threshold {rule} needs the run's normal validation images ({run_ds}); give --threshold value:X")
 
     # the input
-    recon = _run_detector(model, items.images, detector, batch_size, seed, t_start, steps, sampler, f"detect ({items.name})", draws)
-    maps, fg = _maps(items.images, recon, detector, map, smooth, foreground, ssim_window)
+    output = det.run(items.images, seed, f"detect ({items.name})")
+    maps, fg = scoring.postprocess(output.maps, items.images, smooth, foreground)
     scores = scoring.image_scores(maps, score, top_percent, fg)
     predicted = scores > image_thr
     truth = _anomalous(items, normal_values)
@@ -338,8 +287,7 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
                                   "target_fpr": rule.value if rule.kind == "fpr" else None},
                     "predicted_anomalous": int(predicted.sum())}
     if truth is not None:
-        im = image_metrics(scores, truth, image_thr)
-        result["image"] = im
+        result["image"] = {**image_metrics(scores, truth, image_thr), **uncertainty.image_intervals(scores, truth, image_thr, seed)}
         if any(items.labels) and normal_values is not None:
             result["image"]["by_label"] = _by_label(scores, items.labels, normal_values, predicted)
     if items.masks is not None and items.masks.any():
@@ -348,7 +296,12 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
         if fg is not None:
             result["pixel_foreground"] = pixel_metrics(maps, items.masks, pixel_thr, fg, seed=seed)
             result["pixel_foreground"]["region"] = f"foreground (input > {foreground})"
+        if truth is not None and maps.size <= PIXEL_INTERVAL_LIMIT:
+            result["pixel_foreground" if fg is not None else "pixel"].update(
+                uncertainty.pixel_intervals(maps, items.masks, fg, truth, seed))
     result["notes"] = list(items.notes)
+    if truth is not None and truth.all():
+        result["notes"].append(_no_normal_note(items, normal_values))
     if calib is not None and input is None and split == run_data.get("val_split", "val"):
         result["notes"].append("the scored split is the one whose normal images set the threshold: its FPR is not held-out")
     if calib is not None and not subset:
@@ -371,8 +324,8 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
                         "" if truth is None else int(truth[i])])
     from medgen.anomaly.figures import detection_figure, score_histogram
 
-    fig = detection_figure(items, recon if detector != "model" else None, maps, scores, predicted, truth, pixel_thr,
-                           out_dir / "figure.png", figure_items, title=f"{rundir.root.name}: {detector}, {map} map")
+    fig = detection_figure(items, output.reconstructions, maps, scores, predicted, truth, pixel_thr,
+                           out_dir / "figure.png", figure_items, title=f"{rundir.root.name}: {detector}" + (f", {map} map" if "map" in settings else ""))
     hist = score_histogram(scores, truth, calib_scores, image_thr, out_dir / "scores.png",
                            title=f"{rundir.root.name} on {items.name}: {score} scores, threshold {rule}")
     result["files"] = {"metrics": "metrics.json", "scores": "scores.csv", "maps": "maps.npy",
@@ -423,19 +376,24 @@ def _fmt(v) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
 
+def _ci(d: dict, key: str) -> str:
+    c = d.get(f"{key}_interval")
+    return f" [{c['low']:.3f}, {c['high']:.3f}]" if c else ""
+
+
 def _echo_summary(r: dict, echo) -> None:
     thr = r["threshold"]
     echo(f"threshold ({thr['rule']} on {r['calibration'].get('n', 0)} normal validation images): "
          f"image {thr['image']:.4g}, pixel {thr['pixel']:.4g}")
     if "image" in r:
         i = r["image"]
-        echo(f"image: AUROC {_fmt(i['auroc'])}  AUPRC {_fmt(i['auprc'])}  FPR on held-out normals {_fmt(i.get('fpr_at_threshold'))}"
+        echo(f"image: AUROC {_fmt(i['auroc'])}{_ci(i, 'auroc')}  AUPRC {_fmt(i['auprc'])}  FPR on held-out normals {_fmt(i.get('fpr_at_threshold'))}"
              f"  sensitivity {_fmt(i.get('sensitivity_at_threshold'))}  ({i['n_anomalous']} anomalous / {i['n_normal']} normal)")
     for key in ("pixel", "pixel_foreground"):
         if key in r:
             p = r[key]
-            echo(f"pixel ({p['region']}): AUROC {_fmt(p['auroc'])}  AUPRC {_fmt(p['auprc'])}  "
-                 f"best Dice {_fmt(p['dice_best'])}  Dice at threshold {_fmt(p.get('dice_at_threshold'))}")
+            echo(f"pixel ({p['region']}): AUROC {_fmt(p['auroc'])}{_ci(p, 'auroc')}  AUPRC {_fmt(p['auprc'])}  "
+                 f"best Dice {_fmt(p['dice_best'])}{_ci(p, 'dice_best')}  Dice at threshold {_fmt(p.get('dice_at_threshold'))}")
     for note in r.get("notes", []):
         echo(f"note: {note}")
     echo(f"results: {r['output']} ({r['seconds']} s)")

@@ -8,7 +8,7 @@ Pixel level (one score per pixel/voxel, ground-truth masks): AUROC and AUPRC ove
 pixels of all images (deterministically subsampled above ``max_pixels``), the best Dice over all
 thresholds (one global threshold for the whole set, searched exactly over the sorted scores: the
 upper bound "[Dice]" of Baur et al. 2021), the Dice at the chosen pixel threshold (pooled, and
-averaged over anomalous images), and the pixel false-positive rate on normal pixels.
+averaged over the images with lesion pixels inside the region), and the pixel false-positive rate on normal pixels.
 """
 from __future__ import annotations
 
@@ -75,8 +75,9 @@ def image_metrics(scores, anomalous, threshold: float | None = None) -> dict:
 def pixel_metrics(maps, masks, threshold: float | None = None, region=None, max_pixels: int = 2_000_000,
                   seed: int = 0) -> dict:
     """Pixel AUROC/AUPRC, best Dice and Dice at ``threshold`` over pooled pixels (optionally only
-    those in ``region``, e.g. the brain), with per-image Dice averaged over images with lesions."""
-    m = np.asarray(maps, dtype=np.float32)
+    those in ``region``, e.g. the brain), with per-image Dice averaged over images with lesion pixels in ``region``."""
+    # float64: a float32 cast merges nearby scores on a large offset into ties, which moves AUROC
+    m = np.asarray(maps, dtype=np.float64)
     gt = np.asarray(masks) > 0
     if gt.shape != m.shape:
         raise ValueError(f"maps {m.shape} and masks {gt.shape} differ in shape")
@@ -92,7 +93,8 @@ def pixel_metrics(maps, masks, threshold: float | None = None, region=None, max_
         pred = (m > threshold) & keep
         out["threshold"] = float(threshold)
         out["dice_at_threshold"] = dice(pred[keep], gt[keep])
-        has = gt.reshape(len(gt), -1).any(axis=1)
+        # only images with lesion pixels inside the region: a lesion wholly outside it cannot be found there
+        has = (gt & keep).reshape(len(gt), -1).any(axis=1)
         per = [dice(pred[i], gt[i] & keep[i]) for i in np.flatnonzero(has)]
         out["dice_at_threshold_mean_per_image"] = float(np.mean(per)) if per else None
         normal_px = keep & ~gt

@@ -108,14 +108,21 @@ def foreground_mask(x, threshold: float | None) -> np.ndarray | None:
     return out[:, None]
 
 
-def anomaly_map(x, x_hat, kind: str = "abs", smooth: float = 0.0, foreground: float | None = None,
-                window: int = 7) -> tuple[np.ndarray, np.ndarray | None]:
-    """(maps (N, 1, *spatial) float32, foreground mask or None): error map, smoothed, masked."""
-    m = smooth_map(error_map(x, x_hat, kind, window), smooth)
+def postprocess(raw: np.ndarray, x, smooth: float = 0.0, foreground: float | None = None
+                ) -> tuple[np.ndarray, np.ndarray | None]:
+    """(maps (N, 1, *spatial) float32, foreground mask or None): a raw map smoothed, then masked to
+    the foreground of the input ``x``."""
+    m = smooth_map(np.asarray(raw, dtype=np.float32), smooth)
     fg = foreground_mask(x, foreground)
     if fg is not None:
         m = np.where(fg, m, 0.0).astype(np.float32)
     return m, fg
+
+
+def anomaly_map(x, x_hat, kind: str = "abs", smooth: float = 0.0, foreground: float | None = None,
+                window: int = 7) -> tuple[np.ndarray, np.ndarray | None]:
+    """(maps (N, 1, *spatial) float32, foreground mask or None): error map, smoothed, masked."""
+    return postprocess(error_map(x, x_hat, kind, window), x, smooth, foreground)
 
 
 def image_scores(maps: np.ndarray, how: str = "top-percentile", top_percent: float = 1.0,

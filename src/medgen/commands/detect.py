@@ -10,9 +10,11 @@ from typing import Optional
 
 import typer
 
+from medgen.anomaly.detectors import names as detector_names
+
 
 def detect_cmd(
-    run: Path = typer.Argument(..., help="A trained run (conv-ae, vae, vae-gan, ldm: reconstruction; ddpm: AnoDDPM-style diffusion)."),
+    run: Path = typer.Argument(..., help="A trained run (conv-ae, vae, vae-gan, ldm: reconstruction; ddpm: AnoDDPM-style diffusion; patch-features: patchcore, padim)."),
     input: Optional[Path] = typer.Option(None, "--input", "-i", help="A prepared dataset folder or a folder of images (class sub-folders become labels). Default: the run's own dataset."),
     masks: Optional[Path] = typer.Option(None, "--masks", help="With a folder of images: a folder of mask files with the same names (lesion = non-zero)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default RUN/detect/<input-name>)."),
@@ -23,12 +25,14 @@ def detect_cmd(
     score: str = typer.Option("top-percentile", "--score", help="Image score from its map: mean, max, top-percentile (mean of the top --top-percent %)."),
     top_percent: float = typer.Option(5.0, "--top-percent", help="Percent of pixels averaged by --score top-percentile."),
     foreground: str = typer.Option("0.05", "--foreground", help="Score only pixels where the input is above this (the black background is left out); 'none' = every pixel."),
-    noise_level: float = typer.Option(0.1, "--noise-level", help="Diffusion detector: noise up to this fraction of the timesteps (0.1 = t 100 of 1000), then denoise (AnoDDPM: 0.25)."),
+    noise_level: str = typer.Option("0.1", "--noise-level", help="Diffusion detector: noise up to this fraction of the timesteps (0.1 = t 100 of 1000), then denoise (AnoDDPM: 0.25); several, comma-separated (0.05,0.1,0.2): their maps are averaged."),
     steps: Optional[int] = typer.Option(10, "--steps", min=1, help="Diffusion detector: reverse steps from t_start to 0, evenly respaced (--all-steps: every timestep)."),
     all_steps: bool = typer.Option(False, "--all-steps", help="Diffusion detector: walk every timestep from t_start to 0 (AnoDDPM; slow on CPU)."),
     sampler: str = typer.Option("ddim", "--sampler", help="Diffusion detector: ddim (deterministic) or ddpm (stochastic, AnoDDPM)."),
     draws: int = typer.Option(8, "--draws", min=1, help="Diffusion detector: average this many reconstructions, each from its own noise (the map sharpens; time grows in proportion; 1 = fastest)."),
-    detector: str = typer.Option("auto", "--detector", help="auto, reconstruct, diffusion or model (the model's own anomaly map)."),
+    detector: str = typer.Option("auto", "--detector", help="auto (the run's preferred one) or one of: " + ", ".join(detector_names()) + "."),
+    memory: int = typer.Option(2048, "--memory", min=1, help="PatchCore: normal patches kept in the memory bank (greedy coreset)."),
+    neighbours: int = typer.Option(1, "--neighbours", min=1, help="PatchCore: a patch's score is the mean distance to this many nearest normal patches."),
     normal: Optional[str] = typer.Option(None, "--normal", help="Labels that count as normal, comma-separated (default: the run's --subset label=...)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per forward pass."),
     seed: int = typer.Option(0, "--seed", help="Seed of the diffusion detector's noise."),
@@ -52,7 +56,7 @@ def detect_cmd(
     result = detect(run, input=input, masks=masks, out=out, threshold=threshold, split=split, map=map_type, smooth=smooth,
                     score=score, noise_level=noise_level, force=force, echo=echo, top_percent=top_percent, foreground=fg,
                     detector=detector, steps=None if all_steps else steps, sampler=sampler, draws=draws, normal=normal,
-                    batch_size=batch_size, seed=seed)
+                    batch_size=batch_size, seed=seed, memory=memory, neighbours=neighbours)
     if as_json:
         typer.echo(json.dumps(result, indent=2, default=str))
 

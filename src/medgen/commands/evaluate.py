@@ -10,16 +10,20 @@ from typing import Optional
 
 import typer
 
+from medgen.evaluation.features.registry import extractor_usage
+from medgen.evaluation.groups.registry import metrics_help
+from medgen.samplers import help_text as sampler_help
+
 
 def evaluate_cmd(
     run: Optional[Path] = typer.Argument(None, metavar="RUN", help="A trained run directory (omit to compare --real with --fake)."),
     real: Optional[str] = typer.Option(None, "--real", help="Real images: a folder, or a prepared dataset (DIR, DIR@SPLIT; default its test split). With a RUN: replaces its test split."),
     fake: Optional[str] = typer.Option(None, "--fake", help="Synthetic images: a folder (e.g. RUN/samples/...) or a prepared dataset (DIR@SPLIT). With a RUN: used instead of generating."),
-    metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma list of groups: reconstruction, fidelity, distribution, intensity, memorisation, utility, all (default: the run's evaluate.metrics)."),
-    features: Optional[str] = typer.Option(None, "--features", help="Feature extractor NAME[:PATH]: domain (offline default), radiomics[:foreground], inception:FILE, resnet50:FILE, radimagenet:FILE; comma list for several."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help=metrics_help()),
+    features: Optional[str] = typer.Option(None, "--features", help=f"Feature extractor NAME[:PATH]: {extractor_usage()} (domain: the offline default); comma list for several."),
     utility: bool = typer.Option(False, "--utility", help="Add the train-on-real/synthetic/mixed, test-on-real classifier table (conditional runs)."),
     n: Optional[int] = typer.Option(None, "--n", min=2, help="Number of synthetic images (default: min(test split size, evaluate.n_samples or 200))."),
-    sweep: Optional[str] = typer.Option(None, "--sweep", help="Sampler settings to compare, e.g. ddpm:1000,ddpm:2000,ddim:50 ('none' turns the config's sweep off)."),
+    sweep: Optional[str] = typer.Option(None, "--sweep", help=f"Sampler settings to compare: SAMPLER:STEPS, comma-separated, one synthetic set each (SAMPLER: {sampler_help()}; 'none' turns the config's sweep off)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (progress goes to stderr)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Without a RUN: output folder for metrics.json and figures (default ./evaluation)."),
     utility_ratio: float = typer.Option(1.0, "--utility-ratio", min=0.0, help="Utility: synthetic images per real training image, per class."),
@@ -28,6 +32,7 @@ def evaluate_cmd(
     seg_utility: bool = typer.Option(False, "--seg-utility", help="Segmentation utility of image + mask pairs instead: a U-Net trained on real, real+synthetic, synthetic and K real pairs, Dice/HD95 on real test pairs → RUN/evaluation/seg_utility.json."),
     pairs: Optional[Path] = typer.Option(None, "--pairs", help="--seg-utility: a pairs folder from medgen sample --masks (default: generate on the training masks)."),
     k_real: str = typer.Option("8", "--k-real", help="--seg-utility: comma list of K for the scarce K-real-pairs rows."),
+    force: bool = typer.Option(False, "--force", help="Without a RUN: replace the metrics.json an earlier evaluation left in --out."),
 ) -> None:
     """Fidelity, distribution, intensity, memorisation and utility of synthetic images → metrics.json."""
     from medgen.errors import UserError
@@ -50,6 +55,10 @@ def evaluate_cmd(
         raise UserError("give a RUN, or both --real and --fake")
     if run is not None and out is not None:
         raise UserError("--out is for comparing --real with --fake; a RUN's results go to RUN/metrics.json and RUN/evaluation/")
+    if run is None:
+        from medgen.fsio import refuse_overwrite
+
+        refuse_overwrite(Path(out or "evaluation") / "metrics.json", force, "an earlier evaluation's metrics.json")
 
     def echo(msg: str = "") -> None:
         from medgen.progress import is_quiet
@@ -76,10 +85,9 @@ def evaluate_cmd(
 
 
 def _figures(result: dict):
-    for key in ("intensity", "utility"):
-        f = (result.get(key) or {}).get("figure")
-        if f:
-            yield f
-    for d in (result.get("memorisation") or {}).values():
-        if isinstance(d, dict) and d.get("figure"):
-            yield d["figure"]
+    from medgen.evaluation.groups import all_groups
+
+    for group in all_groups():
+        section = result.get(group.name)
+        if isinstance(section, dict):
+            yield from group.figures(section)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medgen.errors import InputFileError
+from medgen.data.io import check_array, check_regular_file, check_size
+from medgen.errors import InputFileError, one_line
 from medgen.parallel import process_map
 
 PROJECTION_MODALITIES = {"MG", "CR", "DX", "IO", "PX", "RF", "XA"}
@@ -29,9 +30,9 @@ def _dcmread(path: Path, stop_before_pixels: bool = False):
         try:  # files without the 128-byte preamble are common from older scanners
             return pydicom.dcmread(str(path), stop_before_pixels=stop_before_pixels, force=True)
         except Exception as err:
-            raise InputFileError(f"not a DICOM file ({err})", path) from None
+            raise InputFileError(f"not a DICOM file ({one_line(err)})", path) from None
     except Exception as err:
-        raise InputFileError(f"cannot read DICOM ({err.__class__.__name__}: {err})", path) from None
+        raise InputFileError(f"cannot read DICOM ({one_line(err)})", path) from None
 
 
 def pixels(ds, path: Path, rgb: bool = False, voi: str = "auto") -> np.ndarray:
@@ -40,12 +41,13 @@ def pixels(ds, path: Path, rgb: bool = False, voi: str = "auto") -> np.ndarray:
 
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise InputFileError("no DICOM pixel data (corrupt file, or not a DICOM image)", path)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    check_size((frames, int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)), path)
     try:
         arr = ds.pixel_array
     except Exception as err:
-        raise InputFileError(f"cannot decode DICOM pixel data ({err.__class__.__name__}: {err})", path) from None
+        raise InputFileError(f"cannot decode DICOM pixel data ({one_line(err)})", path) from None
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
     colour = ds.get("SamplesPerPixel", 1) > 1
     if colour:
         if photometric.startswith("YBR"):
@@ -75,7 +77,10 @@ def pixels(ds, path: Path, rgb: bool = False, voi: str = "auto") -> np.ndarray:
 
 
 def read_dicom(path: Path, rgb: bool = False, voi: str = "auto") -> np.ndarray:
-    return pixels(_dcmread(path), path, rgb=rgb, voi=voi)
+    """One DICOM file, with the checks every reader's images pass (``medgen.data.io``)."""
+    path = Path(path)
+    check_regular_file(path)
+    return check_array(pixels(_dcmread(path), path, rgb=rgb, voi=voi), path)
 
 
 @dataclass

@@ -3,14 +3,23 @@
 Every reader returns ``(C, *spatial)``: C is 1 for grey (the default) or 3 for RGB when
 ``rgb=True``; spatial is (H, W) for 2D images and (D, H, W) for volumes and multi-frame files.
 Problems with one file raise InputFileError naming the file, so the caller can reject it.
+
+Every reader goes through the same checks (``read_image``; DICOM series through ``check_array``):
+regular files only (a device or a pipe would hang the reader), image size from the header
+against the pixel limit *before* decoding, and after decoding no empty, 1-pixel or non-finite
+image. The pixel limit is the environment variable ``MEDGEN_MAX_PIXELS``: the most pixels in one
+2D image, slice or frame (default 50 million, e.g. 7000 x 7000); a whole file (a volume or a
+multi-frame object) may hold 16 times that.
 """
 from __future__ import annotations
 
+import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from medgen.errors import InputFileError
+from medgen.errors import InputFileError, one_line
 
 PNG_LIKE = {".png", ".jpg", ".jpeg", ".bmp"}
 TIFF = {".tif", ".tiff"}
@@ -18,6 +27,60 @@ NIFTI = {".nii", ".nii.gz"}
 NUMPY = {".npy"}
 DICOM = {".dcm", ".dicom", ".ima", ""}
 IMAGE_SUFFIXES = PNG_LIKE | TIFF | NIFTI | NUMPY | {".dcm", ".dicom", ".ima"}
+MAX_PIXELS_ENV = "MEDGEN_MAX_PIXELS"
+DEFAULT_MAX_PIXELS = 50_000_000
+VOLUME_FACTOR = 16  # a file may hold this many times the per-image limit (volumes, multi-frame)
+
+
+def max_pixels() -> int:
+    """The pixel limit of one 2D image or slice (``MEDGEN_MAX_PIXELS``, default 50 million)."""
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(float(raw))
+    except (ValueError, OverflowError):
+        value = 0
+    if value < 4:
+        from medgen.errors import UserError
+
+        raise UserError(f"{MAX_PIXELS_ENV}={raw!r} is not a pixel count (a whole number >= 4, e.g. 50000000)")
+    return value
+
+
+def check_size(shape: tuple[int, ...], path: Path) -> None:
+    """Refuse an image whose header declares more pixels than the limit, before anything is decoded
+    (a 65-byte PNG can declare 30000 x 30000; a 140 KB one takes minutes and gigabytes to decode)."""
+    dims = [int(d) for d in shape]
+    if len(dims) < 2:
+        return
+    limit = max_pixels()
+    plane = dims[-1] * dims[-2]
+    total = 1
+    for d in dims:
+        total *= d
+    if plane > limit or total > limit * VOLUME_FACTOR:
+        size = "x".join(map(str, dims))
+        raise InputFileError(f"image of {size} pixels is larger than the limit of {limit} pixels per image "
+                             f"(set {MAX_PIXELS_ENV} to raise it)", path)
+
+
+def check_array(arr: np.ndarray, path: Path) -> np.ndarray:
+    """The checks every decoded image passes, whatever its reader."""
+    if arr.size == 0 or arr.ndim < 3 or min(arr.shape[1:]) < 2:
+        raise InputFileError(f"image is empty or too small ({tuple(arr.shape[1:])})", path)
+    if not np.isfinite(arr).all():
+        raise InputFileError("image contains NaN or infinite values", path)
+    return arr
+
+
+def check_regular_file(path: Path, what: str = "file") -> None:
+    if not path.exists():
+        raise InputFileError(f"{what} not found", path)
+    if path.is_dir():
+        raise InputFileError(f"{what} is a folder, not an image file", path)
+    if not path.is_file():
+        raise InputFileError(f"{what} is not a regular file (a device, pipe or socket)", path)
 
 
 def suffix_of(path: Path) -> str:
@@ -47,7 +110,17 @@ def read_pil(path: Path, rgb: bool = False) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():  # Pillow's own bomb warning: the size is checked here instead
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+    except Image.DecompressionBombError:  # far above Pillow's limit, so above ours too
+        raise InputFileError(f"image is larger than the limit of {max_pixels()} pixels per image "
+                             f"(set {MAX_PIXELS_ENV} to raise it)", path) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise InputFileError(f"cannot read image ({one_line(err)})", path) from err
+    try:
+        with img:
+            check_size((img.size[1], img.size[0]), path)
             img.load()
             if img.mode == "P":
                 img = img.convert("RGBA" if "transparency" in img.info else "RGB")
@@ -55,7 +128,7 @@ def read_pil(path: Path, rgb: bool = False) -> np.ndarray:
                 img = img.convert("L" if img.mode == "1" else "RGB")
             arr = np.asarray(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise InputFileError(f"cannot read image ({err.__class__.__name__}: {err})", path) from None
+        raise InputFileError(f"cannot read image ({one_line(err)})", path) from err
     return _to_channels(arr, rgb, path).astype(np.float32)
 
 
@@ -63,9 +136,13 @@ def read_tiff(path: Path, rgb: bool = False) -> np.ndarray:
     import tifffile
 
     try:
-        arr = tifffile.imread(path)
+        with tifffile.TiffFile(path) as tif:
+            check_size(tif.series[0].shape if tif.series else tif.pages[0].shape, path)
+            arr = tif.asarray()
+    except InputFileError:
+        raise
     except Exception as err:  # tifffile raises many types on corrupt files
-        raise InputFileError(f"cannot read TIFF ({err.__class__.__name__}: {err})", path) from None
+        raise InputFileError(f"cannot read TIFF ({one_line(err)})", path) from err
     arr = np.squeeze(arr)
     if arr.ndim == 3 and arr.shape[-1] not in (2, 3, 4):
         return arr.astype(np.float32)[None]  # a stack of pages: a volume
@@ -74,9 +151,13 @@ def read_tiff(path: Path, rgb: bool = False) -> np.ndarray:
 
 def read_numpy(path: Path, rgb: bool = False) -> np.ndarray:
     try:
-        arr = np.load(path, allow_pickle=False)
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        check_size(arr.shape, path)
+        arr = np.array(arr)
+    except InputFileError:
+        raise
     except Exception as err:
-        raise InputFileError(f"cannot read .npy ({err.__class__.__name__}: {err})", path) from None
+        raise InputFileError(f"cannot read .npy ({one_line(err)})", path) from err
     if not np.issubdtype(arr.dtype, np.number):
         raise InputFileError(f"array of dtype {arr.dtype} is not numeric", path)
     arr = np.squeeze(arr)
@@ -94,10 +175,14 @@ def read_nifti(path: Path, rgb: bool = False) -> np.ndarray:
     import nibabel as nib
 
     try:
-        img = nib.as_closest_canonical(nib.load(str(path)))
+        img = nib.load(str(path))
+        check_size(tuple(d for d in img.shape if d > 1)[:3], path)
+        img = nib.as_closest_canonical(img)
         data = np.asarray(img.dataobj, dtype=np.float32)
+    except InputFileError:
+        raise
     except Exception as err:
-        raise InputFileError(f"cannot read NIfTI ({err.__class__.__name__}: {err})", path) from None
+        raise InputFileError(f"cannot read NIfTI ({one_line(err)})", path) from err
     data = np.squeeze(data)
     if data.ndim == 4:
         raise InputFileError(f"4D NIfTI with {data.shape[-1]} volumes; give one volume per file", path)
@@ -111,13 +196,11 @@ def read_nifti(path: Path, rgb: bool = False) -> np.ndarray:
     return np.ascontiguousarray(vol)[None]
 
 
-def read_image(path: str | Path, rgb: bool = False) -> np.ndarray:
-    """Read any supported file into a float32 (C, *spatial) array."""
+def read_image(path: str | Path, rgb: bool = False, voi: str = "auto") -> np.ndarray:
+    """Read any supported file into a float32 (C, *spatial) array (``voi``: DICOM only, see
+    ``medgen.data.dicom``). The one entry point for single files: every format gets the same checks."""
     path = Path(path)
-    if not path.exists():
-        raise InputFileError("file not found", path)
-    if path.is_dir():
-        raise InputFileError("is a folder, not an image file", path)
+    check_regular_file(path)
     suffix = suffix_of(path)
     if suffix in PNG_LIKE:
         arr = read_pil(path, rgb)
@@ -130,9 +213,5 @@ def read_image(path: str | Path, rgb: bool = False) -> np.ndarray:
     else:
         from medgen.data.dicom import read_dicom
 
-        arr = read_dicom(path, rgb)
-    if arr.size == 0 or min(arr.shape[1:]) < 2:
-        raise InputFileError(f"image is empty or too small ({tuple(arr.shape[1:])})", path)
-    if not np.isfinite(arr).all():
-        raise InputFileError("image contains NaN or infinite values", path)
-    return arr
+        return read_dicom(path, rgb, voi)  # checked there: series slices are read the same way
+    return check_array(arr, path)

@@ -27,7 +27,7 @@ from medgen.data.sources import Record, SourceOptions, list_records
 from medgen.data.split import assign_splits
 from medgen.data.transforms import Normalizer, crop_box, preload_resize, resize
 from medgen.errors import InputFileError, UserError
-from medgen.fsio import check_free_space, current_umask
+from medgen.fsio import acquire_lock, check_free_space, current_umask, spreadsheet_safe
 from medgen.parallel import process_map, shared_pool
 from medgen.progress import progress_bar
 
@@ -72,18 +72,30 @@ class PrepareSummary:
 
 
 def _read(record: Record, opts: PrepareOptions) -> np.ndarray:
-    from medgen.data.io import read_image
-
-    if record.kind == "series":
+    """Every format through the same checks (``medgen.data.io``): DICOM files and series included."""
+    if record.kind == "series" and len(record.paths) > 1:
         from medgen.data.dicom import DicomSeries, read_series
 
         return read_series(DicomSeries(uid=record.group, files=[Path(p) for p in record.paths]), rgb=opts.rgb, voi=opts.voi)
+    from medgen.data.io import read_image
+
     path = Path(record.paths[0])
-    if path.suffix.lower() in (".dcm", ".dicom", ".ima", ""):
+    if record.kind == "series":  # a DICOM file whatever its suffix
         from medgen.data.dicom import read_dicom
 
         return read_dicom(path, rgb=opts.rgb, voi=opts.voi)
-    return read_image(path, rgb=opts.rgb)
+    return read_image(path, rgb=opts.rgb, voi=opts.voi)
+
+
+def _read_mask(record: Record) -> np.ndarray:
+    """The record's mask; its problems name the mask file, not the image."""
+    from medgen.data.io import read_image
+
+    try:
+        return read_image(record.mask)[:1]
+    except InputFileError as err:
+        reason = str(err).removeprefix(f"{err.path}: ") if err.path else str(err)
+        raise InputFileError(f"mask {record.mask}: {reason}", record.source) from None
 
 
 def _builtin_items(record: Record, size: tuple[int, ...]) -> list[Item]:
@@ -115,9 +127,7 @@ def _record_items(record: Record, opts: PrepareOptions) -> tuple[list[Item], lis
         image = _read(record, opts)
         mask = None
         if record.mask:
-            from medgen.data.io import read_image
-
-            mask = read_image(record.mask)[:1]
+            mask = _read_mask(record)
             if mask.shape[1:] != image.shape[1:]:
                 raise InputFileError(f"mask shape {mask.shape[1:]} differs from image shape {image.shape[1:]}", record.mask)
             mask = (mask > 0).astype(np.float32)
@@ -142,8 +152,10 @@ def _record_items(record: Record, opts: PrepareOptions) -> tuple[list[Item], lis
                      record.mask or "", record.extra)], []
     except InputFileError as err:
         return [], [(record.source, str(err).removeprefix(f"{err.path}: ") if err.path else str(err))]
-    except (MemoryError, ValueError, RuntimeError, OSError) as err:  # a reader tripping on a malformed file
-        return [], [(record.source, f"cannot process ({err.__class__.__name__}: {err})")]
+    except (MemoryError, ValueError, RuntimeError, OSError, OverflowError) as err:  # a reader tripping on a malformed file
+        from medgen.errors import one_line
+
+        return [], [(record.source, f"cannot process ({one_line(err)})")]
 
 
 def _slices(record, volume, mask, size, opts, roi):
@@ -178,11 +190,31 @@ def _check_out(out: Path, force: bool) -> None:
 
 def prepare(source: str, out: str | Path, opts: PrepareOptions | None = None, force: bool = False) -> PrepareSummary:
     """Prepare ``source`` into the dataset directory ``out``. See the module docstring."""
-    from medgen.data.builtin import get_builtin
-
     opts = opts or PrepareOptions()
     out = Path(out)
     _check_out(out, force)
+    # one preparation per output folder at a time: a second is refused, naming the first's pid
+    with acquire_lock(_parent(out) / f".{out.name}.lock", f"output folder {out}"):
+        remove_stale_temporaries(out)  # left by a killed run: none can be live while the lock is held
+        return _prepare(source, out, opts, force)
+
+
+def _parent(out: Path) -> Path:
+    return out.parent if str(out.parent) else Path(".")
+
+
+def remove_stale_temporaries(out: Path) -> list[Path]:
+    """Remove the ``.NAME.tmp-*`` folders a killed preparation of ``out`` left behind."""
+    prefix = f".{out.name}.tmp-"
+    stale = [p for p in _parent(out).iterdir() if p.name.startswith(prefix) and p.is_dir() and not p.is_symlink()]
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    return stale
+
+
+def _prepare(source: str, out: Path, opts: PrepareOptions, force: bool) -> PrepareSummary:
+    from medgen.data.builtin import get_builtin
+
     normalizer = Normalizer.parse(opts.normalize)
     builtin = source.startswith("builtin:")  # generated at the asked size: never resized
     if opts.size is None and builtin:
@@ -241,6 +273,7 @@ def prepare(source: str, out: str | Path, opts: PrepareOptions | None = None, fo
         (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
         os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes an owner-only folder
         if out.exists():
+            _check_out(out, force)  # something else may have written it meanwhile: checked again
             shutil.rmtree(out)
         tmp.rename(out)
     except BaseException:
@@ -275,6 +308,7 @@ def _write_images(images_path: Path, records: list[Record], opts: PrepareOptions
                     mask_rows[len(items_meta)] = it.mask
                 if not normalizer.per_image:
                     maxima.append(float(it.image.max()))
+                it.label = spreadsheet_safe(it.label)  # the same label in index.csv, stats.json and runs
                 it.image = None  # type: ignore[assignment] - free memory; the bytes are on disk
                 it.mask = None
                 items_meta.append(it)
@@ -304,13 +338,13 @@ def _write_index(folder: Path, items: list[Item], splits: list[str], mask_rows: 
     for i, (it, split) in enumerate(zip(items, splits)):
         rows.append({"id": it.id, "source": it.source, "label": it.label, "split": split, "roi": it.roi,
                      "mask": (it.mask_source or "inline") if i in mask_rows else "", "group": it.group, **it.extra})
-    pd.DataFrame(rows).to_csv(folder / "index.csv", index=False)
+    pd.DataFrame(rows).map(spreadsheet_safe).to_csv(folder / "index.csv", index=False)
 
 
 def _write_rejected(folder: Path, rejected: list[tuple[str, str]]) -> None:
     import pandas as pd
 
-    pd.DataFrame(rejected, columns=["source", "reason"]).to_csv(folder / "rejected.csv", index=False)
+    pd.DataFrame(rejected, columns=["source", "reason"]).map(spreadsheet_safe).to_csv(folder / "rejected.csv", index=False)
 
 
 def _stats(images, items, splits, normalizer, opts, source, has_masks) -> dict:

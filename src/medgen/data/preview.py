@@ -18,13 +18,10 @@ def _display(img: np.ndarray) -> np.ndarray:
 def write_preview(root: Path, per_class: int = 8, title: str | None = None) -> Path:
     """The grid is composed as one image on one set of axes: sixteen matplotlib axes cost more than
     reading and scaling the images (0.2 s, a serial tail of every ``data prepare``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from medgen.data.dataset import PreparedDataset
+    from medgen.plots import _plt
 
+    plt = _plt()
     ds = PreparedDataset(root)
     labels = ds.labels
     h, w = ds.size[-2:]  # a volume shows its middle slice

@@ -20,6 +20,12 @@ from typing import Iterable
 
 Box = tuple[int, int, int, int]
 MIN_INSIDE = 0.5
+MAX_COORDINATE = 2**31
+
+
+def _short(box) -> str:
+    """A box for a message, each number cut to 12 characters."""
+    return "[" + ", ".join(t if len(t := str(v)) <= 12 else t[:9] + "..." for v in box) + "]"
 
 
 class RoiError(ValueError):
@@ -32,7 +38,7 @@ def _flatten_boxes(node) -> Iterable[tuple]:
             yield tuple(node)
             return
         if any(isinstance(v, (int, float)) and not isinstance(v, bool) for v in node):
-            raise RoiError(f"a box must have 4 numbers [ymin, xmin, ymax, xmax], got {list(node)}")
+            raise RoiError(f"a box must have 4 numbers [ymin, xmin, ymax, xmax], got {_short(node)}")
         for child in node:
             yield from _flatten_boxes(child)
         return
@@ -51,12 +57,15 @@ def parse_boxes(cell: object) -> list[Box]:
             node = ast.literal_eval(text)  # literals only: never evaluates code
         except (ValueError, SyntaxError):
             raise RoiError(f"cannot parse ROI coordinates {text[:60]!r}") from None
+        except (MemoryError, RecursionError):  # deeply nested brackets
+            raise RoiError("ROI coordinates nested too deeply") from None
     else:
         node = cell
     boxes = []
     for box in _flatten_boxes(node):
-        if any(not math.isfinite(v) for v in box):
-            raise RoiError(f"non-finite ROI coordinate in {list(box)}")
+        # a pixel coordinate beyond 2**31 is no image's; a 400-digit integer would not even convert to float
+        if any(isinstance(v, float) and not math.isfinite(v) for v in box) or any(abs(v) > MAX_COORDINATE for v in box):
+            raise RoiError(f"ROI coordinate out of range in {_short(box)} (expected pixel positions)")
         boxes.append(tuple(int(round(v)) for v in box))
     if not boxes:
         raise RoiError("no ROI box (empty list)")

@@ -135,6 +135,15 @@ def _file_record(f: Path, label: str, root: Path) -> Record:
     return Record(id=ident, source=str(f), kind="file", paths=(str(f),), label=label, group=str(f))
 
 
+def _file_problem(f: Path) -> str:
+    """Why a manifest's path cannot be read, or '' (regular files only: /dev/zero would never end)."""
+    if not f.exists():
+        return "file not found"
+    if not f.is_file():
+        return "a folder, not an image file" if f.is_dir() else "not a regular file (a device, pipe or socket)"
+    return ""
+
+
 def csv_records(path: Path, opts: SourceOptions) -> tuple[list[Record], list[tuple[str, str]]]:
     import pandas as pd
 
@@ -172,8 +181,9 @@ def csv_records(path: Path, opts: SourceOptions) -> tuple[list[Record], list[tup
             continue
         f = Path(raw).expanduser()
         f = f if f.is_absolute() else base / f
-        if not f.exists():
-            rejected.append((str(f), f"file not found (manifest line {row_no})"))
+        problem = _file_problem(f)
+        if problem:
+            rejected.append((str(f), f"{problem} (manifest line {row_no})"))
             continue
         label = str(row[label_col]).strip() if label_col else "all"
         if label_col and not label:
@@ -187,6 +197,10 @@ def csv_records(path: Path, opts: SourceOptions) -> tuple[list[Record], list[tup
         if mask_col and str(row[mask_col]).strip():
             m = Path(str(row[mask_col]).strip()).expanduser()
             mask = str(m if m.is_absolute() else base / m)
+            problem = _file_problem(Path(mask))
+            if problem:
+                rejected.append((str(f), f"mask {mask}: {problem} (column '{mask_col}', manifest line {row_no})"))
+                continue
         extra = {c: str(row[c]) for c in columns if c not in used}
         group = str(row[group_col]) if group_col and str(row[group_col]).strip() else str(f)
         ident = _safe_id(_stem(f))

@@ -18,7 +18,9 @@ from pathlib import Path
 import torch
 
 from medgen.errors import UserError
+from medgen.engine.guards import read_state
 from medgen.fsio import current_umask
+from medgen.weights import load_weights_file
 
 
 def _fsync_dir(path: Path) -> None:
@@ -132,7 +134,7 @@ def load_checkpoint(folder: Path, map_location: str | torch.device = "cpu") -> d
         out = {"model": load_file(str(model_file), device=dev)}
         out["ema"] = load_file(str(folder / "ema.safetensors"), device=dev) if (folder / "ema.safetensors").exists() else None
         out["optim_tensors"] = load_file(str(folder / "optim.safetensors"), device=dev) if (folder / "optim.safetensors").exists() else {}
-        out["state"] = json.loads((folder / "state.json").read_text()) if (folder / "state.json").exists() else {}
+        out["state"] = read_state(folder / "state.json")  # UTF-8 JSON mapping, no NaN/Infinity, else one-line UserError
     except (SafetensorError, json.JSONDecodeError, OSError) as err:
         raise UserError(f"corrupt checkpoint ({err})", folder) from None
     return out
@@ -143,31 +145,3 @@ def restore_optimizers(optimizers: dict, ckpt: dict) -> None:
     for name, opt in optimizers.items():
         if name in plain:
             opt.load_state_dict(_unflatten_optim(plain[name], ckpt["optim_tensors"]))
-
-
-def load_weights_file(path: Path, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
-    """A weights file: safetensors always; a PyTorch pickle only with ``allow_pickle`` and then
-    with ``weights_only=True``, which refuses anything but tensors and plain containers."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError("weights file not found", path)
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError) as err:
-            raise UserError(f"corrupt safetensors file ({err})", path) from None
-    if not allow_pickle:
-        raise UserError("refusing to load a pickled checkpoint (it could run code); convert it to safetensors, "
-                        "or pass --allow-pickle to load it with torch.load(weights_only=True)", path)
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # weights_only raises UnpicklingError for anything executable
-        raise UserError(f"refused to load: not a plain weights file ({err.__class__.__name__}: {str(err)[:200]})", path) from None
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
-        raise UserError("file does not hold a state dict of tensors", path)
-    return obj

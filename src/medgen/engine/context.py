@@ -10,6 +10,7 @@ import contextlib
 import torch
 
 from medgen.engine import distributed as dist
+from medgen.errors import UserError
 
 
 def autocast_dtype(device: torch.device, amp: bool, cpu_amp: bool = False) -> torch.dtype | None:
@@ -96,3 +97,15 @@ class StepContext:
             # next step's zero_grad clears them anyway, before its backward, as in the tutorials.
             opt.zero_grad(set_to_none=True)
         return True
+
+
+def pick_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(spec)
+    except RuntimeError:
+        raise UserError(f"bad train.device '{spec}': use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"train.device is '{spec}' but no CUDA GPU is available")
+    return dev

@@ -25,10 +25,14 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from medgen.errors import UserError
+
+if TYPE_CHECKING:
+    from medgen.models.base import GenerativeModel
 
 def inductor_cache_dir() -> Path:
     """Where compiled kernels are kept between runs (Inductor's default is a folder in /tmp)."""
@@ -79,10 +83,10 @@ def amp_text(device: torch.device, train_cfg, autocasts: bool = True) -> str:
     return "bf16" if dtype == torch.bfloat16 else "fp16 (loss scaling)"
 
 
-def apply_speed_options(model: torch.nn.Module, train_cfg, device: torch.device) -> dict[str, str]:
+def apply_speed_options(model: "GenerativeModel", train_cfg, device: torch.device) -> dict[str, str]:
     """Apply the run's speed options to ``model`` (already on ``device``) and say what is on."""
     check_speed_options(train_cfg, device)
-    on = {"autocast": amp_text(device, train_cfg, getattr(model, "autocasts", True))}
+    on = {"autocast": amp_text(device, train_cfg, model.autocasts)}
     if train_cfg.efficient_attention:
         n = use_efficient_attention(model)
         on["efficient_attention"] = f"on ({n} attention blocks)" if n else "on (the networks have no attention block)"
@@ -90,8 +94,7 @@ def apply_speed_options(model: torch.nn.Module, train_cfg, device: torch.device)
         on["efficient_attention"] = "off"
     if train_cfg.channels_last:
         spatial = {2: torch.channels_last, 3: torch.channels_last_3d}
-        dims = getattr(getattr(model, "info", None), "spatial_dims", 2)
-        model.to(memory_format=spatial[dims])
+        model.to(memory_format=spatial[model.info.spatial_dims])
         on["channels_last"] = "on"
     else:
         on["channels_last"] = "off"

@@ -13,10 +13,8 @@ the multi-process branches, so it is unchanged bit for bit.
 from __future__ import annotations
 
 import math
-import random
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +22,13 @@ import torch
 
 from medgen.data.dataset import PreparedDataset
 from medgen.engine import distributed as dist
+from medgen.engine.batches import iterate_batches
 from medgen.engine.checkpoint import load_checkpoint, restore_optimizers, save_checkpoint
+from medgen.engine.guards import check_finite_weights, checked_position, load_matching_weights
 from medgen.engine.context import StepContext
 from medgen.engine.ema import EMA
+from medgen.engine.rng import rng_state, seed_everything, set_rng_state
+from medgen.engine.stage import Position, StageData, StagePlan
 from medgen.engine.speed import apply_speed_options, describe
 from medgen.errors import UserError
 from medgen.models.base import GenerativeModel
@@ -38,75 +40,6 @@ class TrainingDiverged(UserError):
     """Too many non-finite losses in a row."""
 
 
-def pick_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(spec)
-    except RuntimeError:
-        raise UserError(f"bad train.device '{spec}': use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"train.device is '{spec}' but no CUDA GPU is available")
-    return dev
-
-
-def batch_from_rows(ds: PreparedDataset, rows: np.ndarray, label_ids: np.ndarray, device: torch.device) -> dict:
-    order = np.argsort(rows)  # sorted reads are sequential on the memory map
-    sorted_rows = rows[order]
-    images = np.asarray(ds.images[sorted_rows], dtype=np.float32)
-    inverse = np.empty_like(order)
-    inverse[order] = np.arange(len(order))
-    batch = {"image": torch.from_numpy(images[inverse]).to(device), "label": torch.from_numpy(label_ids).to(device),
-             "index": torch.from_numpy(rows)}
-    if ds.masks is not None:
-        batch["mask"] = torch.from_numpy(np.asarray(ds.masks[sorted_rows])[inverse]).to(device)
-    return batch
-
-
-def iterate_batches(ds, rows, label_ids, batch_size, device, perm=None, drop_last=False, skip=0):
-    idx = np.arange(len(rows)) if perm is None else perm
-    n_batches = len(idx) // batch_size if drop_last else math.ceil(len(idx) / batch_size)
-    for b in range(skip, n_batches):
-        sel = idx[b * batch_size:(b + 1) * batch_size]
-        yield b, batch_from_rows(ds, rows[sel], label_ids[sel], device)
-
-
-def rng_state(generator: torch.Generator) -> dict:
-    return {"torch": torch.get_rng_state().tolist(), "numpy": _np_state(), "python": _py_state(),
-            "generator": generator.get_state().tolist(),
-            "cuda": [s.tolist() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else []}
-
-
-def _np_state():
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
-
-
-def _py_state():
-    v, internal, g = random.getstate()
-    return [v, list(internal), g]
-
-
-def set_rng_state(state: dict, generator: torch.Generator) -> None:
-    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-    v, internal, g = state["python"]
-    random.setstate((v, tuple(internal), g))
-    generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-    gen = torch.Generator()
-    gen.manual_seed(seed)
-    return gen
-
-
 def checkpoint_due(budget: float | None, cost: float, done_at: float, now: float) -> bool:
     """The checkpoint budget's rule: write the next periodic checkpoint once the training time since
     the last one is at least ``cost / budget`` (the last one took ``cost`` seconds and ended at
@@ -114,15 +47,6 @@ def checkpoint_due(budget: float | None, cost: float, done_at: float, now: float
     about ``1 / budget`` checkpoint writes' worth of training (50 at the default 2 %) plus an epoch.
     ``budget`` None: after every epoch."""
     return budget is None or cost <= budget * (now - done_at)
-
-
-@dataclass
-class Position:
-    stage_index: int = 0
-    epoch: int = 0
-    batch: int = 0  # batches done in the current epoch
-    step: int = 0  # optimiser iterations over the whole run
-    stage_step: int = 0
 
 
 class Trainer:
@@ -183,9 +107,9 @@ class Trainer:
 
     def resume_from(self, ckpt_dir: Path) -> dict:
         ckpt = load_checkpoint(ckpt_dir, self.device)
-        self.model.load_state_dict(ckpt["model"])
+        load_matching_weights(self.model, ckpt["model"], ckpt_dir, self.cfg.model.family, ckpt["state"])
         st = ckpt["state"]
-        self.pos = Position(**st["position"])
+        self.pos = Position(**checked_position(st, tuple(vars(Position())), ckpt_dir))
         self.best = st.get("best", {})
         rngs = [st["rng"], *st.get("rng_other_ranks", [])]
         if st.get("world_size", 1) != self.world and self.main:
@@ -263,8 +187,30 @@ class Trainer:
             atomic_write_text(path, "".join(line + "\n" for line in keep))
 
     def _fit_stage(self, stage: str, ckpt: dict | None) -> dict:
+        st = self._plan_stage(stage)
+        if st.total == 0:
+            console().print(f"[yellow]stage {stage}: 0 epochs, skipped[/yellow]")
+            return {"skipped": True}
+        if self.world > 1 and self.main:
+            console().print(f"stage {stage}: batch {st.batch_size} per process x {self.world} processes = effective batch {st.batch_size * self.world}")
+        self._start_stage(st)
+        if ckpt is not None:
+            self._restore_stage(st, ckpt)
+        st.since_best = int((ckpt or {}).get("state", {}).get("since_best", 0))
+        st.started = time.time()
+        with progress_bar(f"train {stage}", st.total) as advance:
+            advance(self.pos.stage_step)
+            for epoch in range(self.pos.epoch, st.cfg.epochs):
+                self.pos.epoch = epoch
+                self.model.on_epoch_start(stage, epoch)
+                st.ctx.epoch = epoch
+                sums, count = self._train_epoch(st, epoch, advance)
+                if self._end_epoch(st, epoch, sums, count):
+                    break
+        return self._finish_stage(st)
+
+    def _plan_stage(self, stage: str) -> StagePlan:
         scfg = self.cfg.stage(stage)
-        model = self.model
         # each rank takes every world-th item of the epoch's permutation, padded (like torch's
         # DistributedSampler) so that all ranks run the same number of steps
         per_rank = math.ceil(len(self.train_rows) / self.world)
@@ -273,141 +219,156 @@ class Trainer:
         total = scfg.epochs * batches_per_epoch
         if scfg.max_steps:
             total = min(total, scfg.max_steps)
-        if total == 0:
-            console().print(f"[yellow]stage {stage}: 0 epochs, skipped[/yellow]")
-            return {"skipped": True}
-        if self.world > 1 and self.main:
-            console().print(f"stage {stage}: batch {bs} per process x {self.world} processes = effective batch {bs * self.world}")
-        ctx = StepContext(self.device, scfg.amp, scfg.grad_clip, self.generator, scfg.cpu_amp)
-        ctx.stage = stage
+        return StagePlan(stage, scfg, bs, per_rank, batches_per_epoch, total)
+
+    def _start_stage(self, st: StagePlan) -> None:
+        """Step context, the model's stage hook, optimisers, LR plateau schedulers and EMA."""
+        scfg, model = st.cfg, self.model
+        st.ctx = StepContext(self.device, scfg.amp, scfg.grad_clip, self.generator, scfg.cpu_amp)
+        st.ctx.stage = st.name
         model.train()
-        model.on_stage_start(stage, _StageData(self, bs))
+        model.on_stage_start(st.name, StageData(self, st.batch_size))
         dist.broadcast_module(model, params=False)  # whatever a stage start computed with per-rank noise follows rank 0
-        optimizers = model.optimizers(stage, scfg)
-        ctx.optimizers = optimizers
-        plateau = None
+        st.optimizers = st.ctx.optimizers = model.optimizers(st.name, scfg)
         if scfg.lr_plateau_patience:
-            plateau = {n: torch.optim.lr_scheduler.ReduceLROnPlateau(o, factor=0.5, patience=scfg.lr_plateau_patience) for n, o in optimizers.items()}
-        target = model.ema_target(stage)
+            st.plateau = {n: torch.optim.lr_scheduler.ReduceLROnPlateau(o, factor=0.5, patience=scfg.lr_plateau_patience)
+                          for n, o in st.optimizers.items()}
+        target = model.ema_target(st.name)
         self.ema, self.ema_stage = None, None
         if scfg.ema_decay and target:
             self.ema = EMA(model.get_submodule(target), scfg.ema_decay)
-            self.ema_stage, self.ema_stage_target = stage, target
-        if ckpt is not None:
-            restore_optimizers(optimizers, ckpt)
-            if self.ema is not None and ckpt.get("ema"):
-                self.ema.load_state_dict({k[len(target) + 1:]: v for k, v in ckpt["ema"].items()})
-                # checkpoints from before the warm-up: one update per finished step of this stage
-                self.ema.updates = int(ckpt["state"].get("ema_updates", self.pos.stage_step))
-            if plateau and ckpt["state"].get("plateau"):
-                for n, s in ckpt["state"]["plateau"].items():
-                    plateau[n].load_state_dict(s)
-        since_best = int((ckpt or {}).get("state", {}).get("since_best", 0))
-        consecutive_bad = 0
-        t0 = time.time()
-        done_steps = self.pos.stage_step
-        last_val: dict = {}
-        with progress_bar(f"train {stage}", total) as advance:
-            advance(done_steps)
-            for epoch in range(self.pos.epoch, scfg.epochs):
-                self.pos.epoch = epoch
-                model.on_epoch_start(stage, epoch)
-                ctx.epoch = epoch
-                perm = np.random.default_rng([self.cfg.train.seed, self.pos.stage_index, epoch]).permutation(len(self.train_rows))
-                if self.world > 1:
-                    perm = np.resize(perm, per_rank * self.world)[self.rank::self.world]
-                sums: dict[str, float] = {}
-                count = 0
-                for b, batch in iterate_batches(self.ds, self.train_rows, self.train_labels, bs, self.device, perm, skip=self.pos.batch):
-                    ctx.step = self.pos.step
-                    ctx.nonfinite = 0
-                    losses = model.training_step(batch, stage, ctx)
-                    stop = self._stop_requested
-                    if self.world > 1:
-                        dist.broadcast_module(model, params=False)  # e.g. BatchNorm statistics: rank 0's, as in DDP
-                        # one all-reduce: the logged losses are means over the ranks, and a Ctrl-C seen by any
-                        # rank stops all of them at the same step
-                        means = dist.mean_values([float(v) for v in losses.values()] + [float(stop)])
-                        losses, stop = dict(zip(losses, means[:-1])), means[-1] > 0
-                    consecutive_bad = consecutive_bad + 1 if ctx.nonfinite else 0
-                    if consecutive_bad >= scfg.max_nonfinite:
-                        self.save(f"step-{self.pos.step:08d}", optimizers)
-                        raise TrainingDiverged(
-                            f"stage {stage}: {consecutive_bad} non-finite losses in a row at step {self.pos.step}; "
-                            f"stopped (last good weights in {self.run.checkpoints}). Try a lower train.lr or train.grad_clip")
-                    if self.ema is not None and not ctx.nonfinite:
-                        self.ema.update()
-                    self.pos.batch = b + 1
-                    self.pos.step += 1
-                    self.pos.stage_step += 1
-                    for k, v in losses.items():
-                        sums[k] = sums.get(k, 0.0) + float(v)
-                    count += 1
-                    if self.pos.step % self.cfg.train.log_every == 0 or self.pos.stage_step == 1:
-                        rec = {"stage": stage, "epoch": epoch, "step": self.pos.step, **{k: float(v) for k, v in losses.items()}}
-                        if ctx.nonfinite:
-                            rec["skipped_nonfinite"] = ctx.nonfinite
-                        self._log(rec)
-                        for k, v in losses.items():
-                            self.writer.add_scalar(f"{stage}/{k}", float(v), self.pos.step)
-                    advance(1, info=" ".join(f"{k}={float(v):.4g}" for k, v in list(losses.items())[:3]))
-                    if stop or (scfg.max_steps and self.pos.stage_step >= scfg.max_steps):
-                        break
-                epoch_done = self.pos.batch >= batches_per_epoch
-                means = {f"train_{k}": v / max(count, 1) for k, v in sums.items()}
-                rec = {"stage": stage, "epoch": epoch, "step": self.pos.step, "event": "epoch", "seconds": round(time.time() - t0, 2), **means}
-                if not epoch_done:
-                    rec["partial"] = True
-                stop_early = False
-                if epoch_done and (epoch + 1) % scfg.val_every == 0 and len(self.val_rows):
-                    last_val = self.validate(stage, bs)
-                    rec.update({f"val_{k}": v for k, v in last_val.items()})
-                    key = next(iter(last_val))
-                    for k, v in last_val.items():
-                        self.writer.add_scalar(f"{stage}/val_{k}", v, self.pos.step)
-                    if plateau:
-                        for p in plateau.values():
-                            p.step(last_val[key])
-                    if last_val[key] < self.best.get(stage, float("inf")):
-                        self.best[stage] = last_val[key]
-                        since_best = 0
-                        self.save(f"best-{stage}", optimizers, {"val": last_val})
-                    else:
-                        since_best += 1
-                        if scfg.early_stopping_patience and since_best >= scfg.early_stopping_patience:
-                            stop_early = True
-                rec["lr"] = next(iter(optimizers.values())).param_groups[0]["lr"]
-                self._log(rec)
-                if epoch_done:
-                    self.pos.epoch, self.pos.batch = epoch + 1, 0
-                stopping = dist.any_rank(self._stop_requested)
-                stage_stops = stop_early or bool(scfg.max_steps and self.pos.stage_step >= scfg.max_steps)
-                if self._step_checkpoint_due(forced=stopping or stage_stops or epoch + 1 >= scfg.epochs):
-                    extra = {"since_best": since_best}
-                    if plateau:
-                        extra["plateau"] = {n: p.state_dict() for n, p in plateau.items()}
-                    started = time.perf_counter()
-                    self.save(f"step-{self.pos.step:08d}", optimizers, extra)
-                    done = time.perf_counter()
-                    self._last_checkpoint = (done - started, done)
-                if stopping:
-                    raise KeyboardInterrupt
-                if stage_stops:
-                    if stop_early:
-                        console().print(f"stage {stage}: early stopping after epoch {epoch + 1} (no improvement for {since_best} validations)")
-                    break
-        best_dir = self.run.checkpoints / f"best-{stage}"
-        if scfg.early_stopping_patience and dist.broadcast_object(self.main and best_dir.exists()):
+            self.ema_stage, self.ema_stage_target = st.name, target
+
+    def _restore_stage(self, st: StagePlan, ckpt: dict) -> None:
+        restore_optimizers(st.optimizers, ckpt)
+        if self.ema is not None and ckpt.get("ema"):
+            prefix = len(self.ema_stage_target) + 1
+            self.ema.load_state_dict({k[prefix:]: v for k, v in ckpt["ema"].items()})
+            # checkpoints from before the warm-up: one update per finished step of this stage
+            self.ema.updates = int(ckpt["state"].get("ema_updates", self.pos.stage_step))
+        if st.plateau and ckpt["state"].get("plateau"):
+            for n, s in ckpt["state"]["plateau"].items():
+                st.plateau[n].load_state_dict(s)
+
+    def _train_epoch(self, st: StagePlan, epoch: int, advance) -> tuple[dict[str, float], int]:
+        """The epoch's remaining batches (from ``pos.batch`` on a resume): summed losses and their count."""
+        perm = np.random.default_rng([self.cfg.train.seed, self.pos.stage_index, epoch]).permutation(len(self.train_rows))
+        if self.world > 1:
+            perm = np.resize(perm, st.per_rank * self.world)[self.rank::self.world]
+        sums: dict[str, float] = {}
+        count = 0
+        for b, batch in iterate_batches(self.ds, self.train_rows, self.train_labels, st.batch_size, self.device, perm, skip=self.pos.batch):
+            losses, stop = self._train_step(st, batch)
+            self.pos.batch = b + 1
+            self.pos.step += 1
+            self.pos.stage_step += 1
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            count += 1
+            self._log_step(st, epoch, losses)
+            advance(1, info=" ".join(f"{k}={float(v):.4g}" for k, v in list(losses.items())[:3]))
+            if stop or st.at_max_steps(self.pos.stage_step):
+                break
+        return sums, count
+
+    def _train_step(self, st: StagePlan, batch: dict) -> tuple[dict, bool]:
+        """One ``training_step`` with the divergence guard and the EMA update: (losses, stop requested)."""
+        ctx = st.ctx
+        ctx.step = self.pos.step
+        ctx.nonfinite = 0
+        losses = self.model.training_step(batch, st.name, ctx)
+        stop = self._stop_requested
+        if self.world > 1:
+            dist.broadcast_module(self.model, params=False)  # e.g. BatchNorm statistics: rank 0's, as in DDP
+            # one all-reduce: the logged losses are means over the ranks, and a Ctrl-C seen by any
+            # rank stops all of them at the same step
+            means = dist.mean_values([float(v) for v in losses.values()] + [float(stop)])
+            losses, stop = dict(zip(losses, means[:-1])), means[-1] > 0
+        st.consecutive_bad = st.consecutive_bad + 1 if ctx.nonfinite else 0
+        if st.consecutive_bad >= st.cfg.max_nonfinite:
+            self.save(f"step-{self.pos.step:08d}", st.optimizers)
+            raise TrainingDiverged(
+                f"stage {st.name}: {st.consecutive_bad} non-finite losses in a row at step {self.pos.step}; "
+                f"stopped (last good weights in {self.run.checkpoints}). Try a lower train.lr or train.grad_clip")
+        if self.ema is not None and not ctx.nonfinite:
+            self.ema.update()
+        return losses, stop
+
+    def _log_step(self, st: StagePlan, epoch: int, losses: dict) -> None:
+        if self.pos.step % self.cfg.train.log_every == 0 or self.pos.stage_step == 1:
+            rec = {"stage": st.name, "epoch": epoch, "step": self.pos.step, **{k: float(v) for k, v in losses.items()}}
+            if st.ctx.nonfinite:
+                rec["skipped_nonfinite"] = st.ctx.nonfinite
+            self._log(rec)
+            for k, v in losses.items():
+                self.writer.add_scalar(f"{st.name}/{k}", float(v), self.pos.step)
+
+    def _end_epoch(self, st: StagePlan, epoch: int, sums: dict[str, float], count: int) -> bool:
+        """Log the epoch, validate when due, write a step checkpoint when due; True when the stage stops."""
+        scfg = st.cfg
+        epoch_done = self.pos.batch >= st.batches_per_epoch
+        check_finite_weights(self.model, st.name, self.pos.step, self.run.checkpoints)  # before this epoch's checkpoint
+        means = {f"train_{k}": v / max(count, 1) for k, v in sums.items()}
+        rec = {"stage": st.name, "epoch": epoch, "step": self.pos.step, "event": "epoch", "seconds": round(time.time() - st.started, 2), **means}
+        if not epoch_done:
+            rec["partial"] = True
+        stop_early = False
+        if epoch_done and (epoch + 1) % scfg.val_every == 0 and len(self.val_rows):
+            stop_early = self._validate_epoch(st, rec)
+        rec["lr"] = next(iter(st.optimizers.values())).param_groups[0]["lr"]
+        self._log(rec)
+        if epoch_done:
+            self.pos.epoch, self.pos.batch = epoch + 1, 0
+        stopping = dist.any_rank(self._stop_requested)
+        stage_stops = stop_early or st.at_max_steps(self.pos.stage_step)
+        if self._step_checkpoint_due(forced=stopping or stage_stops or epoch + 1 >= scfg.epochs):
+            self._save_step_checkpoint(st)
+        if stopping:
+            raise KeyboardInterrupt
+        if stop_early:
+            console().print(f"stage {st.name}: early stopping after epoch {epoch + 1} (no improvement for {st.since_best} validations)")
+        return stage_stops
+
+    def _validate_epoch(self, st: StagePlan, rec: dict) -> bool:
+        """Validate, step the LR plateau schedulers, keep the best checkpoint; True when early stopping is due."""
+        st.last_val = self.validate(st.name, st.batch_size)
+        rec.update({f"val_{k}": v for k, v in st.last_val.items()})
+        key = next(iter(st.last_val))
+        for k, v in st.last_val.items():
+            self.writer.add_scalar(f"{st.name}/val_{k}", v, self.pos.step)
+        if st.plateau:
+            for p in st.plateau.values():
+                p.step(st.last_val[key])
+        if st.last_val[key] < self.best.get(st.name, float("inf")):
+            self.best[st.name] = st.last_val[key]
+            st.since_best = 0
+            self.save(f"best-{st.name}", st.optimizers, {"val": st.last_val})
+            return False
+        st.since_best += 1
+        return bool(st.cfg.early_stopping_patience and st.since_best >= st.cfg.early_stopping_patience)
+
+    def _save_step_checkpoint(self, st: StagePlan) -> None:
+        extra = {"since_best": st.since_best}
+        if st.plateau:
+            extra["plateau"] = {n: p.state_dict() for n, p in st.plateau.items()}
+        started = time.perf_counter()
+        self.save(f"step-{self.pos.step:08d}", st.optimizers, extra)
+        done = time.perf_counter()
+        self._last_checkpoint = (done - started, done)
+
+    def _finish_stage(self, st: StagePlan) -> dict:
+        best_dir = self.run.checkpoints / f"best-{st.name}"
+        if st.cfg.early_stopping_patience and dist.broadcast_object(self.main and best_dir.exists()):
             # restore the best weights (S003: early stopping with restore_best_weights); rank 0 reads
             # them and sends them, as other nodes may not see its disk
             if self.main:
-                model.load_state_dict(load_checkpoint(best_dir, self.device)["model"])
-            dist.broadcast_module(model)
+                self.model.load_state_dict(load_checkpoint(best_dir, self.device)["model"])
+            dist.broadcast_module(self.model)
         if self.ema is not None:
             # from here on (next stages, sampling) the EMA weights are the model's weights
             self.model.get_submodule(self.ema_stage_target).load_state_dict(self.ema.state_dict())
-        return {"steps": self.pos.stage_step, "seconds": round(time.time() - t0, 1), "val": last_val,
-                "batch_size": bs, "processes": self.world, "effective_batch_size": bs * self.world}
+        return {"steps": self.pos.stage_step, "seconds": round(time.time() - st.started, 1), "val": st.last_val,
+                "batch_size": st.batch_size, "processes": self.world, "effective_batch_size": st.batch_size * self.world}
 
     @torch.no_grad()
     def validate(self, stage: str, bs: int) -> dict[str, float]:
@@ -448,21 +409,3 @@ class _NoWriter:
 
     def close(self) -> None:
         pass
-
-
-class _StageData:
-    """What ``on_stage_start`` may use: the training images in batches (e.g. to cache latents)."""
-
-    def __init__(self, trainer: Trainer, batch_size: int):
-        self.trainer, self.batch_size = trainer, batch_size
-        self.device = trainer.device
-        self.generator = trainer.generator
-
-    def train_batches(self):
-        t = self.trainer
-        for _, batch in iterate_batches(t.ds, t.train_rows, t.train_labels, self.batch_size, t.device):
-            yield batch
-
-    @property
-    def n_train(self) -> int:
-        return len(self.trainer.train_rows)

@@ -9,8 +9,8 @@ Protocol (what :func:`utility_table` runs):
 * each is split per class into training and validation (``val_fraction``, seeded) — the
   validation part is only used for early stopping, so the synthetic-only model never sees a real
   image before the test;
-* the same small CNN (:class:`medgen.evaluation.domain.SmallCNN`, trained by
-  :func:`~medgen.evaluation.domain.fit_classifier`) is trained from scratch for each set and
+* the same small CNN (:class:`medgen.evaluation.classifier.SmallCNN`, trained by
+  :func:`~medgen.evaluation.classifier.fit_classifier`) is trained from scratch for each set and
   each seed (default 3 seeds) and tested on the real test split;
 * reported per set: accuracy, precision / recall / F1 micro- and macro-averaged (scikit-learn,
   ``zero_division=0``), as mean and sample standard deviation (ddof=1) over the seeds, the
@@ -80,7 +80,7 @@ def utility_table(real_train: tuple[np.ndarray, np.ndarray], real_test: tuple[np
 
     from sklearn.metrics import confusion_matrix
 
-    from medgen.evaluation.domain import DomainSettings, fit_classifier, stratified_split
+    from medgen.evaluation.classifier import DomainSettings, fit_classifier, predict, stratified_split, to_work
 
     settings = settings or replace(DomainSettings(), epochs=40, patience=8)
     x_r, y_r = np.asarray(real_train[0], dtype=np.float32), np.asarray(real_train[1], dtype=np.int64)
@@ -116,13 +116,11 @@ def utility_table(real_train: tuple[np.ndarray, np.ndarray], real_test: tuple[np
             if len(va) == 0:
                 va = tr
             model, report, size = fit_classifier(x[tr], y[tr], x[va], y[va], k, settings, seed=seed)
-            from medgen.evaluation.domain import _predict, to_work
-
-            pred = _predict(model, to_work(x_t_torch, size)).argmax(1).numpy()  # (_predict runs without gradients)
+            pred = predict(model, to_work(x_t_torch, size)).argmax(1).numpy()  # (predict runs without gradients)
             scores, cm = _scores(y_t, pred, k)
             conf += cm
             if scenario == "real":  # the real-trained classifier names the synthetic images' classes
-                pred_s = _predict(model, to_work(x_s_torch, size)).argmax(1).numpy()
+                pred_s = predict(model, to_work(x_s_torch, size)).argmax(1).numpy()
                 consistency.append(float((pred_s == y_s).mean()))
                 cons_conf += confusion_matrix(y_s, pred_s, labels=list(range(k)))
             per_seed.append({"seed": int(seed), **scores, "val_accuracy": report["accuracy"], "epochs_run": report["epochs_run"]})

@@ -9,7 +9,8 @@ A family is a ``torch.nn.Module`` subclass of ``GenerativeModel`` with:
   once per optimiser step (a GAN calls it for the discriminator and the generator);
 - ``validation_step(batch, stage)`` -> dict of float metrics (the first key is the one tracked
   for "best" and early stopping);
-- ``sample(n, labels, steps, generator, ...)`` -> images in the data's [0, 1] range;
+- ``sample(n, labels, steps, generator, ...)`` -> images in the data's [0, 1] range (unless
+  ``can_sample`` is False: an autoencoder kept for anomaly detection);
 - optionally ``reconstruct(x)`` and ``anomaly_map(x)``.
 Batches are dicts: ``image`` (B, C, *spatial) float in [0, 1], ``label`` (B,) long, maybe ``mask``.
 """
@@ -56,6 +57,7 @@ class GenerativeModel(torch.nn.Module):
     # iterative samplers ``sample(sampler=...)`` accepts (names from medgen.samplers' registry);
     # () for families that sample in one forward pass (GANs, VAEs)
     samplers: ClassVar[tuple[str, ...]] = ()
+    can_sample: ClassVar[bool] = True       # sample(n, ...); False for a family that only reconstructs
     can_reconstruct: ClassVar[bool] = False  # reconstruct(x)
     can_score: ClassVar[bool] = False        # anomaly_map(x) of its own
     can_encode: ClassVar[bool] = False       # encode(x) / decode(z) through a latent space (interpolation)
@@ -125,6 +127,32 @@ class GenerativeModel(torch.nn.Module):
     def anomaly_map(self, x: torch.Tensor) -> torch.Tensor:
         """Per-pixel anomaly scores (B, 1, *spatial); default: absolute reconstruction error."""
         return (x - self.reconstruct(x)).abs().mean(dim=1, keepdim=True)
+
+
+class LatentPriorModel(GenerativeModel):
+    """A family that samples in one forward pass: z ~ N(0, I) of ``params.latent_dim`` through
+    ``from_latent(z, labels)`` (a GAN's generator, a VAE's decoder)."""
+
+    def from_latent(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def sample(self, n, labels=None, steps=None, generator=None, progress=None, **kwargs):
+        dev = generator.device if generator is not None else self.device
+        z = torch.randn((n, self.params.latent_dim), generator=generator, device=dev).to(self.device)
+        x = self.from_latent(z, sample_labels(self, n, labels, self.device)).clamp(0, 1)
+        if progress is not None:
+            progress()
+        return x
+
+
+def sample_labels(model: GenerativeModel, n: int, labels: torch.Tensor | None, device) -> torch.Tensor | None:
+    """Label ids for n samples: the given ones, or classes in turn when conditional."""
+    if not model.conditional:
+        return None
+    if labels is None:
+        return torch.arange(n, device=device) % model.info.num_classes
+    return labels.to(device)
 
 
 def build_model(cfg, info: DataInfo) -> GenerativeModel:

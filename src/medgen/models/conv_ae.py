@@ -131,7 +131,7 @@ def resolve_encoder_weights(spec: str | None) -> Path | None:
 
 def load_vgg16_weights(features: nn.Sequential, path: Path) -> int:
     """Fill the (possibly cut) VGG16 ``features`` from a torchvision state dict or a features-only file."""
-    from medgen.engine.checkpoint import load_weights_file
+    from medgen.weights import load_weights_file
 
     state = load_weights_file(path, allow_pickle=True)
     clean = {}
@@ -216,6 +216,7 @@ class Decoder(nn.Module):
 class ConvAutoencoder(GenerativeModel):
     Params = ConvAEParams
     stages = ("autoencoder",)
+    can_sample = False
     can_reconstruct = True
     can_score = True
     detectors = ("reconstruct", "model")

@@ -9,8 +9,8 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from medgen.models.base import FamilyParams, GenerativeModel
-from medgen.models.diffusion import Denoiser, SchedulerParams, UNetParams, sample_labels
+from medgen.models.base import FamilyParams, sample_labels
+from medgen.models.diffusion import Denoiser, DiffusionFamily, SchedulerParams, UNetParams
 
 
 class DDPMParams(FamilyParams):
@@ -21,25 +21,16 @@ class DDPMParams(FamilyParams):
     cond_drop_prob: float = Field(0.1, ge=0, le=1)
 
 
-class PixelDiffusion(GenerativeModel):
+class PixelDiffusion(DiffusionFamily):
     Params = DDPMParams
     stages = ("diffusion",)
-    samplers = ("ddpm", "ddim")
     detectors = ("diffusion",)
     can_inpaint = True
-
-    @property
-    def num_timesteps(self) -> int:
-        return self.denoiser.T
 
     def __init__(self, params: DDPMParams, info):
         super().__init__(params, info)
         self.denoiser = Denoiser(params.unet, params.scheduler, info.spatial_dims, info.channels, info.num_classes,
                                  params.conditional, params.cond_drop_prob, params.loss)
-
-    @property
-    def conditional(self) -> bool:
-        return self.denoiser.conditional
 
     def ema_target(self, stage):
         return "denoiser.unet"

@@ -4,6 +4,13 @@ Networks and noise schedules come from MONAI (``DiffusionModelUNet``; the schedu
 behind ``DDPMScheduler``). The samplers (``ddpm``: the respaced ancestral step; ``ddim``) are in
 ``medgen.samplers``, one module each, all walking the same respaced timestep list.
 
+The network's target (``scheduler.prediction_type``): the added noise (``epsilon``, Ho et al.) or
+the velocity v = sqrt(abar) eps - sqrt(1 - abar) x_0 (``v_prediction``, Salimans & Ho 2022);
+``eps()`` always returns the noise, so the samplers and the anomaly detector do not care which.
+min-SNR-gamma loss weighting (``scheduler.snr_gamma``, Hang et al. 2023): the per-timestep loss is
+weighted by min(SNR, gamma) / SNR (epsilon) or min(SNR, gamma) / (SNR + 1) (v), so the nearly
+noise-free timesteps stop dominating the gradient; off (uniform weights) by default.
+
 Classifier-free guidance (Ho & Salimans 2022): labels are dropped to a "null" class with
   probability ``cond_drop_prob`` during training; sampling mixes
   eps = eps_null + g * (eps_label - eps_null).
@@ -16,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from medgen import samplers
-from medgen.models.base import FamilyParams
+from medgen import samplers as sampler_registry
+from medgen.models.base import FamilyParams, GenerativeModel
 from medgen.samplers.base import respaced_timesteps
 
 
@@ -26,6 +33,8 @@ class SchedulerParams(FamilyParams):
     schedule: Literal["linear_beta", "scaled_linear_beta", "sigmoid_beta", "cosine"] = "linear_beta"
     beta_start: float = Field(1e-4, gt=0)
     beta_end: float = Field(0.02, gt=0, lt=1)
+    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
+    snr_gamma: float | None = Field(None, gt=0)  # min-SNR-gamma weighting (5 in Hang et al.); None: uniform
 
 
 class UNetParams(FamilyParams):
@@ -77,32 +86,63 @@ class Denoiser(torch.nn.Module):
     def T(self) -> int:
         return self.sched.num_train_timesteps
 
-    def eps(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    def net(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         return self.unet(x, t, class_labels=labels if self.conditional else None)
+
+    def _abar_of(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return self.alphas_cumprod[t].view(-1, *([1] * (like.dim() - 1)))
+
+    def eps(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """The predicted noise at x_t, whatever the network's target."""
+        out = self.net(x, t, labels)
+        if self.sched.prediction_type == "v_prediction":  # eps = sqrt(abar) v + sqrt(1 - abar) x_t
+            abar = self._abar_of(t, x).to(out.dtype)
+            return abar.sqrt() * out + (1 - abar).sqrt() * x
+        return out
+
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self.sched.prediction_type == "v_prediction":
+            abar = self._abar_of(t, x0)
+            return abar.sqrt() * noise - (1 - abar).sqrt() * x0
+        return noise
+
+    def loss_weights(self, t: torch.Tensor) -> torch.Tensor | None:
+        """Per-sample min-SNR-gamma weights (None: uniform)."""
+        if self.sched.snr_gamma is None:
+            return None
+        abar = self.alphas_cumprod[t]
+        snr = abar / (1 - abar)
+        clipped = snr.clamp(max=self.sched.snr_gamma)
+        return clipped / (snr + 1) if self.sched.prediction_type == "v_prediction" else clipped / snr
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Forward process, Ho et al. eq. 4: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps."""
-        abar = self.alphas_cumprod[t].view(-1, *([1] * (x0.dim() - 1)))
+        abar = self._abar_of(t, x0)
         return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
 
     def training_loss(self, x0: torch.Tensor, labels: torch.Tensor | None, ctx) -> torch.Tensor:
-        """Simple loss (Ho et al. eq. 14): predict the added noise; MSE by default, L1 as S002 suggests."""
+        """Simple loss (Ho et al. eq. 14): predict the added noise (or v); MSE by default, L1 as S002
+        suggests; weighted per timestep when ``snr_gamma`` is set."""
         noise = ctx.randn(x0.shape)
         t = ctx.randint(self.T, (x0.shape[0],))
         if self.conditional:
             drop = ctx.rand((x0.shape[0],)) < self.cond_drop_prob
             labels = torch.where(drop, torch.full_like(labels, self.null_label), labels)
         with ctx.autocast():
-            pred = self.eps(self.q_sample(x0, t, noise), t, labels)
-        pred = pred.float()
-        return F.l1_loss(pred, noise) if self.loss_type == "l1" else F.mse_loss(pred, noise)
+            pred = self.net(self.q_sample(x0, t, noise), t, labels)
+        pred, target = pred.float(), self.target(x0, noise, t)
+        err = (pred - target).abs() if self.loss_type == "l1" else (pred - target) ** 2
+        weights = self.loss_weights(t)
+        if weights is None:
+            return err.mean()
+        return (err.flatten(1).mean(1) * weights).mean()
 
     @torch.no_grad()
     def validation_loss(self, x0: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
         noise = torch.randn(x0.shape, generator=generator, device=generator.device).to(x0.device)
         t = torch.randint(0, self.T, (x0.shape[0],), generator=generator, device=generator.device).to(x0.device)
-        pred = self.eps(self.q_sample(x0, t, noise), t, labels)
-        return F.mse_loss(pred, noise)
+        pred = self.net(self.q_sample(x0, t, noise), t, labels)
+        return F.mse_loss(pred, self.target(x0, noise, t))
 
     def guided_eps(self, x: torch.Tensor, t: int, labels: torch.Tensor | None, guidance: float) -> torch.Tensor:
         tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
@@ -126,22 +166,30 @@ class Denoiser(torch.nn.Module):
         device = self.alphas_cumprod.device
         if steps is not None and steps > self.T:
             raise ValueError(f"{steps} sampling steps exceed the {self.T} timesteps this model was trained with")
-        walker = samplers.get(sampler)
+        walker = sampler_registry.get(sampler)
         x = torch.randn(shape, generator=generator, device=generator.device if generator is not None else device).to(device)
         return walker.run(self, x, self.timesteps(steps), labels, guidance, generator, clip, progress)
 
     # single steps, for callers that walk their own timestep list (partial diffusion in medgen.anomaly)
     def respaced_ddpm_step(self, x, eps, t, t_prev, clip, generator):
-        return samplers.get("ddpm").step(self, x, eps, t, t_prev, clip, generator)
+        return sampler_registry.get("ddpm").step(self, x, eps, t, t_prev, clip, generator)
 
     def ddim_step(self, x, eps, t, t_prev, clip):
-        return samplers.get("ddim").step(self, x, eps, t, t_prev, clip, None)
+        return sampler_registry.get("ddim").step(self, x, eps, t, t_prev, clip, None)
 
 
-def sample_labels(model, n: int, labels, device) -> torch.Tensor | None:
-    """Label ids for n samples: the given ones, or classes in turn when conditional."""
-    if not getattr(model, "conditional", False):
-        return None
-    if labels is None:
-        return torch.arange(n, device=device) % model.info.num_classes
-    return labels.to(device)
+class DiffusionFamily(GenerativeModel):
+    """A family that samples by walking a ``Denoiser`` (``self.denoiser``) from noise: it takes every
+    registered sampler that drives a noise predictor, so a new sampler needs no change here."""
+
+    @property
+    def samplers(self) -> tuple[str, ...]:
+        return tuple(sampler_registry.names(drives="noise"))
+
+    @property
+    def num_timesteps(self) -> int:
+        return self.denoiser.T
+
+    @property
+    def conditional(self) -> bool:
+        return self.denoiser.conditional

@@ -8,10 +8,16 @@
   Adam betas (0.5, 0.9) unless set. The critic steps of one training step reuse its batch of real
   images with fresh noise each time, as the Keras WGAN-GP example S004 worked from does
   (Gulrajani's algorithm draws a fresh real batch per critic step).
+- ``loss: hinge``: the hinge loss of SN-GAN / BigGAN (Miyato et al. 2018; Brock et al. 2019):
+  discriminator relu(1 - D(x)) + relu(1 + D(G(z))), generator -D(G(z)).
+- Options for small data, all off by default: ``spectral_norm`` on every discriminator layer
+  (Miyato et al. 2018), ``diffaugment`` (Zhao et al. 2020, :mod:`medgen.models.diffaugment`) on
+  everything the discriminator sees, ``r1_weight`` (the R1 penalty on real images, Mescheder et al.
+  2018), ``disc_lr`` different from ``train.lr`` (two time-scale update rule, Heusel et al. 2017).
 - ``conditional: true``: a label embedding is concatenated to z in the generator and a learned
   per-class map to the image in the discriminator (cGAN, Mirza & Osindero).
 
-Networks are in ``medgen.models.blocks``: the generator is S004's "Conv2DTranspose + BatchNorm +
+Networks are in ``medgen.models.gan_networks``: the generator is S004's "Conv2DTranspose + BatchNorm +
 LeakyReLU" (``upsample: transpose``) or "Upsampling + Conv2D + BN" (``upsample: resize``); the
 discriminator "Conv2D + LeakyReLU + Dropout" (``disc_norm: none``, ``dropout > 0``) or "Conv2D +
 BatchNorm + LeakyReLU" (``disc_norm: batch``). The number of levels follows the image size.
@@ -30,13 +36,23 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from medgen.models.base import FamilyParams, GenerativeModel
-from medgen.models.blocks import Discriminator, GANMonitor, Generator, dcgan_init, gradient_penalty
+from medgen.models.base import FamilyParams, LatentPriorModel
+from medgen.models.diffaugment import diff_augment
+from medgen.models.gan_monitor import GANMonitor
+from medgen.models.gan_networks import Discriminator, Generator
+from medgen.models.layers import dcgan_init
+from medgen.models.losses import gradient_penalty
+
+
+def _spectral_norm(module: torch.nn.Module) -> None:
+    for child in list(module.modules()):
+        if isinstance(child, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)):
+            torch.nn.utils.parametrizations.spectral_norm(child)
 
 
 class GANParams(FamilyParams):
     conditional: bool = False
-    loss: Literal["bce", "wgan-gp"] = "bce"
+    loss: Literal["bce", "wgan-gp", "hinge"] = "bce"
     latent_dim: int = Field(128, ge=1)  # S004: 64 or 128
     channels: list[int] = [32, 64, 128, 256]  # per level, shallow to deep (the generator mirrors them)
     levels: int | None = Field(None, ge=1)  # None: down to 4x4 from the image size
@@ -48,6 +64,9 @@ class GANParams(FamilyParams):
     minibatch_std: bool = False  # Karras et al.'s minibatch-std channel before the head (against mode collapse)
     projection: bool = False  # conditional: also a projection term in the discriminator (Miyato & Koyama)
     aux_weight: float = Field(0.0, ge=0)  # conditional: AC-GAN class head in the discriminator, this weight on its losses
+    spectral_norm: bool = False  # spectral normalisation of the discriminator's conv and linear layers
+    diffaugment: list[Literal["translation", "cutout", "brightness"]] = []  # DiffAugment policies
+    r1_weight: float = Field(0.0, ge=0)  # R1 penalty (gamma / 2 * |grad D(x)|^2 on real images)
     gp_weight: float = Field(10.0, ge=0)
     n_critic: int | None = Field(None, ge=1)  # default 5 for wgan-gp, 1 for bce
     label_smoothing: float = Field(0.0, ge=0, lt=0.5)  # one-sided: real target 1 - s (bce)
@@ -66,7 +85,7 @@ class GANParams(FamilyParams):
         return self
 
 
-class GAN(GenerativeModel):
+class GAN(LatentPriorModel):
     autocasts = False  # its steps train in fp32 (no ctx.autocast), on a GPU too
     Params = GANParams
 
@@ -83,6 +102,8 @@ class GAN(GenerativeModel):
                                            # an AC-GAN discriminator is not told the label: its class head could read it back
                                            label_map=p.aux_weight == 0)
         dcgan_init(self)
+        if p.spectral_norm:
+            _spectral_norm(self.discriminator)
         self.wgan = p.loss == "wgan-gp"
         self.n_critic = p.n_critic or (5 if self.wgan else 1)
         self.monitor = GANMonitor(p.warn_patience)
@@ -109,6 +130,9 @@ class GAN(GenerativeModel):
         return batch["label"] if self.conditional else None
 
     # --- training -------------------------------------------------------------------------
+    def _aug(self, x, ctx):
+        return diff_augment(x, self.params.diffaugment, ctx) if self.params.diffaugment else x
+
     def training_step(self, batch, stage, ctx):
         x, y = batch["image"], self._labels(batch)
         p = self.params
@@ -118,18 +142,27 @@ class GAN(GenerativeModel):
         for _ in range(self.n_critic):
             with torch.no_grad():
                 fake = G(ctx.randn((b, p.latent_dim)), y)
-            _, d_real, cls_real = D.heads(x, y)
-            d_fake = D(fake, y)
+            x_seen = self._aug(x, ctx).requires_grad_(p.r1_weight > 0)
+            _, d_real, cls_real = D.heads(x_seen, y)
+            d_fake = D(self._aug(fake, ctx), y)
             if self.wgan:
                 gp, gnorm = gradient_penalty(D, x, fake, y, ctx)
                 d_loss = d_fake.mean() - d_real.mean() + p.gp_weight * gp
                 out["wasserstein"] = float((d_real.mean() - d_fake.mean()).detach())
                 out["grad_norm"] = float(gnorm)
             else:
-                d_loss = (F.binary_cross_entropy_with_logits(d_real, torch.full_like(d_real, 1.0 - p.label_smoothing))
-                          + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
+                if p.loss == "hinge":
+                    d_loss = F.relu(1.0 - d_real).mean() + F.relu(1.0 + d_fake).mean()
+                else:
+                    d_loss = (F.binary_cross_entropy_with_logits(d_real, torch.full_like(d_real, 1.0 - p.label_smoothing))
+                              + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
                 out["acc_real"] = float((d_real.detach() > 0).float().mean())
                 out["acc_fake"] = float((d_fake.detach() < 0).float().mean())
+            if p.r1_weight > 0:
+                grad, = torch.autograd.grad(d_real.sum(), x_seen, create_graph=True)
+                r1 = grad.pow(2).flatten(1).sum(1).mean()
+                d_loss = d_loss + 0.5 * p.r1_weight * r1
+                out["r1"] = float(r1.detach())
             if cls_real is not None:
                 # the class head learns from real images only: trained on generated ones too (Odena's
                 # original) it can learn whatever marks the generator's classes, and stop teaching it
@@ -140,8 +173,8 @@ class GAN(GenerativeModel):
         D.requires_grad_(False)  # the generator step needs gradients through D, not for it
         try:
             fake = G(ctx.randn((b, p.latent_dim)), y)
-            _, logits, cls_fake = D.heads(fake, y)
-            g_loss = -logits.mean() if self.wgan else F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+            _, logits, cls_fake = D.heads(self._aug(fake, ctx), y)
+            g_loss = -logits.mean() if (self.wgan or p.loss == "hinge") else F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
             if cls_fake is not None:  # the generator is rewarded when its images are named as the class asked for
                 g_class = F.cross_entropy(cls_fake, y)
                 g_loss = g_loss + p.aux_weight * g_class
@@ -186,14 +219,5 @@ class GAN(GenerativeModel):
         return out
 
     # --- inference ------------------------------------------------------------------------
-    @torch.no_grad()
-    def sample(self, n, labels=None, steps=None, generator=None, progress=None, **kwargs):
-        from medgen.models.diffusion import sample_labels
-
-        dev = generator.device if generator is not None else self.device
-        z = torch.randn((n, self.params.latent_dim), generator=generator, device=dev).to(self.device)
-        y = sample_labels(self, n, labels, self.device)
-        x = self.generator(z, y).clamp(0, 1)
-        if progress is not None:
-            progress()
-        return x
+    def from_latent(self, z, labels):
+        return self.generator(z, labels)

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from medgen.errors import UserError
-from medgen.models.base import FamilyParams, GenerativeModel
-from medgen.models.diffusion import Denoiser, SchedulerParams, UNetParams, sample_labels
+from medgen.models.base import FamilyParams, sample_labels
+from medgen.models.diffusion import Denoiser, DiffusionFamily, SchedulerParams, UNetParams
 
 
 class AEParams(FamilyParams):
@@ -49,18 +49,13 @@ class LDMParams(FamilyParams):
     cond_drop_prob: float = Field(0.1, ge=0, le=1)
 
 
-class LatentDiffusion(GenerativeModel):
+class LatentDiffusion(DiffusionFamily):
     Params = LDMParams
     stages = ("autoencoder", "diffusion")
     can_reconstruct = True
     can_score = True
-    samplers = ("ddpm", "ddim")
     detectors = ("reconstruct", "model")
     can_inpaint = True
-
-    @property
-    def num_timesteps(self) -> int:
-        return self.denoiser.T
 
     def __init__(self, params: LDMParams, info):
         super().__init__(params, info)
@@ -86,10 +81,6 @@ class LatentDiffusion(GenerativeModel):
         self._perceptual = None
         self._notes: list[str] = []
         self._setup_perceptual()
-
-    @property
-    def conditional(self) -> bool:
-        return self.denoiser.conditional
 
     def notes(self) -> list[str]:
         return list(self._notes)

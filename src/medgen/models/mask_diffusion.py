@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from medgen.errors import UserError
-from medgen.models.base import GenerativeModel
+from medgen.models.base import sample_labels
 from medgen.models.ddpm import DDPMParams, PixelDiffusion
-from medgen.models.diffusion import Denoiser, UNetParams, sample_labels
+from medgen.models.diffusion import Denoiser, DiffusionFamily, UNetParams
 
 
 class MaskDDPMParams(DDPMParams):
@@ -56,7 +56,7 @@ class MaskDenoiser(Denoiser):
         finally:
             self._seg = None
 
-    def eps(self, x, t, labels):
+    def net(self, x, t, labels):
         if self._seg is None:
             raise RuntimeError("mask-ddpm needs a label map: call inside conditioned_on(masks)")
         seg = self._seg
@@ -80,16 +80,11 @@ def build_spade_unet(p: UNetParams, spatial_dims: int, channels: int, label_nc: 
     )
 
 
-class MaskDiffusion(GenerativeModel):
+class MaskDiffusion(DiffusionFamily):
     Params = MaskDDPMParams
     stages = ("diffusion",)
-    samplers = ("ddpm", "ddim")
     needs_masks = True
     can_inpaint = True
-
-    @property
-    def num_timesteps(self) -> int:
-        return self.denoiser.T
 
     @property
     def mask_classes(self) -> int:
@@ -98,10 +93,6 @@ class MaskDiffusion(GenerativeModel):
     def __init__(self, params: MaskDDPMParams, info):
         super().__init__(params, info)
         self.denoiser = MaskDenoiser(params, info.spatial_dims, info.channels, info.num_classes)
-
-    @property
-    def conditional(self) -> bool:
-        return self.denoiser.conditional
 
     def ema_target(self, stage):
         return "denoiser.unet"

@@ -16,7 +16,7 @@ from medgen.errors import UserError
 
 def build_perceptual(network: str, path: Path, spatial_dims: int) -> torch.nn.Module:
     from medgen.compat import import_torchvision
-    from medgen.engine.checkpoint import load_weights_file
+    from medgen.weights import load_weights_file
 
     if import_torchvision() is None:
         raise UserError("the perceptual loss needs torchvision (pip install torchvision)")

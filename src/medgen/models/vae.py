@@ -6,7 +6,7 @@ Loss: reconstruction summed over pixels (``recon_loss``: bce as S004's Keras mod
 + ``kl_weight`` * KL(q(z|x) || N(0, I)), per image, averaged over the batch.
 
 S004's variants: ``blocks_per_level`` (conv blocks per level) or ``vgg: 13|16|19`` (13/16/19 conv
-blocks laid out VGG-style, see ``blocks.VGG_LAYOUTS``); ``block: plain|skip|residual``;
+blocks laid out VGG-style, see ``layers.VGG_LAYOUTS``); ``block: plain|skip|residual``;
 ``input_noise``: Gaussian noise of that std added to the encoder input while training (denoising VAE).
 
 Transfer (S004): ``freeze: [encoder.convs, decoder.convs]`` + ``freeze_epochs: 30`` keeps the conv
@@ -25,9 +25,11 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from medgen.models.base import FamilyParams, GenerativeModel
-from medgen.models.blocks import (Decoder, Encoder, FreezeSchedule, blocks_layout, kl_divergence, level_strides,
-                                  reconstruction_loss)
+from medgen.models.base import FamilyParams, LatentPriorModel
+from medgen.models.freeze import FreezeSchedule
+from medgen.models.layers import blocks_layout, level_strides
+from medgen.models.losses import kl_divergence, reconstruction_loss
+from medgen.models.vae_networks import Decoder, Encoder
 
 
 class VAEParams(FamilyParams):
@@ -55,7 +57,7 @@ class VAEParams(FamilyParams):
         return self
 
 
-class VAE(GenerativeModel):
+class VAE(LatentPriorModel):
     Params = VAEParams
     can_reconstruct = True
     can_score = True
@@ -95,6 +97,9 @@ class VAE(GenerativeModel):
         """Images in [0, 1] from latents."""
         return torch.sigmoid(self.decoder(z, self._y(labels)))
 
+    def from_latent(self, z, labels):  # the prior's samples go through the decoder
+        return self.decode(z, labels)
+
     # --- training -------------------------------------------------------------------------
     def on_epoch_start(self, stage, epoch):
         self.freezer.on_epoch_start(epoch)
@@ -132,18 +137,6 @@ class VAE(GenerativeModel):
     @torch.no_grad()
     def reconstruct(self, x, labels=None):
         return reconstruct_best(self, x, labels)
-
-    @torch.no_grad()
-    def sample(self, n, labels=None, steps=None, generator=None, progress=None, **kwargs):
-        from medgen.models.diffusion import sample_labels
-
-        dev = generator.device if generator is not None else self.device
-        z = torch.randn((n, self.params.latent_dim), generator=generator, device=dev).to(self.device)
-        y = sample_labels(self, n, labels, self.device)
-        x = self.decode(z, y).clamp(0, 1)
-        if progress is not None:
-            progress()
-        return x
 
 
 def build_vae_networks(p, info, num_classes: int) -> tuple[Encoder, Decoder]:

@@ -20,7 +20,7 @@ fresh forward pass, where Larsen computes all three gradients from one pass; the
 optimiser step of staleness. Real and generated images go through the discriminator in one
 batch, so its BatchNorm statistics are shared and the feature distance compares like with like.
 
-Encoder/decoder are the VAE's (``medgen.models.blocks.Encoder``/``Decoder``, same options), the
+Encoder/decoder are the VAE's (``medgen.models.vae_networks.Encoder``/``Decoder``, same options), the
 discriminator the GAN's. Logs also the discriminator's accuracies and the GAN failure warnings.
 """
 from __future__ import annotations
@@ -32,8 +32,11 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from medgen.models.base import FamilyParams, GenerativeModel
-from medgen.models.blocks import Discriminator, GANMonitor, blocks_layout, dcgan_init, kl_divergence, level_strides
+from medgen.models.base import FamilyParams, LatentPriorModel
+from medgen.models.gan_monitor import GANMonitor
+from medgen.models.gan_networks import Discriminator
+from medgen.models.layers import blocks_layout, dcgan_init, level_strides
+from medgen.models.losses import kl_divergence
 from medgen.models.vae import build_vae_networks, reconstruct_best
 
 
@@ -69,7 +72,7 @@ class VAEGANParams(FamilyParams):
         return self
 
 
-class VAEGAN(GenerativeModel):
+class VAEGAN(LatentPriorModel):
     autocasts = False  # its steps train in fp32 (no ctx.autocast), on a GPU too
     Params = VAEGANParams
     can_reconstruct = True
@@ -122,6 +125,9 @@ class VAEGAN(GenerativeModel):
 
     def decode(self, z, labels=None):
         return torch.sigmoid(self.decoder(z, self._y(labels)))
+
+    def from_latent(self, z, labels):  # the prior's samples go through the decoder
+        return self.decode(z, labels)
 
     # --- training -------------------------------------------------------------------------
     def _disc(self, images: list[torch.Tensor], y):
@@ -193,15 +199,3 @@ class VAEGAN(GenerativeModel):
     @torch.no_grad()
     def reconstruct(self, x, labels=None):
         return reconstruct_best(self, x, labels)
-
-    @torch.no_grad()
-    def sample(self, n, labels=None, steps=None, generator=None, progress=None, **kwargs):
-        from medgen.models.diffusion import sample_labels
-
-        dev = generator.device if generator is not None else self.device
-        z = torch.randn((n, self.params.latent_dim), generator=generator, device=dev).to(self.device)
-        y = sample_labels(self, n, labels, self.device)
-        x = self.decode(z, y).clamp(0, 1)
-        if progress is not None:
-            progress()
-        return x

@@ -81,27 +81,14 @@ def dict_table(d: dict, depth: int = 0) -> str:
     return "<table>" + "".join(rows) + "</table>"
 
 
-# what the headline numbers mean, by key prefix (the report is read by people who did not write the config)
-MEANINGS = {
-    "fid": "Fréchet distance between real and generated feature distributions (lower = closer)",
-    "frd": "Fréchet distance on radiomics features (lower = closer)",
-    "kid_mean": "kernel inception distance, unbiased (about 0 = indistinguishable; lower = closer)",
-    "kid_std": "spread of KID over subsets",
-    "precision": "share of generated images that fall on the real data's manifold (fidelity)",
-    "recall": "share of real images covered by the generated ones (diversity)",
-    "density": "like precision, counting how many real neighbourhoods hold each generated image",
-    "coverage": "share of real images with a generated image nearby",
-    "intensity/ks": "Kolmogorov-Smirnov statistic of pixel intensities, real vs generated (0 = same)",
-    "intensity/wasserstein": "Wasserstein distance of pixel intensities (0 = same)",
-    "memorisation": "share of generated images closer to a training image than the closest 5 % of real test images are (baseline 0.05)",
-    "utility": "tumour-classifier score on real test images",
-}
-
-
 def _meaning(key: str) -> str:
-    for prefix, text in MEANINGS.items():
-        if key.startswith(prefix):
-            return text
+    """What a headline number means, from the metric group that wrote it (by key prefix)."""
+    from medgen.evaluation.groups import all_groups
+
+    for group in all_groups():
+        for prefix, text in group.meanings.items():
+            if key.startswith(prefix):
+                return text
     return ""
 
 
@@ -124,22 +111,14 @@ def key_table(key: str, value: dict) -> str:
                 val = ", ".join(f"{k} {_fmt(v)}" for k, v in (d.get("val") or {}).items())
                 rows.append((f"{stage}", f"{d.get('steps', '-')} steps, {_fmt(d.get('seconds', '-'))} s" + (f"; validation {val}" if val else ""), ""))
     rows = [r for r in rows if r[1] is not None]
-    util = (value.get("utility") or {}).get("rows") if key == "evaluation" else None
     out = ""
     if rows:
         out += "<table><tr><th>figure</th><th>value</th><th>meaning</th></tr>" + "".join(
             f"<tr><th>{html.escape(str(k))}</th><td>{_fmt(v)}</td><td class=\"muted\">{html.escape(m)}</td></tr>" for k, v, m in rows) + "</table>"
-    if util:
-        metrics = ("accuracy", "f1_macro", "precision_macro", "recall_macro")
-        out += "<h3>Utility: a classifier trained on each set, tested on real images</h3><table><tr><th>trained on</th>" + "".join(
-            f"<th>{m}</th>" for m in metrics) + "</tr>" + "".join(
-            f"<tr><th>{html.escape(n)}</th>" + "".join(f"<td>{r['mean'][m]:.3f} ± {r['std'][m]:.3f}</td>" for m in metrics) + "</tr>"
-            for n, r in util.items()) + "</table>"
-        cc = value["utility"].get("class_consistency")
-        if cc:
-            out += (f"<p>Class consistency: the real-trained classifier names <b>{cc['mean']:.3f} ± {cc['std']:.3f}</b> of the "
-                    f"synthetic images as the class they were generated for (chance {cc['chance']:.2f}; near chance means "
-                    "the generator's classes do not differ).</p>")
+    if key == "evaluation":
+        from medgen.evaluation.groups import all_groups
+
+        out += "".join(g.extra_html(value[g.name]) for g in all_groups() if isinstance(value.get(g.name), dict))
     return out
 
 
@@ -155,7 +134,6 @@ def _figures(folder: Path, captions: dict[str, str]) -> list[dict]:
 
 def write_report(run_dir: str | Path) -> Path:
     import jinja2
-    import yaml
 
     from medgen.data.dataset import PreparedDataset
     from medgen.report.curves import loss_curves
@@ -163,14 +141,14 @@ def write_report(run_dir: str | Path) -> Path:
 
     run = RunDir.open(run_dir)
     cfg_text = run.config_path.read_text()
-    cfg = yaml.safe_load(cfg_text) or {}
+    cfg = run.config_mapping()
     data = run.data()
     metrics = run.metrics()
     status = run.status()
     overview = [("preset / profile", f"{cfg.get('preset') or '-'} / {cfg.get('profile') or '-'}"),
                 ("model family", (cfg.get("model") or {}).get("family")), ("status", run_status(run.root)),
                 ("training steps", status.get("steps", "-")), ("description", cfg.get("description", ""))]
-    notes = []
+    notes = [f"WARNING: {w}" for w in status.get("warnings", [])]  # medgen.engine.guards: a model that does not follow its input
     init = data.get("init_from")
     if init:
         notes.append(f"Fine-tuned from {init['from']} ({init['loaded']} tensors loaded, {len(init['skipped'])} skipped).")

@@ -18,19 +18,21 @@ from medgen.errors import UserError
 class Registration:
     target: str  # "module:Class"
     summary: str  # one line for --help and the docs
+    drives: str = "noise"  # the network it walks: "noise" = an eps-predicting Denoiser (DDPM, LDM)
 
 
 SAMPLERS: dict[str, Registration] = {}
 _instances: dict[str, object] = {}
 
 
-def register(name: str, target: str, summary: str) -> None:
-    SAMPLERS[name] = Registration(target, summary)
+def register(name: str, target: str, summary: str, drives: str = "noise") -> None:
+    SAMPLERS[name] = Registration(target, summary, drives)
     _instances.pop(name, None)
 
 
-def names() -> list[str]:
-    return list(SAMPLERS)
+def names(drives: str | None = None) -> list[str]:
+    """Registered sampler names (those that walk a ``drives`` network, when given), in registration order."""
+    return [n for n, r in SAMPLERS.items() if drives is None or r.drives == drives]
 
 
 def summary(name: str) -> str:

@@ -42,6 +42,8 @@ def get_builtin(name: str) -> Builtin:
     from medgen.errors import UserError
 
     registry = {m.BUILTIN.name: m.BUILTIN for m in (mni152, lesions, breast_phantom)}
+    if name.startswith("brain-lesions-"):  # graded tiers: brain-lesions-SIZE[-CONTRAST]
+        return lesions.tier(name)
     if name not in registry:
         raise UserError(f"unknown built-in dataset '{name}'; choose one of {', '.join(sorted(registry))}")
     return registry[name]

@@ -24,6 +24,23 @@ field of view (at least 2-3 px), elongation, boundary irregularity from random l
 intensities, mass effect) comes from ``np.random.default_rng([seed, index])``. All lesions lie
 inside the intracranial region (the brain outline with sulci, fissures and cisterns closed);
 :func:`generate` also returns that region. 2D sizes only.
+
+Graded tiers (``brain-lesions-SIZE[-CONTRAST]``, e.g. ``builtin:brain-lesions-small-subtle``), the
+anomaly-detection benchmark: labels ``lesion`` / ``none`` alternating; the normal items are the
+same slices in every tier (the same seed gives the same normals), and each lesion item has one
+focal, homogeneous lesion with an irregular outline anywhere in the brain tissue, BRIGHTER or
+DARKER than the tissue around it (a coin flip, turned over where the brighter or darker value
+would leave [0.05, 1]):
+
+| size   | diameter (fraction of the field of view) | at 64 px  |
+|--------|------------------------------------------|-----------|
+| large  | 0.16-0.28                                | 10-18 px  |
+| medium | 0.09-0.14                                | 6-9 px    |
+| small  | 0.045-0.08                               | 3-5 px    |
+
+contrast ``strong`` (default): the lesion differs from the local tissue mean by 0.25-0.40 (white
+matter is ~0.86, grey matter ~0.65); ``subtle``: by 0.10-0.18. Index columns ``tier`` and
+``polarity`` (bright/dark) say which.
 """
 from __future__ import annotations
 
@@ -281,6 +298,84 @@ def _pituitary(rng, view, position, ic, s):
     val = rng.uniform(0.86, 0.97) * _texture(rng, shape, 0.03)
     img = tissue * (1 - mass) + val * mass
     return img, mass
+
+
+TIER_SIZES = {"large": (0.08, 0.14), "medium": (0.045, 0.07), "small": (0.0225, 0.04)}  # radius / field of view
+TIER_CONTRASTS = {"strong": (0.25, 0.40), "subtle": (0.10, 0.18)}  # |lesion - local tissue mean|
+TIER_LABELS = ("lesion", "none")
+
+
+def generate_tier(index: int, seed: int, size: tuple[int, ...], lesion_size: str, contrast: str) -> BuiltinSample:
+    """An item of a graded tier: ``none`` (odd indices: the same in every tier) or one focal lesion."""
+    size = mni152.check_size(size, "brain-lesions", allow_3d=False)
+    h, w = size
+    rng = np.random.default_rng([int(seed), int(index)])
+    label = TIER_LABELS[int(index) % 2]
+    lo, hi = mni152.load_template().ranges["axial"]
+    view = mni152.plan_view(rng, "axial", size, position=rng.uniform(lo, hi))
+    base = mni152.render(view)[0]
+    tier = f"{lesion_size}-{contrast}"
+    if label == "none":
+        img = mni152.intensity_augment(base, rng)
+        return BuiltinSample(image=np.ascontiguousarray(img, dtype=np.float32), label=label,
+                             mask=np.zeros((h, w), np.uint8), extra={"tier": tier, "polarity": ""})
+    lesion_rng = np.random.default_rng([int(seed), int(index), 1])  # lesion draws apart from the slice's
+    img, weight, polarity = _focal(lesion_rng, base, float(min(h, w)), TIER_SIZES[lesion_size], TIER_CONTRASTS[contrast])
+    img = mni152.intensity_augment(img, rng)
+    return BuiltinSample(image=np.ascontiguousarray(img, dtype=np.float32), label=label,
+                         mask=(weight > 0.5).astype(np.uint8), extra={"tier": tier, "polarity": polarity})
+
+
+def _focal(rng, base, s, radius_range, contrast_range):
+    """One homogeneous lesion in brain tissue, brighter or darker than the local tissue mean.
+
+    A bright lesion goes where the tissue leaves room below 1 (grey matter, deep nuclei), a dark
+    one anywhere in tissue, so both polarities stay in [0, 1] at every contrast."""
+    brain = fill_holes(base > BRAIN_THRESHOLD)
+    radius = max(1.4, s * rng.uniform(*radius_range))
+    delta = rng.uniform(*contrast_range)
+    local = ndi.gaussian_filter(base, max(1.0, radius))  # the tissue mean around a candidate centre
+    dist = ndi.distance_transform_edt(brain)
+    ok = (dist >= radius + 1.5) & (base > 0.45)  # grey and white matter, away from the brain edge
+    bright = rng.random() < 0.5
+    room = ok & (local + delta <= 1.0) if bright else ok & (local - delta >= 0.05)
+    if not room.any():
+        bright = not bright
+        room = ok & (local + delta <= 1.0) if bright else ok & (local - delta >= 0.05)
+    center = _pick(rng, room if room.any() else ok, dist)
+    ci, cj = (int(round(np.clip(c, 0, n - 1))) for c, n in zip(center, base.shape))
+    value = float(np.clip(local[ci, cj] + (delta if bright else -delta), 0.05, 1.0))
+    d = _polar(base.shape, center, radius, rng.uniform(0.7, 1.0), rng.uniform(0, np.pi), rng.uniform(0.05, 0.2), rng)
+    weight = _soft(d, radius, 0.6) * brain
+    return base * (1 - weight) + value * _texture(rng, base.shape, 0.03) * weight, weight, "bright" if bright else "dark"
+
+
+class BrainLesionTier:
+    """``brain-lesions-SIZE[-CONTRAST]``: one graded tier of focal lesions (see the module's table)."""
+
+    description = "Real MNI152 axial T1 slices, half with one focal simulated lesion of a graded size and contrast"
+    simulated = True
+    default_size = (64, 64)
+    default_n = 400
+    labels = TIER_LABELS
+    supports_3d = False
+
+    def __init__(self, lesion_size: str, contrast: str = "strong"):
+        self.lesion_size, self.contrast = lesion_size, contrast
+        self.name = f"brain-lesions-{lesion_size}-{contrast}"
+
+    def item(self, index: int, seed: int, size: tuple[int, ...]) -> BuiltinSample:
+        return generate_tier(index, seed, size, self.lesion_size, self.contrast)
+
+
+def tier(name: str) -> BrainLesionTier:
+    """``brain-lesions-medium`` or ``brain-lesions-small-subtle`` -> that tier; anything else: a UserError."""
+    parts = name.removeprefix("brain-lesions-").split("-")
+    if not name.startswith("brain-lesions-") or not 1 <= len(parts) <= 2 or parts[0] not in TIER_SIZES \
+            or (len(parts) == 2 and parts[1] not in TIER_CONTRASTS):
+        raise UserError(f"unknown brain-lesions tier '{name}': use brain-lesions-SIZE[-CONTRAST] with SIZE one of "
+                        f"{', '.join(TIER_SIZES)} and CONTRAST one of {', '.join(TIER_CONTRASTS)}")
+    return BrainLesionTier(parts[0], parts[1] if len(parts) == 2 else "strong")
 
 
 class BrainLesions:

@@ -1,0 +1,59 @@
+"""AnoDDPM-style partial noising and denoising with a pixel DDPM (:mod:`medgen.anomaly.diffusion`),
+at one noise level or several.
+
+Several levels (``noise_levels``, e.g. 0.05, 0.1, 0.2): a small lesion survives light noise (the
+model keeps it), while heavy noise also changes normal detail; the map is the mean of the error
+maps over the levels, each from the mean of ``draws`` reconstructions. Within one level, one
+draw's errors in normal tissue are partly that draw's noise (zero-mean, it averages out), while a
+lesion the model cannot reproduce is missing from every draw, so the mean sharpens the map.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from medgen.anomaly import scoring
+from medgen.anomaly.detectors.base import Detector, Output, batches
+from medgen.anomaly.diffusion import diffusion_reconstruct, partial_timesteps, t_start_for
+
+
+class PartialDiffusion(Detector):
+    name = "diffusion"
+    summary = "pixel ddpm: noise to one or several levels, denoise, compare (AnoDDPM)"
+
+    def __init__(self, model, settings):
+        super().__init__(model, settings)
+        self.t_starts = [t_start_for(model, level) for level in settings.noise_levels]
+
+    def reconstruct(self, images: np.ndarray, t_start: int, gen: torch.Generator, describe: str) -> np.ndarray:
+        s = self.settings
+
+        def mean_of_draws(xb):
+            return sum(diffusion_reconstruct(self.model, xb, t_start, s.steps, gen, s.sampler) for _ in range(s.draws)) / s.draws
+
+        return batches(self.model, images, s.batch_size, describe, mean_of_draws)
+
+    def run(self, images, seed, describe):
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        maps, first = None, None
+        for t_start in self.t_starts:
+            recon = self.reconstruct(images, t_start, gen, f"{describe} t={t_start}" if len(self.t_starts) > 1 else describe)
+            m = scoring.error_map(images, recon, self.settings.map, self.settings.ssim_window)
+            maps = m if maps is None else maps + m
+            first = recon if first is None else first
+        return Output((maps / len(self.t_starts)).astype(np.float32), first)
+
+    def record(self):
+        s = self.settings
+        levels = list(s.noise_levels)
+        return {"map": s.map, "noise_level": levels[0] if len(levels) == 1 else levels,
+                "t_start": self.t_starts[0] if len(levels) == 1 else self.t_starts, "T": self.model.num_timesteps,
+                "steps": s.steps, "reverse_steps": len(partial_timesteps(self.t_starts[0], s.steps)),
+                "sampler": s.sampler, "seed": s.seed, "draws": s.draws}
+
+    def headline(self):
+        s = self.settings
+        ts = ", ".join(str(t) for t in self.t_starts)
+        return (f"diffusion, noised to t={ts} of {self.model.num_timesteps}, "
+                f"{len(partial_timesteps(self.t_starts[0], s.steps))} reverse steps ({s.sampler})"
+                + (f", mean of {s.draws} draws" if s.draws > 1 else ""))
