@@ -193,7 +193,7 @@ def train_cmd(
 @app.command("sample")
 def sample_cmd(
     run: Path = typer.Argument(..., help="A trained run directory."),
-    n: int = typer.Option(16, "--n", min=1, help="Number of images."),
+    n: Optional[int] = typer.Option(None, "--n", min=1, help="Number of images (default 16; with --masks: the run's sample.n, or one per mask file)."),
     label: Optional[str] = typer.Option(None, "--label", help="Class to generate (conditional runs); default: classes in turn."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help=f"{samplers.help_text()} (default: the run's config)."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Denoising steps (<= the training timesteps)."),
@@ -205,17 +205,28 @@ def sample_cmd(
     force: bool = typer.Option(False, "--force", help="Replace an existing sample folder."),
     each_label: bool = typer.Option(False, "--each-label", help="Conditional runs: --n images per class, every class from the same seed (one grid row per class)."),
     interpolate: Optional[Tuple[str, str]] = typer.Option(None, "--interpolate", help="A B: decode --n latents on the line between two items (dataset ids or image files); VAE families."),
+    masks: Optional[str] = typer.Option(None, "--masks", help="Label maps: 'dataset[:SPLIT]', a mask file or folder, or 'random:CLASS[,size=LO-HI][,where=left|right|upper|lower|centre]' (size in %% of the image). Writes image + mask pairs."),
+    inpaint: Optional[str] = typer.Option(None, "--inpaint", help="Image file or folder: redraw the --masks region of these real images (RePaint; any diffusion run); pixels outside the mask are kept."),
+    resample: int = typer.Option(5, "--resample", min=1, help="--inpaint: RePaint resamplings per step (more: smoother seam, slower)."),
 ) -> None:
     """Generate images from a trained run: files, a grid PNG and a real-vs-generated histogram."""
+    if inpaint and not masks:
+        raise UserError("an image to inpaint needs a mask: give the region to redraw with --masks (a mask per image, one mask, or random:CLASS)", inpaint)
+    if masks:
+        from medgen.mask_sampling import sample_pairs
+
+        sample_pairs(run, masks, inpaint=inpaint, n=n, label=label, sampler=sampler, steps=steps,
+                     guidance=guidance, seed=seed, fmt=fmt, out=out, batch_size=batch_size, resample=resample, force=force, echo=_echo)
+        return
     if interpolate:
         from medgen.interpolation import interpolate as run_interpolation
 
-        res = run_interpolation(run, interpolate[0], interpolate[1], n=n, out=out, force=force)
+        res = run_interpolation(run, interpolate[0], interpolate[1], n=n or 16, out=out, force=force)
         _echo(f"interpolation: {res.get('figure') or res}")
         return
     from medgen.sampling import sample
 
-    sample(run, n=n, label=label, sampler=sampler, steps=steps, guidance=guidance, seed=seed, fmt=fmt, out=out,
+    sample(run, n=n or 16, label=label, sampler=sampler, steps=steps, guidance=guidance, seed=seed, fmt=fmt, out=out,
            batch_size=batch_size, force=force, each_label=each_label, echo=_echo)
 
 

@@ -37,11 +37,16 @@ def image_grid(images: np.ndarray, path: Path, titles: list[str] | None = None, 
             ax.imshow(np.clip(middle(images[i]), 0, 1), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             if titles:
                 ax.set_title(titles[i], fontsize=7)
+    return save_figure(fig, path, title, dpi=100)
+
+
+def save_figure(fig, path: Path, title: str = "", dpi: int = 100) -> Path:
+    """Title, tight layout, write and close: the end of every figure here."""
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    fig.savefig(path, dpi=dpi)
+    _plt().close(fig)
     return path
 
 

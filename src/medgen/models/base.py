@@ -61,6 +61,9 @@ class GenerativeModel(torch.nn.Module):
     can_reconstruct: ClassVar[bool] = False  # reconstruct(x)
     can_score: ClassVar[bool] = False        # anomaly_map(x) of its own
     can_encode: ClassVar[bool] = False       # encode(x) / decode(z) through a latent space (interpolation)
+    needs_masks: ClassVar[bool] = False      # sample(..., masks=label maps) is required (mask-conditioned families)
+    # RePaint inpainting (medgen.inpaint): a ``denoiser`` plus to_diffusion_space(x) / from_diffusion_space(z)
+    can_inpaint: ClassVar[bool] = False
     # anomaly detectors (names in medgen.anomaly's registry) that apply to this family, preferred first
     detectors: ClassVar[tuple[str, ...]] = ()
 

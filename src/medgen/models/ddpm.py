@@ -25,6 +25,7 @@ class PixelDiffusion(DiffusionFamily):
     Params = DDPMParams
     stages = ("diffusion",)
     detectors = ("diffusion",)
+    can_inpaint = True
 
     def __init__(self, params: DDPMParams, info):
         super().__init__(params, info)
@@ -51,3 +52,9 @@ class PixelDiffusion(DiffusionFamily):
         y = sample_labels(self, n, labels, self.device)
         x = self.denoiser.sample(shape, y, sampler, steps, guidance, generator, clip=(-1.0, 1.0), progress=progress)
         return ((x + 1) / 2).clamp(0, 1)
+
+    def to_diffusion_space(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2 - 1
+
+    def from_diffusion_space(self, z: torch.Tensor) -> torch.Tensor:
+        return ((z + 1) / 2).clamp(0, 1)

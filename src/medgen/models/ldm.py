@@ -55,6 +55,7 @@ class LatentDiffusion(DiffusionFamily):
     can_reconstruct = True
     can_score = True
     detectors = ("reconstruct", "model")
+    can_inpaint = True
 
     def __init__(self, params: LDMParams, info):
         super().__init__(params, info)
@@ -207,4 +208,10 @@ class LatentDiffusion(DiffusionFamily):
         shape = (n, self.params.autoencoder.latent_channels, *latent_size)
         y = sample_labels(self, n, labels, self.device)
         z = self.denoiser.sample(shape, y, sampler, steps, guidance, generator, clip=None, progress=progress)
+        return self.autoencoder.decode(z / self.scale_factor).clamp(0, 1)
+
+    def to_diffusion_space(self, x: torch.Tensor) -> torch.Tensor:
+        return self.autoencoder.encode(x)[0] * self.scale_factor
+
+    def from_diffusion_space(self, z: torch.Tensor) -> torch.Tensor:
         return self.autoencoder.decode(z / self.scale_factor).clamp(0, 1)
