@@ -62,6 +62,10 @@ def trained(request, data, tmp_path_factory):
 
 def _samples(model, sampler: str | None, seed: int = 0):
     extra = {"sampler": sampler} if sampler else {}
+    if model.needs_masks:  # a mask-conditioned family samples from label maps: a square lesion of class 1
+        masks = torch.zeros(2, 1, SIZE, SIZE, dtype=torch.long)
+        masks[:, :, 4:10, 4:10] = 1
+        extra["masks"] = masks
     return model.sample(2, steps=2 if sampler else None, generator=torch.Generator().manual_seed(seed), **extra)
 
 
