@@ -8,14 +8,12 @@ images, "heals" what it has never seen, so |x - x_hat| lights up anomalies.
 Differences from AnoDDPM, stated: the noise is Gaussian (AnoDDPM's best variant used simplex
 noise, which the model would have to be trained with), and the reverse walk may be respaced to
 ``steps`` timesteps between ``t_start`` and 0 (the same respaced DDPM posterior that sampling uses,
-``Denoiser.respaced_ddpm_step``; ``steps=None`` walks all ``t_start`` steps like AnoDDPM).
+the registered ``ddpm`` sampler's step; ``steps=None`` walks all ``t_start`` steps like AnoDDPM).
 ``sampler="ddim"`` uses the deterministic DDIM update instead.
 """
 from __future__ import annotations
 
 import torch
-
-SAMPLERS = ("ddpm", "ddim")
 
 
 def partial_timesteps(t_start: int, steps: int | None) -> list[int]:
@@ -31,35 +29,17 @@ def t_start_for(model, noise_level: float) -> int:
     """The timestep ``noise_level`` (a fraction of the training timesteps) of this model."""
     if not 0 < noise_level <= 1:
         raise ValueError(f"noise level must be in (0, 1], got {noise_level}")
-    T = model.denoiser.T
+    T = model.num_timesteps
     return max(1, min(T - 1, int(round(noise_level * T))))
 
 
-@torch.no_grad()
 def diffusion_reconstruct(model, x: torch.Tensor, t_start: int, steps: int | None = None,
                           generator: torch.Generator | None = None, sampler: str = "ddpm") -> torch.Tensor:
-    """Reconstruct images ``x`` in [0, 1] (B, C, *spatial) by noising to ``t_start`` and denoising.
-
-    ``model`` is a pixel-space diffusion family (it has ``denoiser``: a ``Denoiser`` working on
-    [-1, 1] images). Conditional models are run with the null ("no label") class.
-    """
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler '{sampler}'; choose one of {', '.join(SAMPLERS)}")
-    den = model.denoiser
-    if t_start >= den.T:
-        raise ValueError(f"t_start {t_start} must be below the model's {den.T} training timesteps")
-    device = den.alphas_cumprod.device
-    x0 = x.to(device).float() * 2 - 1
-    gdev = generator.device if generator is not None else device
-    noise = torch.randn(x0.shape, generator=generator, device=gdev).to(device)
-    t = torch.full((x0.shape[0],), int(t_start), device=device, dtype=torch.long)
-    xt = den.q_sample(x0, t, noise)
-    ts = partial_timesteps(int(t_start), steps)
-    for i, tt in enumerate(ts):
-        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-        eps = den.guided_eps(xt, tt, None, 1.0).float()
-        if sampler == "ddim":
-            xt = den.ddim_step(xt, eps, tt, t_prev, (-1.0, 1.0))
-        else:
-            xt = den.respaced_ddpm_step(xt, eps, tt, t_prev, (-1.0, 1.0), generator)
-    return ((xt + 1) / 2).clamp(0, 1)
+    """Reconstruct images ``x`` in [0, 1] (B, C, *spatial) by noising to ``t_start`` and denoising
+    along ``partial_timesteps``: the family's own ``partial_reconstruct`` (families that declare the
+    ``diffusion`` detector have one). Conditional models are run with the null ("no label") class."""
+    if sampler not in model.samplers:
+        raise ValueError(f"unknown sampler '{sampler}'; choose one of {', '.join(model.samplers)}")
+    if t_start >= model.num_timesteps:
+        raise ValueError(f"t_start {t_start} must be below the model's {model.num_timesteps} training timesteps")
+    return model.partial_reconstruct(x, int(t_start), partial_timesteps(int(t_start), steps), generator, sampler)

@@ -9,6 +9,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
+from medgen import samplers as sampler_registry
 from medgen.models.base import FamilyParams, sample_labels
 from medgen.models.diffusion import Denoiser, DiffusionFamily, SchedulerParams, UNetParams
 
@@ -52,6 +53,25 @@ class PixelDiffusion(DiffusionFamily):
         y = sample_labels(self, n, labels, self.device)
         x = self.denoiser.sample(shape, y, sampler, steps, guidance, generator, clip=(-1.0, 1.0), progress=progress)
         return ((x + 1) / 2).clamp(0, 1)
+
+    @torch.no_grad()
+    def partial_reconstruct(self, x: torch.Tensor, t_start: int, timesteps: list[int],
+                            generator: torch.Generator | None, sampler: str) -> torch.Tensor:
+        """Partial diffusion (AnoDDPM, medgen.anomaly.diffusion): jump to ``t_start`` with q(x_t | x_0)
+        (Ho et al. eq. 4), then walk ``timesteps`` (descending, from t_start to 0) back with the
+        registered ``sampler``'s single step, the null class for a conditional model."""
+        den = self.denoiser
+        device = den.alphas_cumprod.device
+        x0 = x.to(device).float() * 2 - 1
+        gdev = generator.device if generator is not None else device
+        noise = torch.randn(x0.shape, generator=generator, device=gdev).to(device)
+        xt = den.q_sample(x0, torch.full((x0.shape[0],), t_start, device=device, dtype=torch.long), noise)
+        step = sampler_registry.get(sampler).step
+        for i, tt in enumerate(timesteps):
+            t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+            eps = den.guided_eps(xt, tt, None, 1.0).float()
+            xt = step(den, xt, eps, tt, t_prev, (-1.0, 1.0), generator)
+        return ((xt + 1) / 2).clamp(0, 1)
 
     def to_diffusion_space(self, x: torch.Tensor) -> torch.Tensor:
         return x * 2 - 1

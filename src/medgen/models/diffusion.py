@@ -170,13 +170,6 @@ class Denoiser(torch.nn.Module):
         x = torch.randn(shape, generator=generator, device=generator.device if generator is not None else device).to(device)
         return walker.run(self, x, self.timesteps(steps), labels, guidance, generator, clip, progress)
 
-    # single steps, for callers that walk their own timestep list (partial diffusion in medgen.anomaly)
-    def respaced_ddpm_step(self, x, eps, t, t_prev, clip, generator):
-        return sampler_registry.get("ddpm").step(self, x, eps, t, t_prev, clip, generator)
-
-    def ddim_step(self, x, eps, t, t_prev, clip):
-        return sampler_registry.get("ddim").step(self, x, eps, t, t_prev, clip, None)
-
 
 class DiffusionFamily(GenerativeModel):
     """A family that samples by walking a ``Denoiser`` (``self.denoiser``) from noise: it takes every

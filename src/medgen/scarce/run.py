@@ -76,7 +76,7 @@ def scarce_benchmark(run: str | Path, class_name: str, k: int, *, seeds: int = 5
     train_ids = _ids(ds, train_rows)
     choose_kept([train_ids[i] for i in np.flatnonzero(y_train == class_id)], k, sorted(seen))  # refuse before sampling
     n_add = n_class - k if n_add is None else n_add
-    conditional = bool(getattr(model, "conditional", False))
+    conditional = model.conditional
     if not conditional:
         own = exposure["by_run"][str(rundir.root)]
         rows = ds.select(cfg.data.train_split, own["subset"])
