@@ -165,8 +165,12 @@ def test_utility_table_for_a_conditional_run(run):
         assert all(0.0 <= v <= 1.0 for v in row["mean"].values())
         assert len(row["per_seed"]) == 2 and np.array(row["confusion"]).sum() == 2 * 12
         assert row["mean"]["accuracy"] == pytest.approx(row["mean"]["f1_micro"])
+        for m, ci in row["intervals"].items():  # over both seeds and the 12 test images
+            assert ci["value"] == pytest.approx(row["mean"][m]) and ci["low"] <= ci["value"] <= ci["high"]
+            assert (ci["n"], ci["n_seeds"], ci["level"]) == (12, 2, 0.95) and "seeds" in ci["method"]
     cc = util["class_consistency"]
     assert 0.0 <= cc["mean"] <= 1.0 and len(cc["per_seed"]) == 2 and cc["chance"] == 0.25
+    assert cc["intervals"]["mean"]["value"] == pytest.approx(cc["mean"]) and cc["intervals"]["mean"]["n"] == 96
     assert np.array(cc["confusion"]).sum() == 2 * 96 and np.array(cc["confusion"]).sum(1).tolist() == [48] * 4
     assert util["synthetic"]["per_class"] == {"glioma": 24, "meningioma": 24, "none": 24, "pituitary": 24}
     assert (run / "evaluation" / "utility_confusion.png").stat().st_size > 0

@@ -15,7 +15,9 @@ Protocol (what :func:`utility_table` runs):
 * reported per set: accuracy, precision / recall / F1 micro- and macro-averaged (scikit-learn,
   ``zero_division=0``), as mean and sample standard deviation (ddof=1) over the seeds, the
   per-seed values, and the confusion matrix summed over the seeds (rows: true class); a PNG shows
-  the three row-normalised confusion matrices.
+  the three row-normalised confusion matrices. Each mean has a 95 % interval over seeds and test
+  images (a bootstrap of the stored predictions, :mod:`medgen.evaluation.utility_intervals`): the
+  standard deviation over 3 seeds says nothing about how many test images the score rests on.
 
 Also reported, as ``class_consistency``: the real-trained classifiers (one per seed) label the
 synthetic images, and the fraction named as the class they were generated for is given with its
@@ -69,18 +71,21 @@ def _scores(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> tuple[dict, np.nd
 def utility_table(real_train: tuple[np.ndarray, np.ndarray], real_test: tuple[np.ndarray, np.ndarray],
                   synthetic: tuple[np.ndarray, np.ndarray], class_names: Sequence[str], seeds: Sequence[int] = (0, 1, 2),
                   mix_ratio: float = 1.0, val_fraction: float = 0.15, settings=None, figure: str | Path | None = None,
-                  echo=print) -> dict:
+                  echo=print, n_resamples: int = 1000) -> dict:
     """Train-on-real / synthetic / mixed, test-on-real table (see the module docstring).
 
     Each argument pair is (images (N, C, *spatial) in [0, 1], integer label ids). Returns
     {"protocol", "classes", "seeds", "mix_ratio", "n_test", "rows": {scenario: {n_train_real,
-    n_train_synthetic, mean {metric}, std {metric}, per_seed [...], confusion}}, "figure"}.
+    n_train_synthetic, mean {metric}, std {metric}, per_seed [...], confusion, intervals {metric}}}, "figure"}.
+    ``intervals`` (and ``class_consistency["intervals"]``): 95 % intervals over seeds and test
+    images (:mod:`medgen.evaluation.utility_intervals`), ``n_resamples`` bootstrap draws; 0: none.
     """
     import torch
 
     from sklearn.metrics import confusion_matrix
 
     from medgen.evaluation.classifier import DomainSettings, fit_classifier, predict, stratified_split, to_work
+    from medgen.evaluation.utility_intervals import score_intervals
 
     settings = settings or replace(DomainSettings(), epochs=40, patience=8)
     x_r, y_r = np.asarray(real_train[0], dtype=np.float32), np.asarray(real_train[1], dtype=np.int64)
@@ -98,9 +103,9 @@ def utility_table(real_train: tuple[np.ndarray, np.ndarray], real_test: tuple[np
     x_t_torch = torch.from_numpy(x_t)
     x_s_torch = torch.from_numpy(x_s)
     rows: dict = {}
-    consistency, cons_conf = [], np.zeros((k, k), dtype=np.int64)
+    consistency, cons_conf, cons_preds = [], np.zeros((k, k), dtype=np.int64), []
     for scenario in SCENARIOS:
-        per_seed, conf = [], np.zeros((k, k), dtype=np.int64)
+        per_seed, conf, preds = [], np.zeros((k, k), dtype=np.int64), []
         n_real = n_syn = 0
         for seed in seeds:
             if scenario == "real":
@@ -118,10 +123,12 @@ def utility_table(real_train: tuple[np.ndarray, np.ndarray], real_test: tuple[np
             model, report, size = fit_classifier(x[tr], y[tr], x[va], y[va], k, settings, seed=seed)
             pred = predict(model, to_work(x_t_torch, size)).argmax(1).numpy()  # (predict runs without gradients)
             scores, cm = _scores(y_t, pred, k)
+            preds.append(pred)
             conf += cm
             if scenario == "real":  # the real-trained classifier names the synthetic images' classes
                 pred_s = predict(model, to_work(x_s_torch, size)).argmax(1).numpy()
                 consistency.append(float((pred_s == y_s).mean()))
+                cons_preds.append(pred_s)
                 cons_conf += confusion_matrix(y_s, pred_s, labels=list(range(k)))
             per_seed.append({"seed": int(seed), **scores, "val_accuracy": report["accuracy"], "epochs_run": report["epochs_run"]})
         values = {m: np.array([r[m] for r in per_seed]) for m in METRIC_COLUMNS}
@@ -131,6 +138,8 @@ def utility_table(real_train: tuple[np.ndarray, np.ndarray], real_test: tuple[np
             "std": {m: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for m, v in values.items()},
             "per_seed": per_seed, "confusion": conf.tolist(),
         }
+        if n_resamples:
+            rows[scenario]["intervals"] = score_intervals(y_t, np.stack(preds), k, METRIC_COLUMNS, n_resamples=n_resamples)
         echo(f"utility: {scenario:15s} accuracy {rows[scenario]['mean']['accuracy']:.3f} ± {rows[scenario]['std']['accuracy']:.3f}")
     cons = np.array(consistency)
     class_consistency = {
@@ -138,6 +147,9 @@ def utility_table(real_train: tuple[np.ndarray, np.ndarray], real_test: tuple[np
         "mean": float(cons.mean()), "std": float(cons.std(ddof=1)) if len(cons) > 1 else 0.0,
         "per_seed": [float(v) for v in cons], "chance": 1.0 / k, "n_synthetic": int(len(x_s)), "confusion": cons_conf.tolist(),
     }
+    if n_resamples:  # over seeds and the synthetic images the real-trained classifiers named
+        class_consistency["intervals"] = {"mean": score_intervals(y_s, np.stack(cons_preds), k, ("accuracy",),
+                                                                  n_resamples=n_resamples)["accuracy"]}
     echo(f"utility: class consistency {cons.mean():.3f} (a real-trained classifier names the generated class; chance {1 / k:.3f})")
     out = {
         "protocol": "train a small CNN on each set (early stopping on a per-class validation split of that set), test on the real test split",

@@ -11,6 +11,21 @@ import numpy as np
 from medgen.evaluation.groups.base import Context, MetricGroup, add_row
 
 
+def _cell(mean: float, std: float, ci: dict | None) -> str:
+    """'0.983 ± 0.010 [0.950, 1.000]': mean ± std over seeds, then the interval over seeds and test images."""
+    text = f"{mean:.3f} ± {std:.3f}"
+    return text if not ci else f"{text} [{ci['low']:.3f}, {ci['high']:.3f}]"
+
+
+def _interval_note(section: dict) -> str:
+    """How the intervals were made (from the first one), or "" when the table has none."""
+    ci = next((r["intervals"]["accuracy"] for r in section["rows"].values() if r.get("intervals")), None)
+    if not ci:
+        return ""
+    return (f"[{ci['level']:.0%} interval: {ci['method']}; {ci['n']} test images, {ci['n_seeds']} seed(s), "
+            f"{ci['n_resamples']} resamples]")
+
+
 def _generated(ctx: Context, classes: list[str], y_train: np.ndarray):
     """(images, label ids) generated per class, with the source block; or a reason to skip."""
     from medgen.evaluation.generation import generate_cached
@@ -74,7 +89,8 @@ class Utility(MetricGroup):
         ctx.echo(f"utility: {len(seed_list)} seed(s) x 3 training sets")
         table = utility_table((train_set.images, y_train), (test_set.images[te_keep], y_test), syn, classes, seeds=seed_list,
                               mix_ratio=opts["mix"], settings=opts["settings"],
-                              figure=ctx.fig_dir / "utility_confusion.png", echo=ctx.echo)
+                              figure=ctx.fig_dir / "utility_confusion.png", echo=ctx.echo,
+                              n_resamples=ctx.run.n_resamples)
         table["synthetic"] = syn_source
         table["settings"] = {"ratio": opts["ratio"], "mix_ratio": opts["mix"], "seeds": seed_list,
                              "n_real_train": int(len(train_set)), "n_real_test": int(te_keep.sum()),
@@ -82,6 +98,7 @@ class Utility(MetricGroup):
         return table
 
     def extra_tables(self, section: dict) -> list:
+        from rich.markup import escape
         from rich.table import Table
 
         from medgen.evaluation.utility import METRIC_COLUMNS
@@ -92,16 +109,18 @@ class Utility(MetricGroup):
             return [ut]
         rows = section["rows"]
         names = list(rows)
+        note = _interval_note(section)
         ut = Table("metric", *(f"trained on {n}" for n in names),
-                   title=f"utility: test on real ({section['n_test']} images), mean ± std over {len(section['seeds'])} seed(s)",
+                   title=escape(f"utility: test on real ({section['n_test']} images), mean ± std over {len(section['seeds'])} seed(s)"
+                                + (" " + note if note else "")),
                    title_justify="left")
         add_row(ut, "n real / synthetic", *(f"{rows[n]['n_train_real']} / {rows[n]['n_train_synthetic']}" for n in names))
         for m in METRIC_COLUMNS:
-            add_row(ut, m, *(f"{rows[n]['mean'][m]:.3f} ± {rows[n]['std'][m]:.3f}" for n in names))
+            add_row(ut, m, *(_cell(rows[n]['mean'][m], rows[n]['std'][m], rows[n].get('intervals', {}).get(m)) for n in names))
         cc = section.get("class_consistency")
         if cc:  # tables from before it was measured have none
             add_row(ut, f"class consistency (chance {cc['chance']:.2f})",
-                    *(f"{cc['mean']:.3f} ± {cc['std']:.3f}" if n == "real" else "" for n in names))
+                    *(_cell(cc['mean'], cc['std'], cc.get('intervals', {}).get('mean')) if n == "real" else "" for n in names))
         return [ut]
 
     def extra_html(self, section: dict) -> str:
@@ -113,11 +132,14 @@ class Utility(MetricGroup):
         metrics = ("accuracy", "f1_macro", "precision_macro", "recall_macro")
         out = "<h3>Utility: a classifier trained on each set, tested on real images</h3><table><tr><th>trained on</th>" + "".join(
             f"<th>{m}</th>" for m in metrics) + "</tr>" + "".join(
-            f"<tr><th>{html.escape(n)}</th>" + "".join(f"<td>{r['mean'][m]:.3f} ± {r['std'][m]:.3f}</td>" for m in metrics) + "</tr>"
+            f"<tr><th>{html.escape(n)}</th>" + "".join(f"<td>{_cell(r['mean'][m], r['std'][m], r.get('intervals', {}).get(m))}</td>"
+                                                      for m in metrics) + "</tr>"
             for n, r in rows.items()) + "</table>"
+        note = _interval_note(section)
+        out += f"<p>Mean ± standard deviation over seeds {html.escape(note)}.</p>" if note else ""
         cc = section.get("class_consistency")
         if cc:
-            out += (f"<p>Class consistency: the real-trained classifier names <b>{cc['mean']:.3f} ± {cc['std']:.3f}</b> of the "
+            out += (f"<p>Class consistency: the real-trained classifier names <b>{_cell(cc['mean'], cc['std'], cc.get('intervals', {}).get('mean'))}</b> of the "
                     f"synthetic images as the class they were generated for (chance {cc['chance']:.2f}; near chance means "
                     "the generator's classes do not differ).</p>")
         return out
