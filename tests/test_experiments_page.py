@@ -101,8 +101,8 @@ def test_experiment_plan_uses_only_existing_presets_and_the_public_cli():
     steps = run_mod.plan("small")
     presets = {s.args[1] for s in steps if s.args[0] == "train"}
     assert presets <= set(preset_names()), presets - set(preset_names())
-    assert {s.args[0] for s in steps} <= {"data", "train", "evaluate", "detect"}
-    assert {s.study for s in steps} == {"S000", "S002", "S003", "S004"}
+    assert {s.args[0] for s in steps} <= {"data", "train", "evaluate", "detect", "compare", "scarce"}
+    assert {s.study for s in steps} == {"S000", "S002", "S003", "S004", "SCARCE"}
     # the fine-tuned run starts from the class-0 run, which comes first
     names = [s.name for s in steps]
     assert names.index("train s000-class0") < names.index("train s000-beta-finetuned")

@@ -21,7 +21,7 @@ def test_flat_validation_from_the_first_epoch_is_named():
 
 
 class _Stub(torch.nn.Module):
-    can_reconstruct, samplers = True, ()
+    can_reconstruct, can_sample, samplers = True, True, ()
 
     def __init__(self, fn):
         super().__init__()

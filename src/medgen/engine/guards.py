@@ -125,7 +125,7 @@ def degenerate_output(model, images: torch.Tensor, generator: torch.Generator | 
                 out.append(f"reconstructions barely change with the input (spread across images {spread:.3g} against "
                            f"{real:.3g} for the inputs; mean output {float(rec.float().mean()):.3g}): the model outputs "
                            "about the same image for every input, and anomaly scores would follow brightness, not content")
-        elif not model.samplers:  # a one-pass generator: cheap to sample (iterative samplers are not run here)
+        elif model.can_sample and not model.samplers:  # a one-pass generator: cheap to sample (iterative ones are not run here)
             try:
                 fake = model.sample(len(images), generator=generator)
             except NotImplementedError:

@@ -91,6 +91,7 @@ class FrozenVGG16(nn.Module):
 class PatchFeatures(GenerativeModel):
     Params = PatchFeatureParams
     stages = ("encoder",)
+    can_sample = False  # an encoder for the feature detectors: training ends without a sample grid
     detectors = ("patchcore", "padim")
 
     def __init__(self, params: PatchFeatureParams, info):
