@@ -151,7 +151,7 @@ def run_demo(out: str | Path = "demo-output", force: bool = False, echo=print, p
     else:
         for rd, _ in runs:
             if "evaluation" not in RunDir(rd).metrics():
-                evaluate(run=rd, metrics=["distribution", "fidelity", "intensity", "memorisation"], n=60, sweep=[], echo=lambda m: None)
+                evaluate(run=rd, metrics=["distribution", "fidelity", "sensitivity", "intensity", "memorisation"], n=60, sweep=[], echo=lambda m: None)
             summary = RunDir(rd).metrics().get("evaluation", {}).get("summary", {})
             if summary:
                 echo("    " + ", ".join(f"{k}={v:.4g}" for k, v in list(summary.items())[:6] if isinstance(v, (int, float))))
