@@ -130,9 +130,14 @@ def _write(out: Path, run, images: np.ndarray, mask_set: MaskSet, names: list[st
         if names:
             entry.update(original=names[i], original_scaling=scales[i])
         files.append(entry)
-    fig = overlay_figure(images, mask_set.masks, out / "pairs.png", [f["mask_from"][-18:] for f in files],
+    fig = overlay_figure(images, mask_set.masks, out / "pairs.png", [_short(f["mask_from"]) for f in files],
                          title=f"{run.root.name}: {manifest['mode']}, seed {seed}")
     manifest.update(n=len(images), files=files, figure=fig.name)
     (out / "samples.json").write_text(json.dumps(manifest, indent=2))
     echo(f"{len(images)} image + mask pairs in {out}; figure: {fig}")
     return {"out": str(out), "figure": str(fig), "images": images, "masks": mask_set.masks}
+
+
+def _short(name: str, width: int = 18) -> str:
+    """A column title that fits: the end of a long name (ids differ there), marked as cut."""
+    return name if len(name) <= width else "\u2026" + name[-(width - 1):]
