@@ -88,14 +88,8 @@ DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
 
 def _widths(node, key: str = ""):
     """(dotted key, value) of every integer under a key that names a layer width."""
-    if isinstance(node, dict):
-        for k, v in node.items():
-            yield from _widths(v, f"{key}.{k}" if key else str(k))
-    elif isinstance(node, (list, tuple)):
-        for v in node:
-            yield from _widths(v, key)
-    elif isinstance(node, int) and not isinstance(node, bool) and any(w in key.rsplit(".", 1)[-1] for w in WIDTH_WORDS):
-        yield key, node
+    return [(k, v) for k, v in _numbers(node, key)
+            if isinstance(v, int) and any(w in k.rsplit(".", 1)[-1] for w in WIDTH_WORDS)]
 
 
 def _numbers(node, key: str = ""):
