@@ -86,6 +86,7 @@ class StageConfig(Strict):
     lr: float | None = Field(None, gt=0)
     max_steps: int | None = Field(None, ge=1)
     val_every: int | None = Field(None, ge=1)
+    lr_schedule: Literal["constant", "cosine"] | None = None
 
 
 class TrainConfig(Strict):
@@ -118,6 +119,11 @@ class TrainConfig(Strict):
     max_nonfinite: int = Field(10, ge=1)  # consecutive non-finite losses before the run stops
     early_stopping_patience: int | None = Field(None, ge=1)
     lr_plateau_patience: int | None = Field(None, ge=1)
+    # "cosine": each stage's learning rate falls from train.lr to 0 along a half cosine over the
+    # stage's steps (Loshchilov & Hutter 2017), a function of the step alone, so a resumed run
+    # continues on the same curve. A short CPU run ends at its lowest loss instead of the noise
+    # floor of a constant rate.
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     device: str = "auto"
     stages: dict[str, StageConfig] = Field(default_factory=dict)
 

@@ -22,6 +22,7 @@ class StagePlan:
     ctx: StepContext | None = None
     optimizers: dict = field(default_factory=dict)
     plateau: dict | None = None
+    base_lrs: dict = field(default_factory=dict)  # each optimiser's group rates as built (lr schedules scale them)
     since_best: int = 0
     consecutive_bad: int = 0
     last_val: dict = field(default_factory=dict)

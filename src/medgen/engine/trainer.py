@@ -25,6 +25,7 @@ from medgen.engine import distributed as dist
 from medgen.engine.batches import iterate_batches
 from medgen.engine.checkpoint import load_checkpoint, restore_optimizers, save_checkpoint
 from medgen.engine.guards import check_finite_weights, checked_position, load_matching_weights
+from medgen.engine.lr_schedule import base_rates, lr_factor, set_rates
 from medgen.engine.context import StepContext
 from medgen.engine.ema import EMA
 from medgen.engine.rng import rng_state, seed_everything, set_rng_state
@@ -230,6 +231,10 @@ class Trainer:
         model.on_stage_start(st.name, StageData(self, st.batch_size))
         dist.broadcast_module(model, params=False)  # whatever a stage start computed with per-rank noise follows rank 0
         st.optimizers = st.ctx.optimizers = model.optimizers(st.name, scfg)
+        if scfg.lr_schedule != "constant" and scfg.lr_plateau_patience:
+            raise UserError(f"stage {st.name}: train.lr_schedule={scfg.lr_schedule} and train.lr_plateau_patience "
+                            "both set the learning rate; choose one")
+        st.base_lrs = base_rates(st.optimizers)
         if scfg.lr_plateau_patience:
             st.plateau = {n: torch.optim.lr_scheduler.ReduceLROnPlateau(o, factor=0.5, patience=scfg.lr_plateau_patience)
                           for n, o in st.optimizers.items()}
@@ -276,6 +281,8 @@ class Trainer:
         ctx = st.ctx
         ctx.step = self.pos.step
         ctx.nonfinite = 0
+        if st.cfg.lr_schedule != "constant":
+            set_rates(st.optimizers, st.base_lrs, lr_factor(st.cfg.lr_schedule, self.pos.stage_step, st.total))
         losses = self.model.training_step(batch, st.name, ctx)
         stop = self._stop_requested
         if self.world > 1:
@@ -299,6 +306,8 @@ class Trainer:
             rec = {"stage": st.name, "epoch": epoch, "step": self.pos.step, **{k: float(v) for k, v in losses.items()}}
             if st.ctx.nonfinite:
                 rec["skipped_nonfinite"] = st.ctx.nonfinite
+            if st.cfg.lr_schedule != "constant":  # the rate this step ran at (epoch records carry it always)
+                rec["lr"] = next(iter(st.optimizers.values())).param_groups[0]["lr"]
             self._log(rec)
             for k, v in losses.items():
                 self.writer.add_scalar(f"{st.name}/{k}", float(v), self.pos.step)

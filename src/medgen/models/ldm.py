@@ -41,12 +41,22 @@ class LDMParams(FamilyParams):
     disc_channels: int = Field(32, ge=1)
     disc_layers: int = Field(3, ge=1)
     perceptual_weight: float = Field(0.0, ge=0)
+    # L1 between the spatial finite differences of reconstruction and image (the gradient difference
+    # loss of Mathieu et al. 2016): pixel losses alone let the decoder average edges away (blur, lost
+    # grey/white-matter boundaries); this term needs no pretrained network
+    edge_weight: float = Field(0.0, ge=0)
     perceptual_network: Literal["alex", "resnet50", "radimagenet_resnet50"] = "alex"
     perceptual_weights: str | None = None  # local weights file for the perceptual network
     allow_missing_perceptual: bool = False  # continue without it when the file is missing
     loss: Literal["mse", "l1"] = "mse"
     conditional: bool = False
     cond_drop_prob: float = Field(0.1, ge=0, le=1)
+
+
+def edge_loss(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Mean L1 difference of the finite differences along every spatial axis (2-D or 3-D)."""
+    terms = [F.l1_loss(torch.diff(recon, dim=d), torch.diff(x, dim=d)) for d in range(2, x.dim())]
+    return torch.stack(terms).mean()
 
 
 class LatentDiffusion(DiffusionFamily):
@@ -167,6 +177,10 @@ class LatentDiffusion(DiffusionFamily):
         kl = 0.5 * torch.sum(z_mu.float() ** 2 + z_sigma.float() ** 2 - torch.log(z_sigma.float() ** 2 + 1e-12) - 1, dim=dims).mean()
         loss = l1 + p.kl_weight * kl
         out = {"l1": float(l1.detach()), "kl": float(kl.detach())}
+        if p.edge_weight > 0:
+            edge = edge_loss(recon, x)
+            loss = loss + p.edge_weight * edge
+            out["edge"] = float(edge.detach())
         if self._perceptual is not None:
             perc = self._perceptual(recon, x)
             loss = loss + p.perceptual_weight * perc

@@ -20,7 +20,7 @@ def loss_curves(records: list[dict], path: Path) -> Path | None:
     fig, axes = plt.subplots(1, len(stages), figsize=(5.2 * len(stages), 3.4), squeeze=False)
     for ax, stage in zip(axes[0], stages):
         rs = [r for r in steps if r.get("stage", "main") == stage]
-        keys = [k for k in dict.fromkeys(k for r in rs for k in r) if k not in ("time", "stage", "epoch", "step", "skipped_nonfinite")
+        keys = [k for k in dict.fromkeys(k for r in rs for k in r) if k not in ("time", "stage", "epoch", "step", "skipped_nonfinite", "lr")
                 and isinstance(rs[0].get(k, 0.0), (int, float))]
         for k in keys[:6]:
             xs = [r["step"] for r in rs if k in r]
