@@ -140,3 +140,17 @@ def test_batched_fid_matches_fid_of_the_resampled_matrices(n, f, dead):
     for b in range(6):
         assert got[b, 0] == pytest.approx(fid_from_features(x[ix[b]], y[iy[b]]), rel=1e-6)
         assert got[b, 1] == pytest.approx(fid_from_features(x[ix[b]], (y[::-1] * 1.1)[iy[b]]), rel=1e-6)
+
+
+def test_batched_fid_without_stored_outer_products_matches(monkeypatch):
+    """Many features (e.g. 2048-d Inception): covariances are one matrix product per resample instead."""
+    from medgen.metrics import resampled_stats
+
+    monkeypatch.setattr(resampled_stats, "OUTER_PRODUCTS_BYTES", 0)
+    x, y = _sets(100, f=12, seed=9, shift=0.2)
+    rng = np.random.default_rng(2)
+    ix, iy = rng.integers(0, 100, (3, 100)), rng.integers(0, 100, (3, 100))
+    got = resampled_stats.FIDBootstrap(x, [y])(ix, iy)
+    assert resampled_stats.FIDBootstrap(x, [y]).real.outer is None
+    for b in range(3):
+        assert got[b, 0] == pytest.approx(fid_from_features(x[ix[b]], y[iy[b]]), rel=1e-9)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from medgen.metrics.frechet import _trace_sqrt_product, frechet_distance
+from medgen.metrics.frechet import frechet_distance
 from medgen.metrics.kid import polynomial_kernel
 
 __all__ = ["FIDBootstrap", "KIDBootstrap", "PRDCBootstrap", "counts"]
