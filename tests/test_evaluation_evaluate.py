@@ -173,6 +173,10 @@ def test_utility_table_for_a_conditional_run(run):
     assert cc["intervals"]["mean"]["value"] == pytest.approx(cc["mean"]) and cc["intervals"]["mean"]["n"] == 96
     assert np.array(cc["confusion"]).sum() == 2 * 96 and np.array(cc["confusion"]).sum(1).tolist() == [48] * 4
     assert util["synthetic"]["per_class"] == {"glioma": 24, "meningioma": 24, "none": 24, "pituitary": 24}
+    for s in SCENARIOS:  # the headline numbers, with the intervals `medgen runs` and the report show
+        ci = res["summary_intervals"][f"accuracy/utility-{s}"]
+        assert res["summary"][f"accuracy/utility-{s}"] == util["rows"][s]["mean"]["accuracy"]
+        assert ci["ci"] == [util["rows"][s]["intervals"]["accuracy"][b] for b in ("low", "high")] and ci["n_seeds"] == 2
     assert (run / "evaluation" / "utility_confusion.png").stat().st_size > 0
 
 

@@ -77,3 +77,29 @@ def test_terminal_and_report_show_the_intervals():
     acc = cis["accuracy"]
     assert f"[{acc['low']:.3f}, {acc['high']:.3f}]" in text and "60 test images, 2 seed(s), 100 resamples" in text
     assert f"[{acc['low']:.3f}, {acc['high']:.3f}]" in Utility().extra_html(section)
+
+
+def test_summary_intervals_carry_each_training_sets_accuracy_and_f1():
+    """`medgen runs`, the terminal and the report read result["summary_intervals"]: the utility scores are there."""
+    from medgen.evaluation.evaluate import _intervals, summary
+
+    rows = {}
+    for scenario, right in (("real", 0.9), ("synthetic", 0.6)):
+        y, preds = _predictions(60, 3, right=right)
+        cis = score_intervals(y, preds, 3, METRIC_COLUMNS, n_resamples=100)
+        rows[scenario] = {"n_train_real": 10, "n_train_synthetic": 0, "mean": {m: cis[m]["value"] for m in METRIC_COLUMNS},
+                          "std": {m: 0.01 for m in METRIC_COLUMNS}, "intervals": cis}
+    result = {"utility": {"rows": rows, "n_test": 60, "seeds": [0, 1, 2]}}
+    intervals, values = _intervals(result), summary(result)
+    for scenario, row in rows.items():
+        for m in ("accuracy", "f1_macro"):
+            key = f"{m}/utility-{scenario}"
+            ci = row["intervals"][m]
+            assert values[key] == row["mean"][m]
+            assert intervals[key]["ci"] == [ci["low"], ci["high"]] and ci["low"] < ci["high"]
+            assert (intervals[key]["n"], intervals[key]["n_seeds"], intervals[key]["n_resamples"]) == (60, 3, 100)
+            assert "seeds" in intervals[key]["method"]
+    # a table without intervals (n_resamples 0) gives the values and no interval
+    for row in rows.values():
+        del row["intervals"]
+    assert "accuracy/utility-real" in summary(result) and not _intervals(result)

@@ -70,7 +70,7 @@ def test_prdc_resample_ignores_copies_of_a_point_as_its_neighbours():
     x, y = _sets(30, seed=5)
     stat = PRDCBootstrap(x, y, k=3)
     ix = np.repeat(np.arange(10), 3)  # every drawn real point is there three times
-    radii = stat._radii(stat.x_nbrs, np.bincount(ix, minlength=30).astype(float))
+    radii = stat.real.radii(np.bincount(ix, minlength=30).astype(float)[None])[0]
     assert (radii[:10] > 0).all()  # not 0, which its own copies would give
     d = np.linalg.norm(x[:10, None] - x[None, :10], axis=2)
     np.fill_diagonal(d, np.inf)
@@ -89,3 +89,68 @@ def test_all_six_intervals_from_one_bootstrap_agree_with_the_single_ones():
     assert (together["kid"]["low"], together["kid"]["high"]) == pytest.approx(
         (kid_ci(x, y, n_resamples=60, seed=2)["low"], kid_ci(x, y, n_resamples=60, seed=2)["high"]))
     assert together["coverage"] == prdc_ci(x, y, n_resamples=60, seed=2)["coverage"]
+
+
+def _dense_prdc(x, y, ix, iy, k):
+    """PRDC of one resample from full distance matrices (a point's own copies are not its neighbours)."""
+    from sklearn.metrics import pairwise_distances
+
+    def radii(d, c):
+        d = d.copy()
+        np.fill_diagonal(d, np.inf)
+        order = np.argsort(d, axis=1)
+        reached = np.cumsum(c[order], axis=1) >= k
+        return np.where(reached.any(1), np.take_along_axis(d, order, 1)[np.arange(len(d)), reached.argmax(1)], np.inf)
+
+    cx, cy = np.bincount(ix, minlength=len(x)).astype(float), np.bincount(iy, minlength=len(y)).astype(float)
+    dxy = pairwise_distances(x, y).astype(np.float32)
+    rx = radii(pairwise_distances(x).astype(np.float32), cx)
+    ry = radii(pairwise_distances(y).astype(np.float32), cy)
+    real_ball = (dxy < rx[:, None]) & (cx > 0)[:, None]
+    fake_ball = (dxy < ry[None, :]) & (cy > 0)[None, :]
+    return [cy @ real_ball.any(0) / cy.sum(), cx @ fake_ball.any(1) / cx.sum(),
+            (cx @ real_ball) @ cy / (k * cy.sum()), cx @ ((dxy < rx[:, None]) & (cy > 0)[None, :]).any(1) / cx.sum()]
+
+
+@pytest.mark.parametrize("cap_factor", [1, 3])
+def test_batched_prdc_matches_a_dense_recomputation_per_resample(monkeypatch, cap_factor):
+    from medgen.metrics import resampled_stats
+
+    # cap_factor 1 lists only the nearest neighbour's pairs: most balls then take the beyond-cap route
+    monkeypatch.setattr(resampled_stats._Balls, "CAP_FACTOR", cap_factor)
+    x, y = _sets(60, f=6, seed=7, shift=0.4)
+    y = y[:45]
+    rng = np.random.default_rng(0)
+    ix, iy = rng.integers(0, 60, (5, 60)), rng.integers(0, 45, (5, 45))
+    got = PRDCBootstrap(x, y, k=3)(ix, iy)
+    for b in range(5):
+        assert got[b] == pytest.approx(_dense_prdc(x, y, ix[b], iy[b], 3), abs=1e-12)
+
+
+@pytest.mark.parametrize("n, f, dead", [(200, 16, 0), (150, 40, 10), (30, 48, 0)])
+def test_batched_fid_matches_fid_of_the_resampled_matrices(n, f, dead):
+    """Including features constant on the real set (a CNN's dead units) and fewer images than features."""
+    from medgen.metrics.resampled_stats import FIDBootstrap
+
+    x, y = _sets(n, f=f, seed=8, shift=0.2, scale=0.9)
+    x[:, :dead] = 0.0
+    rng = np.random.default_rng(1)
+    ix, iy = rng.integers(0, n, (6, n)), rng.integers(0, n, (6, n))
+    got = FIDBootstrap(x, [y, y[::-1] * 1.1])(ix, iy, iy)
+    for b in range(6):
+        assert got[b, 0] == pytest.approx(fid_from_features(x[ix[b]], y[iy[b]]), rel=1e-6)
+        assert got[b, 1] == pytest.approx(fid_from_features(x[ix[b]], (y[::-1] * 1.1)[iy[b]]), rel=1e-6)
+
+
+def test_batched_fid_without_stored_outer_products_matches(monkeypatch):
+    """Many features (e.g. 2048-d Inception): covariances are one matrix product per resample instead."""
+    from medgen.metrics import resampled_stats
+
+    monkeypatch.setattr(resampled_stats, "OUTER_PRODUCTS_BYTES", 0)
+    x, y = _sets(100, f=12, seed=9, shift=0.2)
+    rng = np.random.default_rng(2)
+    ix, iy = rng.integers(0, 100, (3, 100)), rng.integers(0, 100, (3, 100))
+    got = resampled_stats.FIDBootstrap(x, [y])(ix, iy)
+    assert resampled_stats.FIDBootstrap(x, [y]).real.outer is None
+    for b in range(3):
+        assert got[b, 0] == pytest.approx(fid_from_features(x[ix[b]], y[iy[b]]), rel=1e-9)

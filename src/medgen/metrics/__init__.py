@@ -10,6 +10,7 @@ Modules:
   memorisation nearest-neighbour memorisation / privacy audit and closest-pairs figure
   intervals    bootstrap and exact binomial intervals, verdicts between runs (Holm-corrected)
   feature_intervals  bootstrap intervals of FID, KID and PRDC over both feature sets
+  resampled_stats    FID, KID and PRDC of batches of bootstrap resamples (what feature_intervals runs)
   texture      weight-free multi-scale texture and contrast features (blur, contrast, noise, checkerboards)
   sensitivity  could an extractor at this n tell a blurred, contrast-reduced copy of real images?
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from medgen.evaluation.groups.base import Context, MetricGroup, add_row
+from medgen.evaluation.groups.base import Context, MetricGroup, add_row, interval_headline
+
+HEADLINE_METRICS = ("accuracy", "f1_macro")  # per training set; the table has the others
 
 
 def _cell(mean: float, std: float, ci: dict | None) -> str:
@@ -51,7 +53,8 @@ class Utility(MetricGroup):
     scope = "run"
     in_all = False
     title = "train-on-synthetic / test-on-real classifier table"
-    meanings = {"utility": "tumour-classifier score on real test images"}
+    meanings = {"accuracy/utility": "accuracy on real test images of a classifier trained on this set (mean over seeds)",
+                "f1_macro/utility": "macro F1 on real test images of a classifier trained on this set (mean over seeds)"}
 
     def compute(self, ctx: Context) -> dict:
         from medgen.evaluation.utility import utility_table
@@ -96,6 +99,19 @@ class Utility(MetricGroup):
                              "n_real_train": int(len(train_set)), "n_real_test": int(te_keep.sum()),
                              "real_test_split": test_set.source.get("split")}
         return table
+
+    def headline(self, section: dict) -> dict[str, dict]:
+        """{"accuracy/utility-real": ..., "f1_macro/utility-mixed": ...}: each training set's mean score,
+        with its interval over seeds and test images (and the number of seeds it rests on)."""
+        out = {}
+        for scenario, row in (section.get("rows") or {}).items():
+            for m in HEADLINE_METRICS:
+                ci = (row.get("intervals") or {}).get(m)
+                h = interval_headline(row["mean"][m], ci)
+                if ci:
+                    h["n_seeds"] = ci.get("n_seeds")
+                out[f"{m}/utility-{scenario}"] = h
+        return out
 
     def extra_tables(self, section: dict) -> list:
         from rich.markup import escape
