@@ -286,7 +286,7 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
                 tuning.Scoring(smooth, score, top_percent, edge_margin))
             det.use_levels(chosen, tuning.level_scales(normal_levels, calib.images, foreground))
             raw, lesion_raw = det.combine(normal_levels), det.combine(lesion_levels)
-            echo(f"noise levels chosen on normal validation images with synthetic lesions: {', '.join(map(str, chosen))} "
+            echo(f"noise levels chosen on normal validation images with synthetic lesions: {', '.join(str(v) for v in chosen)} "
                  f"(synthetic-lesion image AUROC {level_record['synthetic_auroc']:.3f})")
         else:
             raw = det.run(calib.images, seed + 1, "calibrate (normal val)").maps
