@@ -4,8 +4,8 @@ The criterion: the image AUROC between the run's normal validation images and co
 images with one synthetic small lesion each (:mod:`medgen.anomaly.synthetic`). No test image and
 no real lesion enters. Every candidate of :data:`GRID` (map smoothing, score, edge margin) is
 computed from the same two sets of raw maps, so tuning costs one extra detector pass over the
-validation images; the candidate with the highest AUROC wins (ties: the earlier one, which is
-the plainer setting).
+validation images; the candidate with the highest AUROC wins (ties: the settings given, then
+the earlier candidate of :func:`grid`).
 
 Why it helps: which pixels dominate a normal image's score depends on the detector and the data
 (feature detectors peak at the brain outline; heavy smoothing dilutes a 3-pixel lesion), and a
