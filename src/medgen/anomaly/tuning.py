@@ -2,7 +2,7 @@
 
 The criterion: the image AUROC between the run's normal validation images and copies of the same
 images with one synthetic small lesion each (:mod:`medgen.anomaly.synthetic`). No test image and
-no real lesion enters. Every candidate of :data:`GRID` (map smoothing, score, edge margin) is
+no real lesion enters. Every candidate of :func:`grid` (map smoothing, score, edge margin) is
 computed from the same two sets of raw maps, so tuning costs one extra detector pass over the
 validation images; the candidate with the highest AUROC wins (ties: the settings given, then
 the earlier candidate of :func:`grid`).
