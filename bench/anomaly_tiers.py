@@ -6,7 +6,7 @@ then runs ``medgen detect`` on every tier's test split with each detector asked 
 come from the run's normal validation images only; no test lesion chooses anything.
 
     PYTHONPATH=src python bench/anomaly_tiers.py --out /tmp/tiers [--preset brain-patchcore-anomaly]
-        [--detectors patchcore,padim] [--tiers medium-strong,small-strong] [--n 800]
+        [--detectors patchcore,padim] [--tiers medium-strong,small-strong] [--n 800] [--detect-option tune=none]
 
 Writes OUT/results.json (one record per tier and detector: image AUROC, AUPRC, pixel AUROC inside
 the brain, best Dice, Dice at the validation threshold, held-out FPR, n) and prints a table.
@@ -50,7 +50,21 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--profile", default="small")
     ap.add_argument("--detectors", default="auto")
     ap.add_argument("--set", action="append", default=[], help="config overrides for the run (KEY=VALUE)")
+    ap.add_argument("--detect-option", action="append", default=[],
+                    help="detect keyword overrides (KEY=VALUE), e.g. tune=none for the plain scoring")
     return ap
+
+
+def detect_options(pairs: list[str]) -> dict:
+    """``KEY=VALUE`` pairs as keyword arguments of :func:`medgen.anomaly.detect`, typed like its defaults."""
+    from medgen.anomaly import detect
+
+    extra = {}
+    for kv in pairs:
+        k, v = kv.split("=", 1)
+        default = detect.__kwdefaults__.get(k)
+        extra[k] = type(default)(v) if default is not None else v
+    return extra
 
 
 def main() -> None:
@@ -63,7 +77,6 @@ def main() -> None:
     ap.add_argument("--tiers", default=",".join(TIERS))
     ap.add_argument("--train-tier", default="medium-strong")
     ap.add_argument("--n", type=int, default=800)
-    ap.add_argument("--detect-option", action="append", default=[], help="detect keyword overrides (KEY=VALUE)")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     data = {}
@@ -78,10 +91,7 @@ def main() -> None:
         train(a.preset, data[a.train_tier], run, profile=a.profile, subset=["label=none"], overrides=a.set,
               echo=lambda *_: None)
         print(f"trained {a.preset} ({a.profile}) in {time.time() - t0:.0f} s")
-    extra = {}
-    for kv in a.detect_option:
-        k, v = kv.split("=", 1)
-        extra[k] = type(detect.__kwdefaults__.get(k, ""))(v) if detect.__kwdefaults__.get(k) is not None else v
+    extra = detect_options(a.detect_option)
     results = []
     for tier in a.tiers.split(","):
         for det in a.detectors.split(","):

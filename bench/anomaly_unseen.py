@@ -14,7 +14,7 @@ Then: prepare, train ``--preset`` on the normals, ``medgen detect --input test -
 --normal normal`` with each detector; results to OUT/results.json.
 
     PYTHONPATH=src python bench/anomaly_unseen.py --out /tmp/unseen [--preset brain-patchcore-anomaly]
-        [--detectors patchcore,padim]
+        [--detectors patchcore,padim] [--detect-option tune=none]
 """
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ def build(out: Path, seed: int = 0) -> None:
 
 
 def main() -> None:
-    from anomaly_tiers import parser, record, summary
+    from anomaly_tiers import detect_options, parser, record, summary
 
     from medgen.anomaly import detect
     from medgen.data.prepare import PrepareOptions, prepare
@@ -130,7 +130,7 @@ def main() -> None:
     results = []
     for det in a.detectors.split(","):
         r = detect(run, input=a.out / "test", masks=a.out / "test_masks", normal="normal", detector=det, force=True,
-                   out=a.out / "detect" / det, echo=lambda *_: None)
+                   out=a.out / "detect" / det, echo=lambda *_: None, **detect_options(a.detect_option))
         results.append(record("unseen", r["settings"]["detector"], r))
         print(summary(results[-1]), flush=True)
     (a.out / "results.json").write_text(json.dumps({"preset": a.preset, "profile": a.profile, "set": a.set,

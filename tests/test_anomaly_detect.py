@@ -253,3 +253,40 @@ def test_no_input_image_counting_as_normal_names_the_labels_and_suggests_normal(
     assert "labels found: lesion, normal" in note and "--normal normal" in note
     r = detect(ae_run, input=tmp_path / "in", out=tmp_path / "o2", echo=lambda *_: None, normal="normal")
     assert r["image"]["auroc"] is not None and not any("counts as normal" in n for n in r["notes"])
+
+
+def test_noise_level_auto_picks_a_candidate_set_on_normals_only(ddpm_run, tmp_path):
+    from medgen.anomaly import detect, tuning
+
+    lines = []
+    r = detect(ddpm_run, out=tmp_path / "auto", echo=lines.append, noise_level="auto", steps=2, draws=1)
+    choice = r["settings"]["noise_level_choice"]
+    assert tuple(choice["chosen"]) in tuning.NOISE_SETS and len(choice["candidates"]) == len(tuning.NOISE_SETS)
+    best = max(c["synthetic_auroc"] for c in choice["candidates"])
+    assert abs(choice["synthetic_auroc"] - best) < 1e-4
+    levels = r["settings"]["noise_level"]
+    assert sorted(np.atleast_1d(levels).tolist()) == sorted(choice["chosen"])
+    scales = r["settings"]["level_scales"]
+    assert len(scales) == len(choice["chosen"]) and all(v > 0 for v in scales)
+    assert any("noise levels chosen on normal validation images" in line for line in lines)
+    assert r["settings"]["tuning"]["applied"] is False  # auto scoring tuning is for feature detectors only
+
+
+def test_tune_synthetic_on_a_reconstruction_run_records_its_choice(ae_run, tmp_path):
+    from medgen.anomaly import detect, tuning
+    from medgen.errors import UserError
+
+    r = detect(ae_run, out=tmp_path / "tuned", echo=lambda *_: None, tune="synthetic")
+    t = r["settings"]["tuning"]
+    assert t["applied"] and tuning.Scoring(**t["chosen"]) in tuning.grid(32)
+    for key in ("smooth", "score", "edge_margin"):
+        assert r["settings"][key] == t["chosen"][key]
+    assert t["synthetic_auroc"] >= t["synthetic_auroc_of_given_settings"]
+    plain = detect(ae_run, out=tmp_path / "plain", echo=lambda *_: None)
+    assert plain["settings"]["tuning"] == {"mode": "auto", "applied": False} and plain["settings"]["smooth"] == 3.0
+    with pytest.raises(UserError, match="--tune"):
+        detect(ae_run, out=tmp_path / "bad", echo=lambda *_: None, tune="sometimes")
+    with pytest.raises(UserError, match="--edge-margin"):
+        detect(ae_run, out=tmp_path / "bad", echo=lambda *_: None, edge_margin=-1)
+    with pytest.raises(UserError, match="--noise-level auto needs the diffusion detector"):
+        detect(ae_run, out=tmp_path / "bad", echo=lambda *_: None, noise_level="auto")

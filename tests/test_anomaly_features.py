@@ -102,6 +102,9 @@ def test_patchcore_detect_end_to_end(tmp_path):
     assert r["settings"]["detector"] == "patchcore" and r["settings"]["memory"] == 64
     assert 0 <= r["image"]["auroc"] <= 1 and 0 <= r["pixel_foreground"]["auroc"] <= 1
     assert any("memory bank: 64 of" in line for line in lines)
+    tuned = r["settings"]["tuning"]  # feature detectors choose their scoring on normals + synthetic lesions
+    assert tuned["applied"] and r["settings"]["edge_margin"] == tuned["chosen"]["edge_margin"]
+    assert any("scoring chosen on normal validation images" in line for line in lines)
     p = detect(run, out=tmp_path / "padim", echo=lambda *_: None, detector="padim")
     assert p["settings"]["detector"] == "padim" and "map" not in p["settings"]
 

@@ -24,12 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from medgen.anomaly import detectors as registry
-from medgen.anomaly import thresholds, uncertainty
+from medgen.anomaly import thresholds, tuning, uncertainty
 from medgen.anomaly.detectors.base import Settings
 from medgen.anomaly.evaluation import image_metrics, pixel_metrics
 from medgen.data.imageset import is_prepared_dataset
 from medgen.errors import UserError
 
+TUNE_MODES = ("auto", "synthetic", "none")
 PIXEL_INTERVAL_LIMIT = 4_000_000  # above this many map pixels the per-image bootstrap of pixel numbers is skipped
 
 
@@ -140,6 +141,9 @@ def _no_normal_note(items: Images, normal_values: list[str] | None) -> str:
 
 
 def _noise_levels(noise_level) -> tuple[float, ...]:
+    """The levels asked for; ``auto``: every candidate of :data:`tuning.NOISE_CANDIDATES` (one set is chosen later)."""
+    if isinstance(noise_level, str) and noise_level.strip().lower() == "auto":
+        return tuning.NOISE_CANDIDATES
     text = noise_level if isinstance(noise_level, str) else ",".join(str(v) for v in np.atleast_1d(noise_level))
     try:
         levels = tuple(float(v) for v in text.split(",") if v.strip())
@@ -154,7 +158,8 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
            score="top-percentile", noise_level: float | str = 0.1, force=False, echo=print, *, top_percent: float = 5.0,
            foreground: float | None = 0.05, detector: str = "auto", steps: int | None = 10, sampler: str = "ddim", draws: int = 8,
            normal: str | list[str] | None = None, batch_size: int = 16, seed: int = 0, ssim_window: int = 7,
-           device: str | None = None, figure_items: int = 8, memory: int = 2048, neighbours: int = 1) -> dict:
+           device: str | None = None, figure_items: int = 8, memory: int = 2048, neighbours: int = 1,
+           edge_margin: float = 0.0, tune: str = "auto") -> dict:
     """Score and localise anomalies with a trained run; returns the metrics dict (also written to disk).
 
     ``input``: None (the run's own dataset, ``split``), a prepared dataset folder (its ``split``;
@@ -165,7 +170,11 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
     that is scored (None = every pixel). Diffusion runs: ``noise_level`` = t_start / T (several,
     comma-separated: maps averaged), ``steps`` reverse steps (None = all), ``sampler`` ddpm | ddim.
     PatchCore: ``memory`` patches kept, ``neighbours`` k. ``normal``: labels counted as normal
-    (default: the run's ``--subset label=...``).
+    (default: the run's ``--subset label=...``). ``edge_margin``: pixels of the foreground rim left
+    out of the image score. ``tune``: ``synthetic`` replaces smooth / score / top_percent /
+    edge_margin by the candidate that best separates the normal validation images from copies with
+    a synthetic lesion (:mod:`medgen.anomaly.tuning`), ``none`` keeps them, ``auto`` = synthetic
+    for detectors fitted on normals (patchcore, padim), none for the others.
     """
     from medgen.anomaly import scoring
     from medgen.models.conv_ae import restoring_from_checkpoint
@@ -190,6 +199,10 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
         raise UserError("--draws must be >= 1")
     if memory < 1 or neighbours < 1:
         raise UserError("--memory and --neighbours must be >= 1")
+    if edge_margin < 0:
+        raise UserError("--edge-margin must be >= 0")
+    if tune not in TUNE_MODES:
+        raise UserError(f"unknown --tune '{tune}'; choose one of {', '.join(TUNE_MODES)}")
     with restoring_from_checkpoint():
         cfg, model, rundir = load_run_model(run, device)
     run_data = rundir.data()
@@ -245,9 +258,6 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
             raise UserError(f"--detector {detector} learns from the run's normal training images, but its dataset is "
                             "not available", run_ds or rundir.root)
         det.fit(_from_prepared(run_ds, run_data.get("train_split", "train"), subset, "normal-train").images, echo)
-    settings = {"detector": detector, "smooth": smooth, "score": score,
-                "top_percent": top_percent if score == "top-percentile" else None, "foreground": foreground,
-                "threshold_rule": str(rule), **det.record()}
     calib = None
     if run_ds is not None and is_prepared_dataset(run_ds):
         try:
@@ -257,10 +267,39 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
     image_thr, pixel_thr = None, None
     calib_scores = None
     calib_info = {"source": None}
+    tuned, tune_notes = None, []
+    auto_levels = isinstance(noise_level, str) and noise_level.strip().lower() == "auto"
+    if auto_levels and (detector != "diffusion" or calib is None or calib.images.ndim != 4 or len(calib.images) < tuning.MIN_NORMALS):
+        raise UserError(f"--noise-level auto needs the diffusion detector and at least {tuning.MIN_NORMALS} normal 2D validation images "
+                        "in the run's dataset; give the levels, e.g. --noise-level 0.1")
     if calib is not None:
-        raw = det.run(calib.images, seed + 1, "calibrate (normal val)").maps
+        lesioned, lesion_raw = None, None
+        if auto_levels:
+            from medgen.anomaly.synthetic import add_lesions
+
+            lesioned, _ = add_lesions(calib.images, seed + 2)
+            normal_levels, _ = det.run_levels(calib.images, seed + 1, "calibrate (normal val)")
+            lesion_levels, _ = det.run_levels(lesioned, seed + 3, "tune (normal val + synthetic lesions)")
+            t_of = {v: tuning_t for v, tuning_t in zip(det.settings.noise_levels, det.t_starts)}
+            chosen, level_record = tuning.choose_noise_levels(
+                normal_levels, calib.images, lesion_levels, lesioned, t_of, foreground,
+                tuning.Scoring(smooth, score, top_percent, edge_margin))
+            det.use_levels(chosen, tuning.level_scales(normal_levels, calib.images, foreground))
+            raw, lesion_raw = det.combine(normal_levels), det.combine(lesion_levels)
+            echo(f"noise levels chosen on normal validation images with synthetic lesions: {', '.join(str(v) for v in chosen)} "
+                 f"(synthetic-lesion image AUROC {level_record['synthetic_auroc']:.3f})")
+        else:
+            raw = det.run(calib.images, seed + 1, "calibrate (normal val)").maps
+        if tune == "synthetic" or (tune == "auto" and det.fits_on_normals):
+            tuned, tune_note = _tune(det, calib, raw, tuning.Scoring(smooth, score, top_percent, edge_margin),
+                                     foreground, seed, echo, lesioned, lesion_raw)
+            if tuned is not None:
+                choice = tuning.Scoring(**tuned["chosen"])
+                smooth, score, top_percent, edge_margin = choice.smooth, choice.score, choice.top_percent, choice.edge_margin
+            if tune_note:
+                tune_notes.append(tune_note)
         cmaps, cfg_fg = scoring.postprocess(raw, calib.images, smooth, foreground)
-        calib_scores = scoring.image_scores(cmaps, score, top_percent, cfg_fg)
+        calib_scores = scoring.image_scores(cmaps, score, top_percent, scoring.scoring_region(cfg_fg, edge_margin))
         calib_pixels = cmaps.ravel() if cfg_fg is None else cmaps[cfg_fg]
         calib_pixels = thresholds.subsample(calib_pixels, 5_000_000, seed)
         calib_info = {"source": calib.source, "n": len(calib.images), "subset": subset,
@@ -272,11 +311,17 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
         image_thr = pixel_thr = float(rule.value)
     if image_thr is None:
         raise UserError(f"--threshold {rule} needs the run's normal validation images ({run_ds}); give --threshold value:X")
+    settings = {"detector": detector, "smooth": smooth, "score": score,
+                "top_percent": top_percent if score == "top-percentile" else None, "foreground": foreground,
+                "edge_margin": edge_margin, "threshold_rule": str(rule), **det.record(),
+                "tuning": tuned if tuned is not None else {"mode": tune, "applied": False}}
+    if auto_levels:
+        settings["noise_level_choice"] = level_record
 
     # the input
     output = det.run(items.images, seed, f"detect ({items.name})")
     maps, fg = scoring.postprocess(output.maps, items.images, smooth, foreground)
-    scores = scoring.image_scores(maps, score, top_percent, fg)
+    scores = scoring.image_scores(maps, score, top_percent, scoring.scoring_region(fg, edge_margin))
     predicted = scores > image_thr
     truth = _anomalous(items, normal_values)
 
@@ -299,7 +344,7 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
         if truth is not None and maps.size <= PIXEL_INTERVAL_LIMIT:
             result["pixel_foreground" if fg is not None else "pixel"].update(
                 uncertainty.pixel_intervals(maps, items.masks, fg, truth, seed))
-    result["notes"] = list(items.notes)
+    result["notes"] = list(items.notes) + tune_notes
     if truth is not None and truth.all():
         result["notes"].append(_no_normal_note(items, normal_values))
     if calib is not None and input is None and split == run_data.get("val_split", "val"):
@@ -341,6 +386,26 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
     rundir.update_metrics("anomaly", {**{k: v for k, v in result.items() if k != "notes"}, "by_input": by_input})
     _echo_summary(result, echo)
     return result
+
+
+def _tune(det, calib: Images, raw: np.ndarray, given: tuning.Scoring, foreground, seed: int, echo,
+          lesioned: np.ndarray | None = None, lesion_raw: np.ndarray | None = None) -> tuple[dict | None, str | None]:
+    """(tuning record or None, a note): the scoring chosen on normal validation images with synthetic lesions."""
+    from medgen.anomaly.synthetic import add_lesions
+
+    if calib.images.ndim != 4:
+        return None, "--tune synthetic draws 2D lesions: skipped for volumes, the given scoring settings are used"
+    if len(calib.images) < tuning.MIN_NORMALS:
+        return None, f"--tune synthetic needs at least {tuning.MIN_NORMALS} normal validation images (the run has {len(calib.images)}): skipped"
+    if lesion_raw is None:
+        lesioned, _ = add_lesions(calib.images, seed + 2)
+        lesion_raw = det.run(lesioned, seed + 3, "tune (normal val + synthetic lesions)").maps
+    best, record = tuning.choose(raw, calib.images, lesion_raw, lesioned, foreground, given)
+    record["mode"], record["applied"] = "synthetic", True
+    echo(f"scoring chosen on normal validation images with synthetic lesions: {best.label()} "
+         f"(synthetic-lesion image AUROC {record['synthetic_auroc']:.3f}; given settings "
+         f"{record['synthetic_auroc_of_given_settings']:.3f})")
+    return record, None
 
 
 def _by_label(scores, labels, normal_values, predicted) -> dict:

@@ -16,7 +16,10 @@ skull-stripped MRI is black, and reconstructions are least sure at the brain edg
 filled; map values outside it are set to 0 and image scores use only foreground pixels.
 
 Scores (:func:`image_scores`): ``mean``, ``max`` or ``top-percentile`` (the mean of the top
-``top_percent`` % of foreground pixels; a robust "max").
+``top_percent`` % of foreground pixels; a robust "max"). :func:`scoring_region` leaves a rim of
+``edge_margin`` pixels inside the foreground edge out of the image score: at the brain outline the
+maps of NORMAL images are highest (misalignment, partial volume, the model's blur), and one such
+pixel can outrank a small lesion inside the brain.
 """
 from __future__ import annotations
 
@@ -123,6 +126,20 @@ def anomaly_map(x, x_hat, kind: str = "abs", smooth: float = 0.0, foreground: fl
                 window: int = 7) -> tuple[np.ndarray, np.ndarray | None]:
     """(maps (N, 1, *spatial) float32, foreground mask or None): error map, smoothed, masked."""
     return postprocess(error_map(x, x_hat, kind, window), x, smooth, foreground)
+
+
+def scoring_region(fg: np.ndarray | None, edge_margin: float = 0.0) -> np.ndarray | None:
+    """The foreground (N, 1, *spatial) without its outer rim: pixels farther than ``edge_margin``
+    pixels from the background. An image whose region would vanish keeps its whole foreground."""
+    if fg is None or not edge_margin or edge_margin <= 0:
+        return fg
+    from scipy import ndimage as ndi
+
+    out = np.empty_like(fg)
+    for i in range(len(fg)):
+        inner = ndi.distance_transform_edt(fg[i, 0]) > edge_margin
+        out[i, 0] = inner if inner.any() else fg[i, 0]
+    return out
 
 
 def image_scores(maps: np.ndarray, how: str = "top-percentile", top_percent: float = 1.0,

@@ -24,8 +24,10 @@ def detect_cmd(
     smooth: float = typer.Option(3.0, "--smooth", min=0.0, help="Gaussian smoothing of the map, sigma in pixels (0 = off); lesions are blobs, normal reconstruction errors are scattered."),
     score: str = typer.Option("top-percentile", "--score", help="Image score from its map: mean, max, top-percentile (mean of the top --top-percent %)."),
     top_percent: float = typer.Option(5.0, "--top-percent", help="Percent of pixels averaged by --score top-percentile."),
+    edge_margin: float = typer.Option(0.0, "--edge-margin", min=0.0, help="Leave a rim of this many pixels inside the foreground edge out of the image score (the maps of normal images peak at the brain outline)."),
+    tune: str = typer.Option("auto", "--tune", help="synthetic: choose --smooth/--score/--top-percent/--edge-margin on the normal validation images with synthetic small lesions drawn in (no real lesion is used); none: keep the given ones; auto: synthetic for patchcore/padim, none otherwise."),
     foreground: str = typer.Option("0.05", "--foreground", help="Score only pixels where the input is above this (the black background is left out); 'none' = every pixel."),
-    noise_level: str = typer.Option("0.1", "--noise-level", help="Diffusion detector: noise up to this fraction of the timesteps (0.1 = t 100 of 1000), then denoise (AnoDDPM: 0.25); several, comma-separated (0.05,0.1,0.2): their maps are averaged."),
+    noise_level: str = typer.Option("0.1", "--noise-level", help="Diffusion detector: noise up to this fraction of the timesteps (0.1 = t 100 of 1000), then denoise (AnoDDPM: 0.25); several, comma-separated (0.05,0.1,0.2): their maps are averaged; auto: the set of 0.05/0.1/0.2 that best separates the normal validation images from copies with synthetic lesions, each level's map divided by its normal mean."),
     steps: Optional[int] = typer.Option(10, "--steps", min=1, help="Diffusion detector: reverse steps from t_start to 0, evenly respaced (--all-steps: every timestep)."),
     all_steps: bool = typer.Option(False, "--all-steps", help="Diffusion detector: walk every timestep from t_start to 0 (AnoDDPM; slow on CPU)."),
     sampler: str = typer.Option("ddim", "--sampler", help="Diffusion detector: ddim (deterministic) or ddpm (stochastic, AnoDDPM)."),
@@ -56,7 +58,8 @@ def detect_cmd(
     result = detect(run, input=input, masks=masks, out=out, threshold=threshold, split=split, map=map_type, smooth=smooth,
                     score=score, noise_level=noise_level, force=force, echo=echo, top_percent=top_percent, foreground=fg,
                     detector=detector, steps=None if all_steps else steps, sampler=sampler, draws=draws, normal=normal,
-                    batch_size=batch_size, seed=seed, memory=memory, neighbours=neighbours)
+                    batch_size=batch_size, seed=seed, memory=memory, neighbours=neighbours,
+                    edge_margin=edge_margin, tune=tune)
     if as_json:
         typer.echo(json.dumps(result, indent=2, default=str))
 
