@@ -308,3 +308,15 @@ def test_cli_refuses_the_wrong_sampler_with_exit_2(rflow_run, tmp_path):
     h = subprocess.run([sys.executable, "-m", "medgen", "sample", "--help"], capture_output=True, text=True, timeout=300,
                        env={"COLUMNS": "400", **__import__("os").environ})
     assert "rflow-heun" in h.stdout
+
+
+def test_mask_conditioned_diffusion_trains_and_samples_as_rflow():
+    from medgen.models.mask_diffusion import MaskDDPMParams, MaskDiffusion
+
+    model = _family(MaskDiffusion, MaskDDPMParams, unet=UNET, conditional=True, scheduler=dict(num_train_timesteps=20, objective="rflow"))
+    masks = torch.zeros(2, 1, 8, 8)
+    masks[:, :, 2:5, 2:5] = 1
+    with model.denoiser.conditioned_on(masks):
+        assert torch.isfinite(model.denoiser.training_loss(torch.rand(2, 1, 8, 8) * 2 - 1, torch.tensor([0, 1]), _Ctx()))
+    out = model.sample(2, steps=3, sampler="rflow", masks=masks, guidance=2.0, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, 1, 8, 8) and model.samplers == ("rflow", "rflow-heun") and not model.can_inpaint
