@@ -17,7 +17,8 @@ One JSON line per setting (``bench: rflow_steps``), then one summary line. ``BEN
 training steps and images, to prove the script runs; its numbers mean nothing.
 Options: ``--train_steps=N``, ``--n=N`` (images per setting), ``--size=S``, ``--batch=B`` (training
 batch), ``--steps=5,10,25,50`` (the NFE grid), ``--ref_steps=N`` (ddpm reference; 0: none),
-``--resamples=N`` (bootstrap resamples of the intervals).
+``--resamples=N`` (bootstrap resamples of the intervals), ``--objectives=diffusion,rflow`` (one of them
+alone: run the two in parallel processes on a machine with cores to spare; the settings are the same).
 """
 from __future__ import annotations
 
@@ -61,7 +62,8 @@ def main() -> None:
             "rflow": (["model.scheduler.objective=rflow", "sample.sampler=rflow"],
                       [f"rflow:{s}" for s in grid] + [f"rflow-heun:{heun_steps(s)}" for s in grid]),
         }
-        for objective, (over, sweep) in setups.items():
+        for objective in arg("objectives", "diffusion,rflow").split(","):
+            over, sweep = setups[objective]
             run = Path(tmp) / objective
             t0 = time.perf_counter()
             train("brain-ddpm-anomaly", data, run, profile="small", overrides=common + over, echo=lambda *_: None)
