@@ -18,7 +18,9 @@ training steps and images, to prove the script runs; its numbers mean nothing.
 Options: ``--train_steps=N``, ``--n=N`` (images per setting), ``--size=S``, ``--batch=B`` (training
 batch), ``--steps=5,10,25,50`` (the NFE grid), ``--ref_steps=N`` (ddpm reference; 0: none),
 ``--resamples=N`` (bootstrap resamples of the intervals), ``--objectives=diffusion,rflow`` (one of them
-alone: run the two in parallel processes on a machine with cores to spare; the settings are the same).
+alone: run the two in parallel processes on a machine with cores to spare; the settings are the same),
+``--data=DIR`` (a dataset already prepared with ``medgen data prepare --source builtin:brain-lesions
+--size S S --n 1200``, instead of preparing one here).
 """
 from __future__ import annotations
 
@@ -53,8 +55,9 @@ def main() -> None:
     timesteps = pick(1000, 40)
     out = []
     with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "data"
-        prepare("builtin:brain-lesions", data, PrepareOptions(size=(side, side), source=SourceOptions(n=pick(1200, 120))))
+        data = Path(arg("data", "")) if arg("data", "") else Path(tmp) / "data"
+        if not arg("data", ""):
+            prepare("builtin:brain-lesions", data, PrepareOptions(size=(side, side), source=SourceOptions(n=pick(1200, 120))))
         common = [f"train.max_steps={train_steps}", "train.epochs=100000", "train.val_every=100000", "data.subset={}",
                   f"train.batch_size={batch}", f"model.scheduler.num_train_timesteps={timesteps}", "sample.batch_size=100"]
         setups = {
@@ -83,7 +86,7 @@ def main() -> None:
                                  "train_steps": train_steps, "size": side, "n_images": n_images})
     emit("rflow_steps", {"summary": out, "settings": {"train_steps": train_steps, "n": n_images, "size": side, "batch": batch,
                                                       "timesteps": timesteps, "resamples": resamples, "quick": pick(False, True)},
-                         "gpu_options": gpu_options(), "machine": machine()})
+                         "data": str(data), "gpu_options": gpu_options(), "machine": machine()})
 
 
 if __name__ == "__main__":
