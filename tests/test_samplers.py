@@ -57,12 +57,13 @@ def test_samplers_give_the_recorded_numbers(models, family, sampler, guidance, s
 
 
 def test_registry_names_lookup_and_help():
-    assert samplers.names() == ["ddpm", "ddim"]
-    assert samplers.help_text() == "ddpm | ddim"
+    assert samplers.names() == ["ddpm", "ddim", "rflow", "rflow-heun"]
+    assert samplers.names(drives="noise") == ["ddpm", "ddim"] and samplers.names(drives="velocity") == ["rflow", "rflow-heun"]
+    assert samplers.help_text() == "ddpm | ddim; rflow models: rflow | rflow-heun"
     for name in samplers.names():
         s = samplers.get(name)
         assert isinstance(s, Sampler) and s.name == name and samplers.summary(name)
-    with pytest.raises(UserError, match=r"unknown sampler 'dim' \(did you mean 'ddim'\?\); samplers: ddpm, ddim"):
+    with pytest.raises(UserError, match=r"unknown sampler 'dim' \(did you mean 'ddim'\?\); samplers: ddpm, ddim, rflow, rflow-heun"):
         samplers.get("dim")
 
 
@@ -105,7 +106,7 @@ def test_the_documented_sampler_example_works(models, monkeypatch, tmp_path):
     monkeypatch.setattr(samplers, "_instances", {})
     exec(registration.replace("medgen.samplers.ddim_eta", "docs_ddim_eta"), {"register": samplers.register})
     model = models["ddpm"]
-    assert model.samplers == ("ddpm", "ddim", "ddim-eta") and samplers.help_text() == "ddpm | ddim | ddim-eta"
+    assert model.samplers == ("ddpm", "ddim", "ddim-eta") and samplers.help_text() == "ddpm | ddim | ddim-eta; rflow models: rflow | rflow-heun"
 
     def run(name, seed):
         return model.sample(2, steps=4, generator=torch.Generator().manual_seed(seed), sampler=name)

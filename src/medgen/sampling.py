@@ -97,8 +97,7 @@ def sample(run_dir: str | Path, n: int = 16, label: str | None = None, sampler: 
     if fmt == "png" and model.info.spatial_dims == 3:
         fmt = "nii"
         echo("volumes are written as NIfTI (PNG cannot hold 3D)")
-    if model.samplers and sampler not in model.samplers:
-        raise UserError(f"bad --sampler '{sampler}': this {cfg.model.family} run samples with {', '.join(model.samplers)}")
+    model.check_sampler(sampler)  # names the sampler and, for a diffusion run, the objective it was trained with
     T = model.num_timesteps
     if steps is not None and T is not None and steps > T:
         raise UserError(f"--steps {steps} exceeds the {T} timesteps this model was trained with")

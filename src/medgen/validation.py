@@ -103,6 +103,23 @@ def _numbers(node, key: str = ""):
         yield key, node
 
 
+def sampler_problems(cfg) -> list[str]:
+    """Samplers in ``sample`` and ``evaluate.sweep`` that cannot walk what the model is trained to
+    predict (a noise sampler for an rflow model, or the reverse): found before training starts."""
+    from medgen import samplers
+    from medgen.models.registry import validate_params
+
+    kind = validate_params(cfg.model.family, cfg.model.params()).sampler_drives()
+    if kind is None:
+        return []
+    drives, why = kind
+    fits = samplers.names(drives=drives)
+    asked = [("sample.sampler", cfg.sample.sampler)]
+    asked += [(f"evaluate.sweep[{i}].sampler", s.get("sampler")) for i, s in enumerate(cfg.evaluate.sweep)]
+    return [f"{key}: '{name}' walks a {samplers.SAMPLERS[name].drives} predictor, but {why} trains one that predicts "
+            f"the {drives}: use {' or '.join(fits)}" for key, name in asked if name in samplers.SAMPLERS and name not in fits]
+
+
 def config_range_problems(cfg) -> list[str]:
     """What in a schema-valid config would still crash or poison a run once it started: checked up
     front, before a run directory exists."""
@@ -123,6 +140,7 @@ def config_range_problems(cfg) -> list[str]:
         low = 0 if "head" in key.rsplit(".", 1)[-1] else 1  # num_head_channels 0: MONAI's "no attention heads"
         if not low <= width <= MAX_WIDTH:
             problems.append(f"{key}: {width} is not a layer width ({low}..{MAX_WIDTH})")
+    problems += sampler_problems(cfg)
     device = str(cfg.train.device)
     if device != "auto" and not re.fullmatch(rf"({'|'.join(DEVICE_TYPES)})(:\d+)?", device):
         problems.append(f"train.device: '{device}' is not auto, cpu, cuda, cuda:N or mps")

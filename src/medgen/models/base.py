@@ -22,9 +22,16 @@ from typing import Any, ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from medgen.errors import UserError
+
 
 class FamilyParams(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    def sampler_drives(self) -> tuple[str, str] | None:
+        """What the family's network predicts, for the registered samplers' ``drives`` (and the config
+        key that decides it, for messages); None for a family without iterative samplers."""
+        return None
 
 
 @dataclass
@@ -66,6 +73,11 @@ class GenerativeModel(torch.nn.Module):
     can_inpaint: ClassVar[bool] = False
     # anomaly detectors (names in medgen.anomaly's registry) that apply to this family, preferred first
     detectors: ClassVar[tuple[str, ...]] = ()
+
+    def check_sampler(self, sampler: str) -> None:
+        """A UserError when ``sampler`` is not one this model walks (a family that knows why says so)."""
+        if self.samplers and sampler not in self.samplers:
+            raise UserError(f"bad sampler '{sampler}': this model samples with {', '.join(self.samplers)}")
 
     @property
     def num_timesteps(self) -> int | None:

@@ -21,12 +21,15 @@ class DDPMParams(FamilyParams):
     conditional: bool = False
     cond_drop_prob: float = Field(0.1, ge=0, le=1)
 
+    def sampler_drives(self) -> tuple[str, str]:
+        return self.scheduler.drives, f"model.scheduler.objective: {self.scheduler.objective}"
+
 
 class PixelDiffusion(DiffusionFamily):
     Params = DDPMParams
     stages = ("diffusion",)
     detectors = ("diffusion",)
-    can_inpaint = True
+    inpaints = True
 
     def __init__(self, params: DDPMParams, info):
         super().__init__(params, info)
@@ -57,20 +60,18 @@ class PixelDiffusion(DiffusionFamily):
     @torch.no_grad()
     def partial_reconstruct(self, x: torch.Tensor, t_start: int, timesteps: list[int],
                             generator: torch.Generator | None, sampler: str) -> torch.Tensor:
-        """Partial diffusion (AnoDDPM, medgen.anomaly.diffusion): jump to ``t_start`` with q(x_t | x_0)
-        (Ho et al. eq. 4), then walk ``timesteps`` (descending, from t_start to 0) back with the
-        registered ``sampler``'s single step, the null class for a conditional model."""
+        """Partial diffusion (AnoDDPM, medgen.anomaly.diffusion): jump to ``t_start`` with the training
+        objective's forward process (q(x_t | x_0), Ho et al. eq. 4; for rflow the straight path at
+        t_start / T), then walk ``timesteps`` (descending, from t_start to 0) back with the registered
+        ``sampler``, the null class for a conditional model."""
         den = self.denoiser
-        device = den.alphas_cumprod.device
+        den.check_sampler(sampler)
+        device = den.device
         x0 = x.to(device).float() * 2 - 1
         gdev = generator.device if generator is not None else device
         noise = torch.randn(x0.shape, generator=generator, device=gdev).to(device)
-        xt = den.q_sample(x0, torch.full((x0.shape[0],), t_start, device=device, dtype=torch.long), noise)
-        step = sampler_registry.get(sampler).step
-        for i, tt in enumerate(timesteps):
-            t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
-            eps = den.guided_eps(xt, tt, None, 1.0).float()
-            xt = step(den, xt, eps, tt, t_prev, (-1.0, 1.0), generator)
+        xt = den.noised(x0, torch.full((x0.shape[0],), t_start, device=device, dtype=torch.long), noise)
+        xt = sampler_registry.get(sampler).run(den, xt, timesteps, None, 1.0, generator, (-1.0, 1.0))
         return ((xt + 1) / 2).clamp(0, 1)
 
     def to_diffusion_space(self, x: torch.Tensor) -> torch.Tensor:

@@ -52,6 +52,9 @@ class LDMParams(FamilyParams):
     conditional: bool = False
     cond_drop_prob: float = Field(0.1, ge=0, le=1)
 
+    def sampler_drives(self) -> tuple[str, str]:
+        return self.scheduler.drives, f"model.scheduler.objective: {self.scheduler.objective}"
+
 
 def edge_loss(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Mean L1 difference of the finite differences along every spatial axis (2-D or 3-D)."""
@@ -65,7 +68,7 @@ class LatentDiffusion(DiffusionFamily):
     can_reconstruct = True
     can_score = True
     detectors = ("reconstruct", "model")
-    can_inpaint = True
+    inpaints = True
 
     def __init__(self, params: LDMParams, info):
         super().__init__(params, info)

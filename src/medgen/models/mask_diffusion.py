@@ -84,7 +84,7 @@ class MaskDiffusion(DiffusionFamily):
     Params = MaskDDPMParams
     stages = ("diffusion",)
     needs_masks = True
-    can_inpaint = True
+    inpaints = True
 
     @property
     def mask_classes(self) -> int:

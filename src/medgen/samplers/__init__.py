@@ -18,7 +18,9 @@ from medgen.errors import UserError
 class Registration:
     target: str  # "module:Class"
     summary: str  # one line for --help and the docs
-    drives: str = "noise"  # the network it walks: "noise" = an eps-predicting Denoiser (DDPM, LDM)
+    # the network it walks: "noise" = an eps-predicting Denoiser (DDPM, LDM), "velocity" = one trained
+    # with objective rflow
+    drives: str = "noise"
 
 
 SAMPLERS: dict[str, Registration] = {}
@@ -40,8 +42,13 @@ def summary(name: str) -> str:
 
 
 def help_text() -> str:
-    """'ddpm | ddim' for option help texts."""
-    return " | ".join(names())
+    """'ddpm | ddim; rflow models: rflow | rflow-heun' for option help texts: the names, grouped by what they drive."""
+    groups = {}
+    for n, r in SAMPLERS.items():
+        groups.setdefault(r.drives, []).append(n)
+    noise = " | ".join(groups.pop("noise", []))
+    rest = [f"{'rflow' if d == 'velocity' else d} models: {' | '.join(ns)}" for d, ns in groups.items()]
+    return "; ".join(p for p in [noise, *rest] if p)
 
 
 def check_name(name: str, what: str = "sampler") -> str:
@@ -65,3 +72,7 @@ def get(name: str):
 register("ddpm", "medgen.samplers.ddpm:RespacedDDPM",
          "stochastic ancestral DDPM steps on the respaced timestep list (all timesteps: plain DDPM)")
 register("ddim", "medgen.samplers.ddim:DDIM", "deterministic DDIM (eta = 0): good images in tens of steps")
+register("rflow", "medgen.samplers.rflow:RFlowEuler",
+         "Euler steps of a rectified-flow model (objective: rflow) on MONAI's RFlowScheduler grid", drives="velocity")
+register("rflow-heun", "medgen.samplers.rflow:RFlowHeun",
+         "Heun (2nd-order) steps of a rectified-flow model: 2 evaluations per step, the last step Euler", drives="velocity")

@@ -3,7 +3,9 @@
 A sampler drives a noise predictor (``Denoiser`` in ``medgen.models.diffusion``): something with
 ``alphas_cumprod`` (the training schedule, abar_t) and ``guided_eps(x, t, labels, guidance)``.
 Subclasses implement ``step``, one move from timestep t to the earlier t_prev (-1 = the end); a
-sampler whose walk is not a sequence of such steps overrides ``run``.
+sampler whose walk is not a sequence of such steps overrides ``run`` (as the rectified-flow samplers
+in ``medgen.samplers.rflow`` do: they drive the velocity of an ``objective: rflow`` Denoiser,
+``guided_velocity``, on MONAI's ``RFlowScheduler`` grid).
 """
 from __future__ import annotations
 
