@@ -290,3 +290,23 @@ def test_tune_synthetic_on_a_reconstruction_run_records_its_choice(ae_run, tmp_p
         detect(ae_run, out=tmp_path / "bad", echo=lambda *_: None, edge_margin=-1)
     with pytest.raises(UserError, match="--noise-level auto needs the diffusion detector"):
         detect(ae_run, out=tmp_path / "bad", echo=lambda *_: None, noise_level="auto")
+
+
+def test_detect_walks_a_rectified_flow_back_with_its_own_sampler(lesions, ddpm_run, tmp_path):
+    from medgen.errors import UserError
+
+    """An rflow run's diffusion detector defaults to the rflow sampler; a noise sampler is refused
+    naming the run's own, and a noise run still defaults to ddim."""
+    from medgen.anomaly import detect
+    from medgen.training import train
+
+    run = tmp_path / "rflow"
+    train("brain-ddpm-anomaly", lesions, run, profile="tiny", subset=["label=none"], echo=lambda *_: None,
+          overrides=["model.scheduler.objective=rflow", "sample.sampler=rflow", "evaluate.sweep=[]"])
+    r = detect(run, echo=lambda *_: None, noise_level=0.25, steps=3, map="abs")
+    assert r["settings"]["detector"] == "diffusion" and r["settings"]["sampler"] == "rflow"
+    assert 0 <= r["image"]["auroc"] <= 1
+    with pytest.raises(UserError, match="choose one of rflow, rflow-heun"):
+        detect(run, out=tmp_path / "wrong", echo=lambda *_: None, sampler="ddim")
+    noise = detect(ddpm_run, out=tmp_path / "noise", echo=lambda *_: None, noise_level=0.25, steps=3)
+    assert noise["settings"]["sampler"] == "ddim"

@@ -154,9 +154,21 @@ def _noise_levels(noise_level) -> tuple[float, ...]:
     return levels
 
 
+def _diffusion_sampler(model, sampler: str | None) -> str:
+    """The sampler that walks a diffusion detector back: the one asked for, which must be one of the
+    model's (its training objective decides: ddpm | ddim for a noise model, rflow | rflow-heun for a
+    rectified flow), or by default the deterministic one, ddim or rflow."""
+    offered = tuple(model.samplers)
+    if sampler is None:
+        return next((s for s in ("ddim", "rflow") if s in offered), offered[0] if offered else "ddim")
+    if offered and sampler not in offered:
+        raise UserError(f"unknown --sampler '{sampler}' for this run; choose one of {', '.join(offered)}")
+    return sampler
+
+
 def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="test", map="abs", smooth=3.0,
            score="top-percentile", noise_level: float | str = 0.1, force=False, echo=print, *, top_percent: float = 5.0,
-           foreground: float | None = 0.05, detector: str = "auto", steps: int | None = 10, sampler: str = "ddim", draws: int = 8,
+           foreground: float | None = 0.05, detector: str = "auto", steps: int | None = 10, sampler: str | None = None, draws: int = 8,
            normal: str | list[str] | None = None, batch_size: int = 16, seed: int = 0, ssim_window: int = 7,
            device: str | None = None, figure_items: int = 8, memory: int = 2048, neighbours: int = 1,
            edge_margin: float = 0.0, tune: str = "auto") -> dict:
@@ -168,7 +180,7 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
     ``map``: abs | ssim | combined; ``smooth``: Gaussian sigma in pixels (0 = off); ``score``:
     mean | max | top-percentile (``top_percent`` %); ``foreground``: input threshold of the region
     that is scored (None = every pixel). Diffusion runs: ``noise_level`` = t_start / T (several,
-    comma-separated: maps averaged), ``steps`` reverse steps (None = all), ``sampler`` ddpm | ddim.
+    comma-separated: maps averaged), ``steps`` reverse steps (None = all), ``sampler`` one of the run's samplers (default: ddim, or rflow for a rectified flow).
     PatchCore: ``memory`` patches kept, ``neighbours`` k. ``normal``: labels counted as normal
     (default: the run's ``--subset label=...``). ``edge_margin``: pixels of the foreground rim left
     out of the image score. ``tune``: ``synthetic`` replaces smooth / score / top_percent /
@@ -191,8 +203,6 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
     if smooth < 0:
         raise UserError("--smooth must be >= 0")
     noise_levels = _noise_levels(noise_level)
-    if sampler not in ("ddpm", "ddim"):
-        raise UserError(f"unknown --sampler '{sampler}'; choose ddpm or ddim")
     if steps is not None and steps < 1:
         raise UserError("--steps must be >= 1")
     if draws < 1:
@@ -208,6 +218,7 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
     run_data = rundir.data()
     info = model.info
     detector = registry.choose(model, detector)
+    sampler = _diffusion_sampler(model, sampler)
     det = registry.detector_class(detector)(model, Settings(
         map=map, ssim_window=ssim_window, noise_levels=noise_levels, steps=steps, sampler=sampler, draws=draws,
         memory=memory, neighbours=neighbours, batch_size=batch_size, seed=seed))

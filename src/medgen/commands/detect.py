@@ -30,7 +30,7 @@ def detect_cmd(
     noise_level: str = typer.Option("0.1", "--noise-level", help="Diffusion detector: noise up to this fraction of the timesteps (0.1 = t 100 of 1000), then denoise (AnoDDPM: 0.25); several, comma-separated (0.05,0.1,0.2): their maps are averaged; auto: the set of 0.05/0.1/0.2 that best separates the normal validation images from copies with synthetic lesions, each level's map divided by its normal mean."),
     steps: Optional[int] = typer.Option(10, "--steps", min=1, help="Diffusion detector: reverse steps from t_start to 0, evenly respaced (--all-steps: every timestep)."),
     all_steps: bool = typer.Option(False, "--all-steps", help="Diffusion detector: walk every timestep from t_start to 0 (AnoDDPM; slow on CPU)."),
-    sampler: str = typer.Option("ddim", "--sampler", help="Diffusion detector: ddim (deterministic) or ddpm (stochastic, AnoDDPM)."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="Diffusion detector: ddim (deterministic, the default) or ddpm (stochastic, AnoDDPM); a rectified-flow run: rflow (the default) or rflow-heun."),
     draws: int = typer.Option(8, "--draws", min=1, help="Diffusion detector: average this many reconstructions, each from its own noise (the map sharpens; time grows in proportion; 1 = fastest)."),
     detector: str = typer.Option("auto", "--detector", help="auto (the run's preferred one) or one of: " + ", ".join(detector_names()) + "."),
     memory: int = typer.Option(2048, "--memory", min=1, help="PatchCore: normal patches kept in the memory bank (greedy coreset)."),
