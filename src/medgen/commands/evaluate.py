@@ -32,7 +32,7 @@ def evaluate_cmd(
     seg_utility: bool = typer.Option(False, "--seg-utility", help="Add the seg_utility group (alone unless --metrics names others): a U-Net trained on real, real+synthetic, synthetic and K real pairs, Dice/HD95 on real test pairs → metrics.json and RUN/evaluation/seg_utility.json."),
     pairs: Optional[Path] = typer.Option(None, "--pairs", help="--seg-utility: a pairs folder from medgen sample --masks (default: generate on the training masks)."),
     k_real: str = typer.Option("", "--k-real", help="--seg-utility: comma list of K for the K-real-pairs rows; refused unless the generator saw at most K real pairs (see --k-run)."),
-    k_run: Optional[List[Path]] = typer.Option(None, "--k-run", help="--seg-utility: a mask-conditioned run trained on K real pairs only (train --subset id=@FILE); adds the K rows for the K pairs it saw (repeatable)."),
+    k_run: Optional[List[Path]] = typer.Option(None, "--k-run", metavar="RUN_K", help="--seg-utility: a mask-conditioned run trained on K real pairs only (train --subset id=@FILE); adds the K rows for the K pairs it saw (repeatable)."),
     force: bool = typer.Option(False, "--force", help="Without a RUN: replace the metrics.json an earlier evaluation left in --out."),
     resamples: Optional[int] = typer.Option(None, "--resamples", min=0, help="Bootstrap resamples of the 95 % intervals (default: the run's evaluate.n_resamples, else 1000; 0 = none)."),
 ) -> None:
