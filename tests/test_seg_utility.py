@@ -159,3 +159,12 @@ def test_test_pairs_never_reach_the_synthetic_side(mask_run, k_run, tmp_path):
     (leaky / "data.json").write_text(json.dumps({**data, "val_split": "test", "subset": {}}))
     with pytest.raises(UserError, match="the generator saw .* real test pair"):
         run_seg_utility(mask_run, None, seeds=2, k_runs=[leaky], settings=FAST, echo=QUIET)
+
+
+def test_only_a_dataset_mask_source_takes_item_ids(lesions, k_ids):
+    from medgen.masks import load_masks
+
+    kept = load_masks("dataset:train", (32, 32), 1, dataset=lesions, ids=k_ids)
+    assert sorted(kept.names) == k_ids and len(kept) == 2
+    with pytest.raises(UserError, match="only a dataset source can be restricted"):
+        load_masks("random:glioma", (32, 32), 1, ids=k_ids)

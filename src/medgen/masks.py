@@ -91,12 +91,13 @@ def load_masks(source: str, size: tuple[int, ...], max_value: int = 1, n: int | 
     ``n``: how many a ``random:`` source draws (others give what they hold). ``ids``: a ``dataset``
     source keeps only these items (the index's ``id`` column), e.g. the K pairs a generator may use."""
     source = str(source)
+    is_dataset = source == "dataset" or source.startswith("dataset:")
+    if ids is not None and not is_dataset:
+        raise UserError(f"mask source '{source}': only a dataset source can be restricted to item ids")
     if source.startswith("random:"):
         return random_masks(source, size, n or 1, seed)
-    if source == "dataset" or source.startswith("dataset:"):
+    if is_dataset:
         return dataset_masks(dataset, source.partition(":")[2] or None, size, max_value, ids)
-    if ids is not None:
-        raise UserError(f"mask source '{source}': only a dataset source can be restricted to item ids")
     path = Path(source).expanduser()
     files = image_files(path, "mask", "mask source is neither a file, a folder, 'dataset' nor 'random:CLASS'")
     return MaskSet(np.stack([read_mask(f, size, max_value) for f in files]), [f.name for f in files], str(path))
