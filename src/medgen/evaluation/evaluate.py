@@ -355,7 +355,8 @@ def evaluate(run: str | Path | None = None, real: Any = None, fake: Any = None, 
     (default ./evaluation). n_resamples: bootstrap resamples of the intervals (default the run's
     ``evaluate.n_resamples``, else 1000; 0 = none). seg_utility: add the segmentation-utility group with
     these options (``pairs``, ``k_real``, ``k_runs``, ``seeds``, ``settings``, ``n_synthetic``, ``steps``;
-    see :mod:`medgen.evaluation.groups.seg_utility`); ``metrics`` may name the group with its defaults. Returns the JSON-able result that is written to metrics.json.
+    see :mod:`medgen.evaluation.groups.seg_utility`); ``metrics`` may name the group with its defaults.
+    Returns the JSON-able result that is written to metrics.json.
     """
     if run is None and (real is None or fake is None):
         raise UserError("give a RUN, or both --real and --fake (image folders or prepared datasets)")
