@@ -36,9 +36,10 @@ def test_groups_and_extractors_are_registered_and_listed_in_help():
     from medgen.evaluation.groups import all_groups
 
     names = group_registry.group_names()
-    assert names == ("reconstruction", "fidelity", "distribution", "sensitivity", "intensity", "memorisation", "utility")
+    assert names == ("reconstruction", "fidelity", "distribution", "sensitivity", "intensity", "memorisation", "utility",
+                     "seg_utility")
     assert all(g.name in group_registry.metrics_help() for g in all_groups())
-    assert group_registry.parse_groups("all", ()) == list(names[:-1])  # utility has its own option
+    assert group_registry.parse_groups("all", ()) == list(names[:-2])  # utility and seg_utility have their own options
     assert group_registry.parse_groups("utility,fidelity", ()) == ["fidelity", "utility"]
     with pytest.raises(UserError, match="unknown metric group.*choose from reconstruction"):
         group_registry.parse_groups("fid", ())

@@ -86,6 +86,39 @@ def test_results_page_judges_targets_from_the_outputs(tmp_path):
     assert "| VAE (`brain-tumor-vae-pretrain` on normals) | not run |" in text
 
 
+def _seg_row(train, n, dice, lo, hi):
+    return {"train": train, "n_train": n, "dice": {"value": dice, "low": lo, "high": hi},
+            "hd95": {"value": 2.0, "low": 1.5, "high": 2.5}}
+
+
+def test_results_page_shows_the_mask_row_and_its_k_pair_provenance(tmp_path):
+    page_mod = _module("results_page")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "commands.jsonl").write_text(json.dumps(
+        {"study": "MASKS", "name": "evaluate", "command": "medgen evaluate runs/masks-ddpm --seg-utility", "seconds": 60,
+         "returncode": 0}) + "\n")
+    su = {"rows": [_seg_row("real", 480, 0.78, 0.70, 0.86), _seg_row("real+synthetic", 840, 0.73, 0.63, 0.83),
+                   _seg_row("synthetic", 360, 0.70, 0.60, 0.80), _seg_row("8 real", 8, 0.26, 0.10, 0.40),
+                   _seg_row("8 real+synthetic", 368, 0.50, 0.45, 0.55)],
+          "n_test": 45, "seeds": 3, "n_synthetic": 360,
+          "k_pairs": [{"k": 8, "generator": "/x/runs/masks-ddpm-k8", "generator_saw": [f"id{i}" for i in range(8)],
+                       "mask_ids": [f"id{i}" for i in range(8)]}],
+          "adherence": {"dice_conditioning": 0.52, "dice_shuffled": 0.08, "n": 45}}
+    _metrics(out, "masks-ddpm", {"seg_utility": su})
+    page = tmp_path / "r.md"
+    page_mod.main(["--out", str(out), "--page", str(page)])
+    text = page.read_text()
+    assert "| 8 real+synthetic | 368 | 0.500 [0.450, 0.550] | 2.00 [1.50, 2.50] |" in text
+    assert "K = 8: synthetic pairs from `masks-ddpm-k8`, which saw 8 real pair(s) (id0, id1" in text
+    assert "moves Dice from 0.260 [0.100, 0.400] to 0.500 [0.450, 0.550]: the intervals do not overlap." in text
+    assert "at most half that against shuffled masks: **met** (0.520 vs 0.080 shuffled, 45 generated images)" in text
+    assert "nothing was trained for S000, S002, S003, S004" in text  # MASKS ran
+    _metrics(out, "masks-ddpm", {})
+    page_mod.main(["--out", str(out), "--page", str(page)])
+    assert "| not run | not run | not run | not run |" in page.read_text() and "**not measured**" in page.read_text()
+
+
 def test_results_page_refuses_an_empty_output_folder(tmp_path):
     import pytest
 
@@ -102,7 +135,7 @@ def test_experiment_plan_uses_only_existing_presets_and_the_public_cli():
     presets = {s.args[1] for s in steps if s.args[0] == "train"}
     assert presets <= set(preset_names()), presets - set(preset_names())
     assert {s.args[0] for s in steps} <= {"data", "train", "evaluate", "detect", "compare", "scarce"}
-    assert {s.study for s in steps} == {"S000", "S002", "S003", "S004", "SCARCE"}
+    assert {s.study for s in steps} == {"S000", "S002", "S003", "S004", "SCARCE", "MASKS"}
     # the fine-tuned run starts from the class-0 run, which comes first
     names = [s.name for s in steps]
     assert names.index("train s000-class0") < names.index("train s000-beta-finetuned")

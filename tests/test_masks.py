@@ -235,14 +235,15 @@ def test_seg_utility_table_and_adherence_from_a_pairs_folder(mask_run, lesions, 
     from medgen.mask_sampling import sample_pairs
 
     sample_pairs(mask_run, "dataset:train", n=6, steps=2, out=tmp_path / "pairs", echo=lambda *a: None)
-    res = run_seg_utility(mask_run, tmp_path / "pairs", seeds=2, k_real=(2,), settings=SegSettings(steps=3, batch_size=4, channels=(4, 8)),
+    res = run_seg_utility(mask_run, tmp_path / "pairs", seeds=2, settings=SegSettings(steps=3, batch_size=4, channels=(4, 8)),
                           echo=lambda *a: None)
     names = [r["train"] for r in res["rows"]]
-    assert names == ["real", "real+synthetic", "synthetic", "2 real", "2 real+synthetic"] and res["n_synthetic"] == 6
+    assert names == ["real", "real+synthetic", "synthetic"] and res["n_synthetic"] == 6 and res["k_pairs"] == []
     for r in res["rows"]:
         assert r["dice"]["method"] == "t over seeds" and r["dice"]["n"] == 2 and len(r["dice_per_seed"]) == 2
         assert r["dice"]["low"] <= r["dice"]["value"] <= r["dice"]["high"] and 0 <= r["dice"]["value"] <= 1
     assert {"dice_conditioning", "dice_shuffled"} <= set(res["adherence"]) and json.loads(open(res["output"]).read())["rows"]
+    assert res["synthetic"]["generator"] == str(mask_run) and res["synthetic"]["generator_saw"]  # what the generator saw
     assert table_lines(res)[2].startswith("| real | ")
 
 

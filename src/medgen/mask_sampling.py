@@ -48,7 +48,9 @@ def _stem(name: str) -> str:
 def sample_pairs(run_dir: str | Path, masks: str, inpaint: str | None = None, n: int | None = None, label: str | None = None,
                  sampler: str | None = None, steps: int | None = None, guidance: float | None = None, seed: int | None = None,
                  fmt: str | None = None, out: str | Path | None = None, batch_size: int | None = None, resample: int = 5,
-                 feather: float = 2.0, force: bool = False, echo=print) -> dict:
+                 feather: float = 2.0, force: bool = False, mask_ids: list[str] | None = None, echo=print) -> dict:
+    """Image + mask pairs (see the module docstring). ``mask_ids``: a ``dataset`` mask source keeps
+    only these items (the segmentation utility's K pairs)."""
     cfg, model, run = load_run_model(run_dir)
     sc = cfg.sample
     sampler, steps, seed, fmt = sampler or sc.sampler, steps or sc.steps, sc.seed if seed is None else seed, fmt or sc.format
@@ -73,7 +75,7 @@ def sample_pairs(run_dir: str | Path, masks: str, inpaint: str | None = None, n:
 
         images, names, scales = load_images(inpaint, size, model.info.channels)
     want = len(names) if names else n or sc.n  # random sources: one fresh mask per image
-    mask_set = load_masks(masks, size, max_value, n=want, seed=seed, dataset=run.data().get("dataset"))
+    mask_set = load_masks(masks, size, max_value, n=want, seed=seed, dataset=run.data().get("dataset"), ids=mask_ids)
     mask_set = pair_masks_with_images(mask_set, names, masks) if names else mask_set.take(n or len(mask_set))
     count = len(mask_set)
     label = label or _class_from_masks(mask_set, model)
@@ -104,7 +106,7 @@ def sample_pairs(run_dir: str | Path, masks: str, inpaint: str | None = None, n:
     return _write(out, run, generated, mask_set, names, scales, fmt, label, y, list(model.info.labels), seed, dict(
         run=str(run.root), mode="inpaint" if inpaint else "mask-conditioned", sampler="repaint-ddpm" if inpaint else sampler,
         steps=steps or model.num_timesteps, guidance=guidance, seed=seed, format=fmt, label=label, mask_source=masks,
-        inpaint_source=inpaint, **({"resample": resample, "feather_px": feather} if inpaint else {})), echo)
+        inpaint_source=inpaint, **({"mask_ids": sorted(map(str, mask_ids))} if mask_ids is not None else {}), **({"resample": resample, "feather_px": feather} if inpaint else {})), echo)
 
 
 def _class_from_masks(mask_set: MaskSet, model) -> str | None:

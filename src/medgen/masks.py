@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -85,14 +86,18 @@ def check_mask(mask: np.ndarray, size: tuple[int, ...], max_value: int, name: st
 
 
 def load_masks(source: str, size: tuple[int, ...], max_value: int = 1, n: int | None = None, seed: int = 0,
-               dataset: str | Path | None = None) -> MaskSet:
+               dataset: str | Path | None = None, ids: Sequence[str] | None = None) -> MaskSet:
     """The masks ``source`` names, checked against the model's image ``size`` and classes 0..``max_value``.
-    ``n``: how many a ``random:`` source draws (others give what they hold)."""
+    ``n``: how many a ``random:`` source draws (others give what they hold). ``ids``: a ``dataset``
+    source keeps only these items (the index's ``id`` column), e.g. the K pairs a generator may use."""
     source = str(source)
+    is_dataset = source == "dataset" or source.startswith("dataset:")
+    if ids is not None and not is_dataset:
+        raise UserError(f"mask source '{source}': only a dataset source can be restricted to item ids")
     if source.startswith("random:"):
         return random_masks(source, size, n or 1, seed)
-    if source == "dataset" or source.startswith("dataset:"):
-        return dataset_masks(dataset, source.partition(":")[2] or None, size, max_value)
+    if is_dataset:
+        return dataset_masks(dataset, source.partition(":")[2] or None, size, max_value, ids)
     path = Path(source).expanduser()
     files = image_files(path, "mask", "mask source is neither a file, a folder, 'dataset' nor 'random:CLASS'")
     return MaskSet(np.stack([read_mask(f, size, max_value) for f in files]), [f.name for f in files], str(path))
@@ -117,7 +122,8 @@ def read_mask(path: Path, size: tuple[int, ...], max_value: int) -> np.ndarray:
     return check_mask(arr, size, max_value, str(path))
 
 
-def dataset_masks(root: str | Path | None, split: str | None, size: tuple[int, ...], max_value: int) -> MaskSet:
+def dataset_masks(root: str | Path | None, split: str | None, size: tuple[int, ...], max_value: int,
+                  ids: Sequence[str] | None = None) -> MaskSet:
     from medgen.data.dataset import PreparedDataset
 
     if root is None:
@@ -125,10 +131,11 @@ def dataset_masks(root: str | Path | None, split: str | None, size: tuple[int, .
     ds = PreparedDataset(root)
     if ds.masks is None:
         raise UserError("--masks dataset: the prepared dataset has no masks (masks.npy)", ds.root)
-    rows = ds.select(split)
+    rows = ds.select(split, None if ids is None else {"id": "|".join(map(str, ids))})
     rows = rows[np.asarray(ds.masks[rows]).reshape(len(rows), -1).max(axis=1) > 0] if len(rows) else rows
     if not len(rows):
-        raise UserError(f"--masks dataset: no non-empty mask in {'split ' + split if split else 'the dataset'}", ds.root)
+        where = ('split ' + split if split else 'the dataset') + (f" among the {len(ids)} chosen items" if ids is not None else "")
+        raise UserError(f"--masks dataset: no non-empty mask in {where}", ds.root)
     ids = ds.index["id"].to_numpy()[rows] if "id" in ds.index.columns else rows.astype(str)
     masks = np.stack([check_mask(np.asarray(ds.masks[r]), size, max_value, f"{ds.root}/masks.npy[{r}]") for r in rows])
     labels = ds.index["label"].to_numpy()[rows]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -29,27 +29,28 @@ def evaluate_cmd(
     utility_ratio: float = typer.Option(1.0, "--utility-ratio", min=0.0, help="Utility: synthetic images per real training image, per class."),
     utility_mix: float = typer.Option(1.0, "--utility-mix", min=0.0, help="Utility: synthetic images added per real image in the mixed training set."),
     utility_seeds: int = typer.Option(3, "--utility-seeds", min=1, help="Utility: number of seeds (mean and std are reported)."),
-    seg_utility: bool = typer.Option(False, "--seg-utility", help="Segmentation utility of image + mask pairs instead: a U-Net trained on real, real+synthetic, synthetic and K real pairs, Dice/HD95 on real test pairs → RUN/evaluation/seg_utility.json."),
+    seg_utility: bool = typer.Option(False, "--seg-utility", help="Add the seg_utility group (alone unless --metrics names others): a U-Net trained on real, real+synthetic, synthetic and K real pairs, Dice/HD95 on real test pairs → metrics.json and RUN/evaluation/seg_utility.json."),
     pairs: Optional[Path] = typer.Option(None, "--pairs", help="--seg-utility: a pairs folder from medgen sample --masks (default: generate on the training masks)."),
-    k_real: str = typer.Option("8", "--k-real", help="--seg-utility: comma list of K for the scarce K-real-pairs rows."),
+    k_real: str = typer.Option("", "--k-real", help="--seg-utility: comma list of K for the K-real-pairs rows; refused unless the generator saw at most K real pairs (see --k-run)."),
+    k_run: Optional[List[Path]] = typer.Option(None, "--k-run", metavar="RUN_K", help="--seg-utility: a mask-conditioned run trained on K real pairs only (train --subset id=@FILE); adds the K rows for the K pairs it saw (repeatable)."),
     force: bool = typer.Option(False, "--force", help="Without a RUN: replace the metrics.json an earlier evaluation left in --out."),
     resamples: Optional[int] = typer.Option(None, "--resamples", min=0, help="Bootstrap resamples of the 95 % intervals (default: the run's evaluate.n_resamples, else 1000; 0 = none)."),
 ) -> None:
     """Fidelity, distribution, intensity, memorisation and utility of synthetic images → metrics.json."""
     from medgen.errors import UserError
 
-    if seg_utility:
-        from medgen.evaluation.seg_utility import run_seg_utility, table_lines
-
+    seg_options = None
+    if seg_utility or pairs is not None or k_real.strip() or k_run:
+        if not seg_utility and "seg_utility" not in (metrics or ""):
+            raise UserError("--pairs, --k-real and --k-run are options of --seg-utility")
         if run is None:
             raise UserError("--seg-utility needs a RUN (its dataset gives the real pairs)")
         try:
             ks = tuple(int(k) for k in k_real.split(",") if k.strip())
         except ValueError:
             raise UserError(f"bad --k-real '{k_real}': a comma list of whole numbers, e.g. 4,8,16") from None
-        res = run_seg_utility(run, pairs, seeds=utility_seeds, k_real=ks, echo=lambda m="": typer.echo(m, err=True))
-        typer.echo(json.dumps(res, indent=2) if as_json else "\n".join(table_lines(res)) + f"\nresults: {res['output']}")
-        return
+        seg_options = {"pairs": pairs, "k_real": ks, "k_runs": list(k_run or []), "seeds": utility_seeds}
+        metrics = metrics or "seg_utility"  # a mask-conditioned run has no unconditional samples to compare
     from medgen.evaluation.evaluate import evaluate, summary_tables
 
     if run is None and (real is None or fake is None):
@@ -69,7 +70,7 @@ def evaluate_cmd(
 
     result = evaluate(run=run, real=real, fake=fake, metrics=metrics, features=features, utility=utility, n=n, sweep=sweep,
                       out=out, echo=echo, utility_ratio=utility_ratio, utility_mix=utility_mix, utility_seeds=utility_seeds,
-                      n_resamples=resamples)
+                      n_resamples=resamples, seg_utility=seg_options)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return

@@ -277,7 +277,7 @@ class _Plan:
     run_dir: Any = None
 
 
-def _plan(run, fake, metrics, features, utility: bool, sweep, out, device, inputs: RunInputs) -> _Plan:
+def _plan(run, fake, metrics, features, utility: bool, sweep, out, device, inputs: RunInputs, seg_utility: bool = False) -> _Plan:
     from medgen.evaluation.features import parse_feature_specs
 
     if run is None:
@@ -298,8 +298,11 @@ def _plan(run, fake, metrics, features, utility: bool, sweep, out, device, input
         utility = utility or ev.utility
         inputs.family, inputs.sample, inputs.batch_size = cfg.model.family, cfg.sample, cfg.sample.batch_size
         inputs.cache_dir = plan.fig_dir / "cache"
+        inputs.run_dir = run_dir.root
     if utility and "utility" not in plan.names:
         plan.names.append("utility")
+    if seg_utility and "seg_utility" not in plan.names:
+        plan.names.append("seg_utility")
     return plan
 
 
@@ -335,7 +338,7 @@ def evaluate(run: str | Path | None = None, real: Any = None, fake: Any = None, 
              sweep: str | Sequence[Any] | None = None, out: str | Path | None = None, echo=print, *,
              utility_ratio: float = 1.0, utility_mix: float = 1.0, utility_seeds: int | Sequence[int] = 3,
              utility_settings: Any = None, resize: bool = True, device: str | None = None,
-             n_resamples: int | None = None) -> dict:
+             n_resamples: int | None = None, seg_utility: dict | None = None) -> dict:
     """Evaluate a run's synthetic images (or any two image sets); see the module docstring.
 
     run: a trained run directory. real / fake: folders, prepared datasets (DIR or DIR@split) or
@@ -350,13 +353,17 @@ def evaluate(run: str | Path | None = None, real: Any = None, fake: Any = None, 
     classifier). n: number of synthetic images. sweep: 'SAMPLER:STEPS,...' or [{sampler, steps}],
     one row per setting ('none' turns the config's sweep off). out: output folder without a run
     (default ./evaluation). n_resamples: bootstrap resamples of the intervals (default the run's
-    ``evaluate.n_resamples``, else 1000; 0 = none). Returns the JSON-able result that is written to metrics.json.
+    ``evaluate.n_resamples``, else 1000; 0 = none). seg_utility: add the segmentation-utility group with
+    these options (``pairs``, ``k_real``, ``k_runs``, ``seeds``, ``settings``, ``n_synthetic``, ``steps``;
+    see :mod:`medgen.evaluation.groups.seg_utility`); ``metrics`` may name the group with its defaults.
+    Returns the JSON-able result that is written to metrics.json.
     """
     if run is None and (real is None or fake is None):
         raise UserError("give a RUN, or both --real and --fake (image folders or prepared datasets)")
     notes: list[str] = []
-    inputs = RunInputs(utility={"ratio": utility_ratio, "mix": utility_mix, "seeds": utility_seeds, "settings": utility_settings})
-    plan = _plan(run, fake, metrics, features, utility, sweep, out, device, inputs)
+    inputs = RunInputs(utility={"ratio": utility_ratio, "mix": utility_mix, "seeds": utility_seeds, "settings": utility_settings},
+                       seg_utility=dict(seg_utility or {}))
+    plan = _plan(run, fake, metrics, features, utility, sweep, out, device, inputs, seg_utility is not None)
     inputs.n_resamples = int(n_resamples if n_resamples is not None else plan.cfg.evaluate.n_resamples if plan.cfg is not None else 1000)
     if inputs.n_resamples < 0:
         raise UserError(f"--resamples must be >= 0, got {inputs.n_resamples}")

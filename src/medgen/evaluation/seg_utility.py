@@ -5,13 +5,15 @@ scratch on several training sets and tests each on the real test split's lesion-
 
 * ``real``: the real training pairs; ``real+synthetic``: those plus the synthetic pairs;
   ``synthetic``: the synthetic pairs only;
-* the scarce rows ``K real`` and ``K real+synthetic``: K lesion-bearing real pairs (drawn per seed),
-  without and with the synthetic pairs.
+* the scarce rows ``K real`` and ``K real+synthetic``: K real pairs without and with synthetic
+  pairs from a generator that saw no real pair outside those K, conditioned on the K pairs' masks
+  (:mod:`medgen.evaluation.seg_provenance` builds the K pairs from what the generator saw and
+  refuses a generator that saw more).
 
 Scores: Dice and the 95th-percentile Hausdorff distance in pixels (MONAI ``compute_dice`` and
 ``compute_hausdorff_distance``), averaged over the test images, per seed; each row gives the mean
-over seeds with a 95 % Student-t interval over the seeds (the seeds vary initialisation, batch order
-and the K-pair draw). An empty prediction has no surface: its HD95 is taken as the image diagonal
+over seeds with a 95 % Student-t interval over the seeds (the seeds vary initialisation and batch
+order; the K pairs are fixed by the generator that saw them). An empty prediction has no surface: its HD95 is taken as the image diagonal
 (the largest possible distance), so a network that misses lesions is not rewarded.
 
 :func:`mask_adherence` answers "is the lesion where the mask is?": a network trained on real pairs
@@ -19,13 +21,15 @@ segments the generated images, and its Dice against the conditioning masks is co
 against the same masks shuffled between images (what Dice lesion-shaped blobs get by chance).
 
 Synthetic pairs come from a sample folder written by ``medgen sample RUN --masks ...`` (its
-``samples.json``), or are generated from the run on the real training split's masks.
+``samples.json``, which names the generator run, so what it saw can be checked), or are generated
+from the run on the masks of its training pairs.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -108,10 +112,24 @@ def _lesion_rows(masks: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.asarray(masks).reshape(len(masks), -1).max(axis=1) > 0)
 
 
+@dataclass
+class KPairs:
+    """The scarce rows of one K: which real training pairs (rows of ``real_train``) and the synthetic
+    pairs of a generator that saw no real pair outside them (``provenance`` says which and how)."""
+
+    k: int
+    rows: np.ndarray
+    synthetic: tuple[np.ndarray, np.ndarray]
+    provenance: dict
+
+
 def seg_utility(real_train: tuple[np.ndarray, np.ndarray], real_test: tuple[np.ndarray, np.ndarray],
-                synthetic: tuple[np.ndarray, np.ndarray], seeds: int = 3, k_real: tuple[int, ...] = (8,),
+                synthetic: tuple[np.ndarray, np.ndarray], seeds: int = 3, k_pairs: Sequence[KPairs] = (),
                 settings: SegSettings | None = None, echo=print) -> dict:
-    """The table: one row per training set, Dice and HD95 on the real test images with a lesion."""
+    """The table: one row per training set, Dice and HD95 on the real test images with a lesion.
+
+    The K rows use the fixed pairs of each :class:`KPairs` (the pairs its generator was allowed to
+    see), so their seeds vary initialisation and batch order only; :func:`run_seg_utility` makes them."""
     s = settings or SegSettings()
     test_rows = _lesion_rows(real_test[1])
     if not len(test_rows):
@@ -119,22 +137,19 @@ def seg_utility(real_train: tuple[np.ndarray, np.ndarray], real_test: tuple[np.n
     tx, ty = real_test[0][test_rows], real_test[1][test_rows]
     rx, ry = real_train
     sx, sy = synthetic
-    lesion = _lesion_rows(ry)
 
-    def sets(seed: int):
+    def sets():
         yield "real", rx, ry
         yield "real+synthetic", np.concatenate([rx, sx]), np.concatenate([ry, sy])
         yield "synthetic", sx, sy
-        pick = np.random.default_rng([seed, 7]).permutation(lesion)
-        for k in k_real:
-            if k < len(lesion):
-                kx, ky = rx[pick[:k]], ry[pick[:k]]
-                yield f"{k} real", kx, ky
-                yield f"{k} real+synthetic", np.concatenate([kx, sx]), np.concatenate([ky, sy])
+        for kp in k_pairs:
+            kx, ky = rx[kp.rows], ry[kp.rows]
+            yield f"{kp.k} real", kx, ky
+            yield f"{kp.k} real+synthetic", np.concatenate([kx, kp.synthetic[0]]), np.concatenate([ky, kp.synthetic[1]])
 
     per: dict[str, dict[str, list[float]]] = {}
     for seed in range(seeds):
-        for name, x, y in sets(seed):
+        for name, x, y in sets():
             sc = scores(predict(train_segmenter(x, y, s, seed), tx), ty)
             row = per.setdefault(name, {"dice": [], "hd95": [], "n_train": len(x)})
             row["dice"].append(float(sc["dice"].mean()))
@@ -143,6 +158,7 @@ def seg_utility(real_train: tuple[np.ndarray, np.ndarray], real_test: tuple[np.n
     rows = [{"train": name, "n_train": r["n_train"], "dice": interval_over_seeds(r["dice"], bounds=(0.0, 1.0)), "hd95": interval_over_seeds(r["hd95"]),
              "dice_per_seed": r["dice"], "hd95_per_seed": r["hd95"]} for name, r in per.items()]
     return {"rows": rows, "n_test": int(len(test_rows)), "seeds": seeds, "n_synthetic": int(len(sx)),
+            "k_pairs": [{"k": kp.k, "n_synthetic": int(len(kp.synthetic[0])), **kp.provenance} for kp in k_pairs],
             "settings": {"steps": s.steps, "batch_size": s.batch_size, "lr": s.lr, "channels": list(s.channels),
                          "network": "monai UNet", "loss": "DiceCE"}}
 
@@ -185,10 +201,26 @@ def read_pairs(folder: str | Path, size: tuple[int, ...]) -> tuple[np.ndarray, n
 
 
 
-def run_seg_utility(run_dir: str | Path, pairs: str | Path | None = None, seeds: int = 3, k_real: tuple[int, ...] = (8,),
-                    settings: SegSettings | None = None, n_synthetic: int | None = None, echo=print) -> dict:
-    """``medgen evaluate RUN --seg-utility``: the table and the mask-adherence check -> RUN/evaluation/seg_utility.json."""
+def _generate_pairs(run: str | Path, split: str, mask_ids: list[str], n: int, out: Path, steps: int | None, echo) -> Path:
+    from medgen.mask_sampling import sample_pairs
+
+    sample_pairs(run, "dataset:" + split, n=n, out=out, force=True, fmt="png", steps=steps, mask_ids=mask_ids, echo=echo)
+    return out
+
+
+def run_seg_utility(run_dir: str | Path, pairs: str | Path | None = None, seeds: int = 3, k_real: Sequence[int] = (),
+                    settings: SegSettings | None = None, n_synthetic: int | None = None, k_runs: Sequence[str | Path] = (),
+                    steps: int | None = None, echo=print) -> dict:
+    """``medgen evaluate RUN --seg-utility``: the table and the mask-adherence check -> RUN/evaluation/seg_utility.json.
+
+    Real pairs: the run's training pairs (its split and subset) and the dataset's test split. Synthetic
+    pairs: ``pairs`` (a ``medgen sample --masks`` folder) or generated by the run on the masks of its
+    training pairs. K rows: one per ``k_real`` and per ``k_runs`` generator (K = the pairs it saw); see
+    :mod:`medgen.evaluation.seg_provenance` for which generator and pairs each K gets, and what is refused.
+    Every check runs before anything is generated."""
     from medgen.data.dataset import PreparedDataset
+    from medgen.evaluation.seg_provenance import check_not_test, choose_k_pairs, item_ids, pairs_provenance, seen_pairs
+    from medgen.fsio import atomic_write_json
     from medgen.rundir import RunDir
 
     run = RunDir.open(run_dir)
@@ -196,24 +228,59 @@ def run_seg_utility(run_dir: str | Path, pairs: str | Path | None = None, seeds:
     ds = PreparedDataset(d["dataset"])
     if ds.masks is None:
         raise UserError("the run's dataset has no masks (masks.npy): a segmentation utility needs image + mask pairs", ds.root)
-    train_rows = np.sort(ds.select(d.get("train_split", "train"), d.get("subset") or {}))
+    split = d.get("train_split", "train")
+    train_rows = np.sort(ds.select(split, d.get("subset") or {}))
     test_rows = np.sort(ds.select("test"))
+    train_ids, test_ids = item_ids(ds, train_rows), set(item_ids(ds, test_rows))
     real_train = (np.asarray(ds.images[train_rows]), np.asarray(ds.masks[train_rows]))
     real_test = (np.asarray(ds.images[test_rows]), np.asarray(ds.masks[test_rows]))
+    lesion = _lesion_rows(real_train[1])
+
+    # which real pairs every generator saw: refused before anything is generated
+    main = seen_pairs(run.root, ds)
+    check_not_test(main["ids"], test_ids, "the generator saw", run.root)
+    generators = [main] + [seen_pairs(r, ds, require_same_dataset=True) for r in k_runs]
+    for g in generators[1:]:
+        check_not_test(g["ids"], test_ids, "the generator saw", g["run"])
+    ks = sorted(set(int(k) for k in k_real) | {len(g["ids"]) for g in generators[1:]})
+    chosen = [(k, *choose_k_pairs(k, train_ids, lesion, generators)) for k in ks]
+    if pairs is not None:
+        prov = pairs_provenance(pairs)
+        check_not_test(prov["mask_ids"], test_ids, "the synthetic pairs are conditioned on the masks of", Path(pairs) / "samples.json")
+        source = seen_pairs(prov["run"], ds)
+        check_not_test(source["ids"], test_ids, "the generator of the synthetic pairs saw", prov["run"])
+        synthetic_source = {"pairs": str(pairs), "generator": source["run"], "generator_saw": source["ids"],
+                            "mask_source": prov["mask_source"], "mask_ids": prov["mask_ids"], "mode": prov["mode"]}
+
     out_dir = run.root / "evaluation"
     out_dir.mkdir(exist_ok=True)
+    made: dict[tuple, Path] = {}  # (generator, masks) -> pairs folder, so the same pairs are not generated twice
     if pairs is None:
-        from medgen.mask_sampling import sample_pairs
-
-        pairs = out_dir / "seg-pairs"
-        n = n_synthetic or len(_lesion_rows(real_train[1]))
-        sample_pairs(run.root, "dataset:" + d.get("train_split", "train"), n=n, out=pairs, force=True, fmt="png", echo=echo)
+        mask_ids = [train_ids[r] for r in lesion]
+        pairs = _generate_pairs(run.root, split, mask_ids, n_synthetic or len(lesion), out_dir / "seg-pairs", steps, echo)
+        made[(main["run"], tuple(mask_ids))] = pairs
+        synthetic_source = {"pairs": str(pairs), "generator": main["run"], "generator_saw": main["ids"],
+                            "mask_source": f"dataset:{split}", "mask_ids": mask_ids, "mode": "mask-conditioned"}
     synthetic = read_pairs(pairs, tuple(ds.size))
+    k_sets = []
+    for k, gen, rows in chosen:
+        mask_ids = [train_ids[r] for r in rows if real_train[1][r].max() > 0]
+        key = (gen["run"], tuple(mask_ids))
+        if key not in made:
+            echo(f"seg utility: {len(synthetic[0])} synthetic pairs for K={k} from {gen['run']} on the masks of the K pairs")
+            made[key] = _generate_pairs(gen["run"], split, mask_ids, len(synthetic[0]), out_dir / f"seg-pairs-k{k}", steps, echo)
+        k_sets.append(KPairs(k, rows, read_pairs(made[key], tuple(ds.size)), {
+            "generator": gen["run"], "generator_saw": gen["ids"], "pair_ids": [train_ids[r] for r in rows],
+            "mask_ids": mask_ids, "pairs": str(made[key]),
+            "generator_runs": gen["by_run"], "other_datasets_not_checked": gen["other_datasets_not_checked"]}))
     settings = settings or SegSettings()
-    result = seg_utility(real_train, real_test, synthetic, seeds, k_real, settings, echo)
+    result = seg_utility(real_train, real_test, synthetic, seeds, k_sets, settings, echo)
     result["adherence"] = mask_adherence(real_train, synthetic[0], synthetic[1], 0, settings)
     result["pairs"] = str(pairs)
-    (out_dir / "seg_utility.json").write_text(json.dumps(result, indent=2))
+    result["synthetic"] = synthetic_source
+    result["real"] = {"dataset": str(ds.root), "train_split": split, "subset": d.get("subset") or {}, "n_train": len(train_rows),
+                      "n_test": len(test_rows)}
+    atomic_write_json(out_dir / "seg_utility.json", result)
     result["output"] = str(out_dir / "seg_utility.json")
     return result
 
@@ -225,6 +292,9 @@ def table_lines(result: dict) -> list[str]:
 
     lines = ["| trained on | n train | Dice (95 % CI over seeds) | HD95 px (95 % CI) |", "|---|---|---|---|"]
     lines += [f"| {r['train']} | {r['n_train']} | {iv(r['dice'], 3)} | {iv(r['hd95'], 2)} |" for r in result["rows"]]
+    for kp in result.get("k_pairs", []):
+        lines.append(f"\nK={kp['k']}: synthetic pairs from {kp['generator']}, which saw {len(kp['generator_saw'])} real pair(s), "
+                     f"all among the K; conditioned on the {len(kp['mask_ids'])} lesion mask(s) of the K pairs")
     a = result.get("adherence")
     if a:
         lines.append(f"\nlesion where the mask is: Dice {a['dice_conditioning']:.3f} against the conditioning masks, "

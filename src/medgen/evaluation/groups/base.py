@@ -69,6 +69,8 @@ class RunInputs:
     given_fake: ImageSet | None = None  # the synthetic set given (--fake, two sets); None when the run generates it
     utility: dict = field(default_factory=dict)  # ratio, mix, seeds, settings
     n_resamples: int = 1000           # bootstrap resamples of every interval (0: no intervals)
+    run_dir: Path | None = None       # the run's folder (None when two image sets are compared)
+    seg_utility: dict = field(default_factory=dict)  # pairs, k_real, k_runs, seeds, settings, n_synthetic, steps
 
 
 @dataclass

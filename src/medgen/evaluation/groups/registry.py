@@ -56,6 +56,7 @@ from medgen.evaluation.groups.fidelity import Fidelity  # noqa: E402
 from medgen.evaluation.groups.intensity import Intensity  # noqa: E402
 from medgen.evaluation.groups.memorisation import Memorisation  # noqa: E402
 from medgen.evaluation.groups.reconstruction import Reconstruction  # noqa: E402
+from medgen.evaluation.groups.seg_utility import SegUtility  # noqa: E402
 from medgen.evaluation.groups.sensitivity import Sensitivity  # noqa: E402
 from medgen.evaluation.groups.utility import Utility  # noqa: E402
 
@@ -66,3 +67,4 @@ register_group(Sensitivity())
 register_group(Intensity())
 register_group(Memorisation())
 register_group(Utility())
+register_group(SegUtility())
