@@ -116,3 +116,24 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def mask_lesions(tmp_path_factory):
+    """32 brain-lesion slices at 32x32 with their masks (the mask-conditioned tests share them)."""
+    from medgen.data.prepare import PrepareOptions, prepare
+    from medgen.data.sources import SourceOptions
+
+    out = tmp_path_factory.mktemp("data") / "mask-lesions"
+    prepare("builtin:brain-lesions", out, PrepareOptions(size=(32, 32), workers=1, source=SourceOptions(n=32)))
+    return out
+
+
+@pytest.fixture(scope="session")
+def mask_run(mask_lesions, tmp_path_factory):
+    """A finished tiny ``brain-lesion-mask-ddpm`` run on ``mask_lesions``."""
+    from medgen.training import train
+
+    out = tmp_path_factory.mktemp("runs") / "mask"
+    train("brain-lesion-mask-ddpm", mask_lesions, out, profile="tiny", echo=lambda *a: None)
+    return out

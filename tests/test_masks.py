@@ -10,26 +10,6 @@ from medgen.masks import check_mask, extrude, load_masks, parse_random
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def lesions(tmp_path_factory):
-    """32 brain-lesion slices at 32x32 with their masks."""
-    from medgen.data.prepare import PrepareOptions, prepare
-    from medgen.data.sources import SourceOptions
-
-    out = tmp_path_factory.mktemp("data") / "lesions"
-    prepare("builtin:brain-lesions", out, PrepareOptions(size=(32, 32), workers=1, source=SourceOptions(n=32)))
-    return out
-
-
-@pytest.fixture(scope="module")
-def mask_run(lesions, tmp_path_factory):
-    from medgen.training import train
-
-    out = tmp_path_factory.mktemp("runs") / "mask"
-    train("brain-lesion-mask-ddpm", lesions, out, profile="tiny", echo=lambda *a: None)
-    return out
-
-
 def _png(path, arr):
     from PIL import Image
 
@@ -132,12 +112,12 @@ def test_dataset_masks_keep_their_class(mask_run, tmp_path):
     assert [f["label"] for f in files] == [f["mask_label"] for f in files] and "none" not in {f["label"] for f in files}
 
 
-def test_inpainting_keeps_every_pixel_outside_the_mask(mask_run, lesions, tmp_path):
+def test_inpainting_keeps_every_pixel_outside_the_mask(mask_run, mask_lesions, tmp_path):
     from PIL import Image
 
     from medgen.mask_sampling import sample_pairs
 
-    images = np.load(lesions / "images.npy")[:2]
+    images = np.load(mask_lesions / "images.npy")[:2]
     (tmp_path / "img").mkdir()
     (tmp_path / "msk").mkdir()
     for i, im in enumerate(images):
@@ -230,7 +210,7 @@ def test_3d_mask_conditioned_run_writes_nifti_pairs(tmp_path):
     assert np.asarray(nib.load(str(masks[0])).dataobj).dtype == np.uint8
 
 
-def test_seg_utility_table_and_adherence_from_a_pairs_folder(mask_run, lesions, tmp_path):
+def test_seg_utility_table_and_adherence_from_a_pairs_folder(mask_run, mask_lesions, tmp_path):
     from medgen.evaluation.seg_utility import SegSettings, run_seg_utility, table_lines
     from medgen.mask_sampling import sample_pairs
 
@@ -274,13 +254,13 @@ def test_pairs_never_overwrite_without_force(mask_run, tmp_path):
     assert json.loads((tmp_path / "o/samples.json").read_text())["mask_source"] == "random:pituitary"
 
 
-def test_inpainting_with_random_masks_draws_one_per_image(mask_run, lesions, tmp_path):
+def test_inpainting_with_random_masks_draws_one_per_image(mask_run, mask_lesions, tmp_path):
     from PIL import Image
 
     from medgen.mask_sampling import sample_pairs
 
     (tmp_path / "img").mkdir()
-    for i, im in enumerate(np.load(lesions / "images.npy")[:2]):
+    for i, im in enumerate(np.load(mask_lesions / "images.npy")[:2]):
         Image.fromarray(np.round(im[0] * 65535).astype(np.uint16)).save(tmp_path / f"img/s{i}.png")
     res = sample_pairs(mask_run, "random:glioma", inpaint=str(tmp_path / "img"), steps=2, resample=1, out=tmp_path / "o",
                        echo=lambda *a: None)

@@ -274,29 +274,7 @@ def test_finetune_from_a_noise_run_into_rflow(ldm_run, phantom, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_resume_after_interruption_gives_the_same_rflow_weights(phantom, tmp_path, monkeypatch):
-    """The training times come from the trainer's generator, so a resumed run draws the same ones."""
-    from safetensors.torch import load_file
-
-    from medgen.training import train
-
-    over = RFLOW + ["train.epochs=3", "train.max_steps=100", "train.batch_size=8", "sample.steps=3", "model.spatial_dims=2"]
-    train("dbt-ddpm-3d", phantom, tmp_path / "full", profile="tiny", overrides=over, echo=lambda *a: None)
-    original = PixelDiffusion.on_epoch_start
-
-    def interrupt(self, stage, epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        original(self, stage, epoch)
-
-    monkeypatch.setattr(PixelDiffusion, "on_epoch_start", interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        train("dbt-ddpm-3d", phantom, tmp_path / "cut", profile="tiny", overrides=over, echo=lambda *a: None)
-    monkeypatch.setattr(PixelDiffusion, "on_epoch_start", original)
-    train(None, None, tmp_path / "cut", resume=True, echo=lambda *a: None)
-    a, b = (load_file(str(tmp_path / r / "checkpoints/final/model.safetensors")) for r in ("full", "cut"))
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    assert json.loads((tmp_path / "cut/status.json").read_text())["state"] == "finished"
+# resume of an rflow run: tests/test_diffusion.py::test_resume_after_interruption_gives_the_same_weights[rflow]
 
 
 def test_cli_refuses_the_wrong_sampler_with_exit_2(rflow_run, tmp_path):

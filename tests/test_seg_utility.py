@@ -17,42 +17,23 @@ QUIET = lambda *a, **k: None  # noqa: E731
 
 
 @pytest.fixture(scope="module")
-def lesions(tmp_path_factory):
-    from medgen.data.prepare import PrepareOptions, prepare
-    from medgen.data.sources import SourceOptions
-
-    out = tmp_path_factory.mktemp("data") / "lesions"
-    prepare("builtin:brain-lesions", out, PrepareOptions(size=(32, 32), workers=1, source=SourceOptions(n=32)))
-    return out
-
-
-@pytest.fixture(scope="module")
-def mask_run(lesions, tmp_path_factory):
-    from medgen.training import train
-
-    out = tmp_path_factory.mktemp("runs") / "mask"
-    train("brain-lesion-mask-ddpm", lesions, out, profile="tiny", echo=QUIET)
-    return out
-
-
-@pytest.fixture(scope="module")
-def k_ids(lesions):
+def k_ids(mask_lesions):
     """Two lesion-bearing training items: the K=2 pairs a scarce generator may see."""
     from medgen.data.dataset import PreparedDataset
     from medgen.evaluation.seg_provenance import item_ids
 
-    ds = PreparedDataset(lesions)
+    ds = PreparedDataset(mask_lesions)
     rows = ds.select("train")
     lesion = rows[np.asarray(ds.masks[rows]).reshape(len(rows), -1).max(1) > 0]
     return sorted(item_ids(ds, lesion[:2]))
 
 
 @pytest.fixture(scope="module")
-def k_run(lesions, k_ids, tmp_path_factory):
+def k_run(mask_lesions, k_ids, tmp_path_factory):
     from medgen.training import train
 
     out = tmp_path_factory.mktemp("runs") / "mask-k2"
-    train("brain-lesion-mask-ddpm", lesions, out, profile="tiny", subset=["id=" + "|".join(k_ids)], echo=QUIET)
+    train("brain-lesion-mask-ddpm", mask_lesions, out, profile="tiny", subset=["id=" + "|".join(k_ids)], echo=QUIET)
     return out
 
 
@@ -161,10 +142,10 @@ def test_test_pairs_never_reach_the_synthetic_side(mask_run, k_run, tmp_path):
         run_seg_utility(mask_run, None, seeds=2, k_runs=[leaky], settings=FAST, echo=QUIET)
 
 
-def test_only_a_dataset_mask_source_takes_item_ids(lesions, k_ids):
+def test_only_a_dataset_mask_source_takes_item_ids(mask_lesions, k_ids):
     from medgen.masks import load_masks
 
-    kept = load_masks("dataset:train", (32, 32), 1, dataset=lesions, ids=k_ids)
+    kept = load_masks("dataset:train", (32, 32), 1, dataset=mask_lesions, ids=k_ids)
     assert sorted(kept.names) == k_ids and len(kept) == 2
     with pytest.raises(UserError, match="only a dataset source can be restricted"):
         load_masks("random:glioma", (32, 32), 1, ids=k_ids)
