@@ -9,7 +9,7 @@ machine disturbs far less than wall time; the wall-time ratio is reported beside
 
 ``--n=N`` changes the number of images, ``--resamples=R`` the resamples, ``--repeats=P`` the pairs.
 
-Measured figure: the whole script at ``--n=1000`` (2 interleaved pairs each), run twice on 2026-12-06 with the cores otherwise nearly idle: CPU ratio 1.217 (pairs 1.18-1.25) and 1.269 (1.25-1.29); wall-time ratio 1.31 and 1.29 (evaluate without intervals 20-22 s of CPU). Target missed.
+Measured figure: the whole script at ``--n=1000`` (2 interleaved pairs each), run twice on 2026-12-06 while a set-up and test run shared the two cores: CPU ratio 1.217 (pairs 1.18-1.25) and 1.269 (1.25-1.29); wall-time ratio 1.31 and 1.29 (evaluate without intervals 20-22 s of CPU). Target missed.
 Earlier, on two cores shared at load 10-11, the parts timed by ``bench_interval_parts.py`` gave about 1.34.
 """
 from __future__ import annotations
