@@ -320,23 +320,28 @@ def generate_tier(index: int, seed: int, size: tuple[int, ...], lesion_size: str
         return BuiltinSample(image=np.ascontiguousarray(img, dtype=np.float32), label=label,
                              mask=np.zeros((h, w), np.uint8), extra={"tier": tier, "polarity": ""})
     lesion_rng = np.random.default_rng([int(seed), int(index), 1])  # lesion draws apart from the slice's
-    img, weight, polarity = _focal(lesion_rng, base, float(min(h, w)), TIER_SIZES[lesion_size], TIER_CONTRASTS[contrast])
+    img, weight, polarity = focal_lesion(lesion_rng, base, float(min(h, w)), TIER_SIZES[lesion_size], TIER_CONTRASTS[contrast])
     img = mni152.intensity_augment(img, rng)
     return BuiltinSample(image=np.ascontiguousarray(img, dtype=np.float32), label=label,
                          mask=(weight > 0.5).astype(np.uint8), extra={"tier": tier, "polarity": polarity})
 
 
-def _focal(rng, base, s, radius_range, contrast_range):
-    """One homogeneous lesion in brain tissue, brighter or darker than the local tissue mean.
+def focal_lesion(rng, base, s, radius_range, contrast_range, brain=None, tissue=None):
+    """One homogeneous lesion in brain tissue, brighter or darker than the local tissue mean:
+    (image, soft lesion weight, "bright" | "dark"). ``radius_range`` is a fraction of ``s`` (the
+    field of view in pixels). ``brain`` / ``tissue`` default to the MNI152 slices' thresholds
+    (foreground above 0.05; grey and white matter above 0.45); other images pass their own
+    (``medgen.anomaly.synthetic`` does, for a user's normal images).
 
     A bright lesion goes where the tissue leaves room below 1 (grey matter, deep nuclei), a dark
     one anywhere in tissue, so both polarities stay in [0, 1] at every contrast."""
-    brain = fill_holes(base > BRAIN_THRESHOLD)
+    brain = fill_holes(base > BRAIN_THRESHOLD) if brain is None else brain
+    tissue = base > 0.45 if tissue is None else tissue
     radius = max(1.4, s * rng.uniform(*radius_range))
     delta = rng.uniform(*contrast_range)
     local = ndi.gaussian_filter(base, max(1.0, radius))  # the tissue mean around a candidate centre
     dist = ndi.distance_transform_edt(brain)
-    ok = (dist >= radius + 1.5) & (base > 0.45)  # grey and white matter, away from the brain edge
+    ok = (dist >= radius + 1.5) & tissue  # in tissue, away from the brain edge
     bright = rng.random() < 0.5
     room = ok & (local + delta <= 1.0) if bright else ok & (local - delta >= 0.05)
     if not room.any():
