@@ -77,6 +77,12 @@ NOISE_CANDIDATES = (0.05, 0.1, 0.2)
 NOISE_SETS = ((0.05,), (0.1,), (0.2,), (0.05, 0.1), (0.1, 0.2), (0.05, 0.1, 0.2))
 
 
+def combine_levels(level_maps: dict[int, np.ndarray], t_starts, scales: dict[int, float] | None = None) -> np.ndarray:
+    """The mean of the levels' raw maps, each divided by its scale (1 where none is given)."""
+    scales = scales or {}
+    return (sum(level_maps[t] / scales.get(t, 1.0) for t in t_starts) / len(t_starts)).astype(np.float32)
+
+
 def level_scales(normal_levels: dict[int, np.ndarray], normal_x, foreground: float | None) -> dict[int, float]:
     """Each level's mean raw map over the foreground of the normal validation images."""
     fg = scoring.foreground_mask(normal_x, foreground)
@@ -92,7 +98,7 @@ def choose_noise_levels(normal_levels: dict[int, np.ndarray], normal_x, lesion_l
     scales = level_scales(normal_levels, normal_x, foreground)
 
     def combined(levels, level_maps):
-        return sum(level_maps[t_of[v]] / scales[t_of[v]] for v in levels) / len(levels)
+        return combine_levels(level_maps, [t_of[v] for v in levels], scales)
 
     table = [(levels, synthetic_auroc(combined(levels, normal_levels), normal_x, combined(levels, lesion_levels),
                                       lesion_x, s, foreground)) for levels in NOISE_SETS]

@@ -48,8 +48,9 @@ class PartialDiffusion(Detector):
 
     def combine(self, level_maps: dict[int, np.ndarray]) -> np.ndarray:
         """The mean of the levels' maps, each divided by its scale (1 unless :meth:`use_levels` set one)."""
-        scales = self.scales or {}
-        return (sum(level_maps[t] / scales.get(t, 1.0) for t in self.t_starts) / len(self.t_starts)).astype(np.float32)
+        from medgen.anomaly.tuning import combine_levels
+
+        return combine_levels(level_maps, self.t_starts, self.scales)
 
     def use_levels(self, noise_levels, scales: dict[int, float] | None = None) -> None:
         """Keep only these levels; ``scales``: divide each level's map by its mean on normal
