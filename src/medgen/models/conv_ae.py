@@ -73,8 +73,9 @@ class ConvAEParams(FamilyParams):
     latent_channels: int | None = Field(None, ge=1)  # 1x1 conv bottleneck after the encoder
     upsample: Literal["nearest", "bilinear"] = "nearest"
     loss: Literal["l1", "mse"] = "l1"  # S003: MAE
-    # S003's sigmoid can saturate for good on mostly-black (padded) images: the logits of every pixel
-    # sink, the sigmoid's gradient vanishes, and the model outputs black for every input. linear cannot.
+    # Once every logit has sunk far below 0 (a diverged start, e.g. too high a rate for an encoder
+    # trained from scratch on mostly-black padded images) the sigmoid's gradient is gone and the model
+    # outputs black for every input; linear has no such dead zone but detects worse (docs/anomaly-detection.md)
     output: Literal["sigmoid", "linear"] = "sigmoid"
     input_noise: float = Field(0.0, ge=0)  # denoising AE: std of the noise added while training
     noise_resolution: int | None = Field(None, ge=1)  # coarse noise: drawn at this size, upsampled
