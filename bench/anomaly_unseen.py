@@ -35,8 +35,10 @@ def volume() -> np.ndarray:
     import nibabel as nib
 
     data = Path(list(importlib.util.find_spec("nilearn").submodule_search_locations)[0]) / "datasets" / "data"
-    gm = np.asarray(nib.load(data / "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz").dataobj, np.float32)
-    wm = np.asarray(nib.load(data / "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz").dataobj, np.float32)
+    # nilearn stores these probability maps as uint8 (0-255): scale them to [0, 1] before mixing,
+    # or the mixture saturates and the slices are binary brain silhouettes
+    gm = np.asarray(nib.load(data / "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz").dataobj, np.float32) / 255.0
+    wm = np.asarray(nib.load(data / "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz").dataobj, np.float32) / 255.0
     brain = ndi.binary_fill_holes(ndi.binary_closing(gm + wm > 0.3, iterations=3))
     csf = np.clip(brain.astype(np.float32) - gm - wm, 0, 1)
     t1 = 0.30 * csf + 0.62 * gm + 0.88 * wm
