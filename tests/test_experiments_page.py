@@ -178,3 +178,34 @@ def test_each_command_record_names_the_commit_it_ran_at(tmp_path):
     expected = git.stdout.strip() if git.returncode == 0 else None  # a copy without .git has no commit to name
     assert rec["returncode"] == 0 and rec["commit"] == expected
     assert json.loads((tmp_path / "commands.jsonl").read_text())["commit"] == expected
+
+
+def _ci(v, lo, hi):
+    return {"value": v, "low": lo, "high": hi}
+
+
+def test_results_page_shows_the_scarce_class_table_and_its_verdicts(tmp_path):
+    page_mod = _module("results_page")
+    out = tmp_path / "out"
+    (out / "runs" / "scarce-vaegan-k20" / "scarce").mkdir(parents=True)
+    (out / "commands.jsonl").write_text(json.dumps(
+        {"study": "SCARCE", "name": "scarce scarce-vaegan-k20", "command": "medgen scarce runs/scarce-vaegan-k20", "seconds": 90,
+         "returncode": 0}) + "\n")
+    row = lambda b: {m: _ci(b, b - 0.05, b + 0.05) for m in ("class_recall", "class_f1", "balanced_accuracy")}  # noqa: E731
+    res = {"rows": {"cut": row(0.40), "cut+classical": row(0.55), "cut+synthetic": row(0.70), "cut+both": row(0.60)},
+           "seeds": [0, 1, 2, 3, 4], "n_test": 681, "n_test_class": 239,
+           "generator_saw": {"ids_of_class": [f"c{i}" for i in range(20)]},
+           "verdicts": {"balanced_accuracy": {
+               "cut+synthetic vs cut+classical": {"verdict": "cut+synthetic better", "difference": 0.15, "low": 0.08, "high": 0.22},
+               "cut+both vs cut+classical": {"verdict": "no difference detectable at this n", "difference": 0.05,
+                                             "low": -0.02, "high": 0.12}}}}
+    (out / "runs" / "scarce-vaegan-k20" / "scarce" / "calcification-K20.json").write_text(json.dumps(res))
+    page = tmp_path / "r.md"
+    page_mod.main(["--out", str(out), "--page", str(page)])
+    text = page.read_text()
+    assert "| `vae-gan` | 20 | cut+synthetic | 0.700 [0.650, 0.750] | 0.700 [0.650, 0.750] | 0.700 [0.650, 0.750] |" in text
+    assert "| `mammo-roi-ldm` | 50 | not run | not run | not run | not run |" in text
+    assert ("`vae-gan`, K = 20 (5 seeds, 239 of 681 test images of the class; the generator saw 20 image(s) of the class, "
+            "all among the K): balanced accuracy, cut+synthetic vs cut+classical: cut+synthetic better (difference +0.150 "
+            "[+0.080, +0.220]); cut+both vs cut+classical: no difference detectable at this n") in text
+    assert "nothing was trained for S000, S002, S003, S004, MASKS" in text  # SCARCE ran
