@@ -11,7 +11,10 @@ scratch; the ControlNet route a base ``ddpm`` (on every training slice, lesions 
 and then the ControlNet on top for ``--steps``. One image per lesion mask of the real test split (DDIM 50) is
 segmented by one U-Net trained on the real training pairs (:mod:`medgen.evaluation.seg_utility`): mean Dice
 against the conditioning masks, against the same masks shuffled between images (chance), and on the real
-test images with their own masks (the ceiling).
+test images with their own masks (the ceiling), each with a 95 % bootstrap interval over the images, and
+the paired difference between the routes (same masks). One training run per route: the intervals do not
+include the variation between training seeds.
+Trained runs in ``--out`` are reused (delete them to retrain).
 """
 from __future__ import annotations
 
@@ -27,6 +30,14 @@ UNET = ["model.unet.channels=[16,32,32]", "model.unet.attention_levels=[false,fa
 # the SPADE preset's schedule (v-prediction: bench_masks.py), for both routes
 SCHEDULE = ["model.scheduler.schedule=scaled_linear_beta", "model.scheduler.beta_start=0.0015",
             "model.scheduler.beta_end=0.0195", "model.scheduler.prediction_type=v_prediction"]
+
+
+def ci(values: np.ndarray, bounds=(0.0, 1.0)) -> dict:
+    """Mean with its 95 % percentile-bootstrap interval over the images (medgen.metrics.intervals)."""
+    from medgen.metrics.intervals import bootstrap_ci
+
+    r = bootstrap_ci(np.mean, np.asarray(values, dtype=float), n_resamples=2000, bounds=bounds)
+    return {k: (round(float(r[k]), 3) if k in ("value", "low", "high") else r[k]) for k in ("value", "low", "high", "method", "n")}
 
 
 def main(argv=None) -> dict:
@@ -66,10 +77,10 @@ def main(argv=None) -> dict:
     def fit(preset, name, steps, init_from=None):
         run = out / name
         if not (run / "checkpoints" / "final").exists():
-            t = time.time()
             train(preset, data, run, profile="small", force=True, echo=quiet, init_from=init_from,
                   overrides=[*common, f"train.max_steps={steps}"])
-            times[name] = round(time.time() - t, 1)
+        status = json.loads((run / "status.json").read_text())  # a reused run: its own start and finish
+        times[name] = round(status["updated"] - status["started"], 1)
         return run
 
     base = fit("brain-ddpm-anomaly", "base-ddpm", args.base_steps)
@@ -83,21 +94,25 @@ def main(argv=None) -> dict:
     times["segmenter"] = round(time.time() - t, 1)
     lesion = te[np.asarray(ds.masks[te]).reshape(len(te), -1).max(1) > 0]
 
-    def dice(images, masks) -> dict:
+    per_image = {}
+
+    def dice(name, images, masks) -> dict:
         pred = predict(seg, images)
         n = len(masks)
         shift = np.roll(np.arange(n), 1 + np.random.default_rng(0).integers(max(1, n - 1)))  # as mask_adherence
         own, shuffled = scores(pred, masks)["dice"], scores(pred, masks[shift])["dice"]
-        return {"dice_conditioning": round(float(own.mean()), 3), "dice_shuffled": round(float(shuffled.mean()), 3),
-                "at_least_0.5": int((own >= 0.5).sum()), "n": n}
+        per_image[name] = own
+        return {"dice_conditioning": ci(own), "dice_shuffled": ci(shuffled), "at_least_0.5": int((own >= 0.5).sum()), "n": n}
 
     result = {"size": args.size, "n": args.n, "steps": args.steps, "base_steps": args.base_steps, "lr": args.lr,
-              "sample_steps": args.sample_steps, "real_ceiling": dice(np.asarray(ds.images[lesion]), np.asarray(ds.masks[lesion]))}
+              "sample_steps": args.sample_steps, "real_ceiling": dice("real", np.asarray(ds.images[lesion]), np.asarray(ds.masks[lesion]))}
     for name, run in routes.items():
         t = time.time()
         sample_pairs(run, "dataset:test", steps=args.sample_steps, out=out / f"{name}-pairs", force=True, echo=quiet)
         times[f"{name}-sample"] = round(time.time() - t, 1)
-        result[name] = dice(*read_pairs(out / f"{name}-pairs", tuple(ds.size)))
+        result[name] = dice(name, *read_pairs(out / f"{name}-pairs", tuple(ds.size)))
+    # the same test masks in the same order for both routes: a paired difference
+    result["spade_minus_controlnet"] = ci(per_image["spade"] - per_image["controlnet"], bounds=(None, None))
     result["seconds"] = times
     (out / "result.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result))
