@@ -54,8 +54,14 @@ def trained(request, data, tmp_path_factory):
     one_step = ["train.epochs=1", "train.max_steps=1", "train.batch_size=4", "train.val_every=1"]
     one_step += [f"train.stages.{s}.{k}=1" for s in stages for k in ("epochs", "max_steps")]
     out = tmp_path_factory.mktemp("runs") / family
-    train(preset, data, out, profile="tiny", overrides=[*one_step, "data.subset={}", "train.early_stopping_patience=null"],
-          echo=lambda *a: None)
+    overrides = [*one_step, "data.subset={}", "train.early_stopping_patience=null"]
+    init_from = None
+    if family_class(family).init_from_families:  # trained on top of another run: its preset's base, first
+        base = load_preset(preset).get("base")
+        assert base, f"preset '{preset}' of family '{family}' (which needs --init-from) names no base preset"
+        init_from = out.parent / "base"
+        train(base["preset"], data, init_from, profile="tiny", overrides=overrides, echo=lambda *a: None)
+    train(preset, data, out, profile="tiny", overrides=overrides, init_from=init_from, echo=lambda *a: None)
     _, model, _ = load_run_model(out, device="cpu")
     return family, out, model
 

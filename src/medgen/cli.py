@@ -172,7 +172,7 @@ def train_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Run directory to create (or to resume)."),
     profile: Optional[str] = typer.Option(None, "--profile", "-p", help="paper | small | tiny (presets only; default: the preset's)."),
     overrides: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key: --set train.epochs=5 (repeatable)."),
-    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start every stage from this run's weights (fine-tuning)."),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start every stage from this run's weights (fine-tuning); for a ControlNet (mask-controlnet) the trained ddpm run it steers, required."),
     subset: Optional[List[str]] = typer.Option(None, "--subset", help="Train on items whose index column matches: label=beta (repeatable; a|b for several)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint."),
     force: bool = typer.Option(False, "--force", help="Replace an existing run directory."),

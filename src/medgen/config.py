@@ -7,6 +7,7 @@ A preset is ``presets/NAME.yaml``::
     default_profile: small
     config: {data: ..., model: ..., train: ..., sample: ..., evaluate: ...}
     profiles: {paper: {...}, small: {...}, tiny: {...}}   # deep-merged over config
+    base: {preset: NAME, set: [KEY=VALUE, ...]}  # optional: the run it trains on top of (--init-from), for the docs
 
 Resolution order: preset ``config`` <- profile <- ``--set`` overrides; the result is validated
 and written to the run's ``config.yaml``, which can be given back to ``medgen train`` as is.

@@ -11,7 +11,7 @@ Latent models run this on the autoencoder's latents with the mask grown to every
 touches; decoding changes every pixel a little, so the result is blended back **in image space**:
 outside the mask the output is exactly the original, and inside a ``feather``-pixel ramp from the
 mask's edge (weight 1/feather at the edge, 1 deeper in) hides the seam. A mask-conditioned run
-(``mask-ddpm``) gets the mask as its label map as well. The lesion class is the run's ``--label``
+(``mask-ddpm``, ``mask-controlnet``) gets the mask as its label map as well. The lesion class is the run's ``--label``
 (class-conditional runs).
 """
 from __future__ import annotations
@@ -49,7 +49,7 @@ def repaint(model, images: torch.Tensor, masks: torch.Tensor, labels: torch.Tens
             progress=None) -> torch.Tensor:
     """``images`` (B, C, *size) in [0, 1] with a new content inside ``masks`` (B, 1, *size; > 0 = redraw)."""
     if not model.can_inpaint:
-        raise UserError(f"{type(model).__name__} runs cannot inpaint: use a diffusion run (ddpm, ldm, mask-ddpm)")
+        raise UserError(f"{type(model).__name__} runs cannot inpaint: use a diffusion run (ddpm, ldm, mask-ddpm, mask-controlnet)")
     from medgen.samplers import get as get_sampler
     from medgen.samplers.base import abar, noise_like
 

@@ -1,6 +1,6 @@
 """``medgen sample RUN --masks SOURCE [--inpaint IMAGES]``: image + mask pairs.
 
-Without ``--inpaint`` the run must be mask-conditioned (``mask-ddpm``): one image per mask, the
+Without ``--inpaint`` the run must be mask-conditioned (``mask-ddpm``, ``mask-controlnet``): one image per mask, the
 lesion where the mask is. With ``--inpaint`` any diffusion run redraws the masked region of real
 images (RePaint, :mod:`medgen.inpaint`) and keeps every other pixel. Either way each output is
 written with its mask (:mod:`medgen.pairs`) and ``samples.json`` records the conditioning of every
@@ -65,7 +65,7 @@ def sample_pairs(run_dir: str | Path, masks: str, inpaint: str | None = None, n:
     size = tuple(model.info.size)
     max_value = model.mask_classes if model.needs_masks else 255
     if inpaint is None and not model.needs_masks:
-        raise UserError(f"--masks alone needs a mask-conditioned run (family mask-ddpm); for this run add --inpaint IMAGES "
+        raise UserError(f"--masks alone needs a mask-conditioned run (family mask-ddpm or mask-controlnet); for this run add --inpaint IMAGES "
                         f"to redraw the masked region of real images", run.root)
     images, names, scales = None, None, None
     if inpaint is not None:
@@ -104,7 +104,7 @@ def sample_pairs(run_dir: str | Path, masks: str, inpaint: str | None = None, n:
             results.append(x.float().cpu().numpy())
     generated = np.concatenate(results)
     return _write(out, run, generated, mask_set, names, scales, fmt, label, y, list(model.info.labels), seed, dict(
-        run=str(run.root), mode="inpaint" if inpaint else "mask-conditioned", sampler="repaint-ddpm" if inpaint else sampler,
+        run=str(run.root), family=cfg.model.family, mode="inpaint" if inpaint else "mask-conditioned", sampler="repaint-ddpm" if inpaint else sampler,
         steps=steps or model.num_timesteps, guidance=guidance, seed=seed, format=fmt, label=label, mask_source=masks,
         inpaint_source=inpaint, **({"mask_ids": sorted(map(str, mask_ids))} if mask_ids is not None else {}), **({"resample": resample, "feather_px": feather} if inpaint else {})), echo)
 

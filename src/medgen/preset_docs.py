@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from medgen.config import PRESET_DIR, load_preset, preset_names, resolve
+from medgen.models.registry import family_class
 
 STUDIES = {
     "S000": "S000: latent diffusion for mammography ROIs, with fine-tuning from a large class to a small one",
@@ -64,9 +65,18 @@ def run_commands(name: str, profile: str) -> list[str]:
         n = (cfg.data.prepare or {}).get("n")
         lines.append(f"medgen data prepare --source builtin:{data} " + (f"--size {size} " if size else "")
                      + (f"--normalize {norm} " if norm else "") + (f"--n {n} " if n else "") + f"--out data/{data}")
-    lines.append(f"medgen train {name} --data data/{data} --out {run} --profile {profile}")
+    base = load_preset(name).get("base")  # a preset trained on top of another run (--init-from)
+    init = ""
+    if base:
+        base_run = f"runs/{base['preset']}"
+        lines.append(f"medgen train {base['preset']} --data data/{data} --out {base_run} --profile {profile}"
+                     + "".join(f" --set '{item}'" for item in base.get("set", [])))
+        init = f" --init-from {base_run}"
+    lines.append(f"medgen train {name} --data data/{data} --out {run} --profile {profile}{init}")
     if "anomaly" in name:
         lines.append(f"medgen detect {run}")
+    elif family_class(cfg.model.family).needs_masks:  # generated from label maps, judged by segmentation
+        lines += [f"medgen sample {run} --masks dataset:test --n 16", f"medgen evaluate {run} --seg-utility"]
     else:
         lines += [f"medgen sample {run} --n 16", f"medgen evaluate {run}"]
     lines.append(f"medgen report {run}")

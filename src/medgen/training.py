@@ -41,8 +41,10 @@ def parse_subset(items: list[str] | None) -> dict[str, str]:
     return out
 
 
-def load_init_weights(model, source: str | Path) -> dict:
-    """Start from another run's weights (fine-tuning). Tensors whose shapes differ are skipped and listed."""
+def load_init_weights(model, source: str | Path, family: str | None = None) -> dict:
+    """Start from another run's weights (fine-tuning). Tensors whose shapes differ are skipped and listed.
+    A family with ``init_from_families`` (``family``: this run's) refuses a source of another family
+    before anything loads, and checks the source further in ``on_init_from``."""
     from medgen.engine.checkpoint import load_checkpoint
 
     src = Path(source)
@@ -52,15 +54,44 @@ def load_init_weights(model, source: str | Path) -> dict:
             raise UserError("--init-from run has no checkpoint yet", src)
     else:
         ckpt_dir = src
-    weights = load_checkpoint(ckpt_dir)["model"]
+    ckpt = load_checkpoint(ckpt_dir)
+    if model.init_from_families:
+        source_run = _run_of(src)
+        source_family = source_run.config().model.family if source_run else ckpt["state"].get("family")
+        if source_family not in model.init_from_families:
+            what = f"a '{source_family}' run" if source_family else "a checkpoint of unknown family"
+            raise UserError(f"--init-from: {what}; family '{family}' starts from a trained "
+                            f"{' or '.join(model.init_from_families)} run", src)
+    weights = ckpt["model"]
     own = model.state_dict()
     usable = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
     skipped = sorted(k for k in weights if k not in usable)
     missing = sorted(k for k in own if k not in usable)
     model.load_state_dict(usable, strict=False)
+    report = {"from": str(ckpt_dir), "loaded": len(usable), "skipped": skipped, "not_initialised": missing}
+    if model.init_from_families:  # before the generic message: the family can say which setting differs
+        model.on_init_from(_init_source(source_run, src, source_family, report))
     if not usable:
         raise UserError(f"--init-from: no weights of {ckpt_dir} fit this model (is it the same family and size?)", src)
-    return {"from": str(ckpt_dir), "loaded": len(usable), "skipped": skipped, "not_initialised": missing}
+    return report
+
+
+def _run_of(src: Path) -> RunDir | None:
+    """The run directory behind an --init-from path: the run itself, or a checkpoint folder inside one."""
+    root = src.parent.parent if src.parent.name == "checkpoints" else src
+    return RunDir(root) if (root / "config.yaml").exists() else None
+
+
+def _init_source(run: RunDir | None, src: Path, family: str | None, report: dict):
+    from medgen.models.base import InitSource
+    from medgen.models.registry import family_class
+
+    if run is None:
+        return InitSource(str(src), family, None, None, None, report)
+    cfg = run.config()
+    info = run.data().get("info")
+    params = family_class(cfg.model.family).Params.model_validate(cfg.model.params())
+    return InitSource(str(run.root), family, params, cfg.model.spatial_dims, DataInfo.from_json(info) if info else None, report)
 
 
 def space_needed(model, cfg, resume: bool = False) -> int:
@@ -151,6 +182,9 @@ def _train(config, data, out: Path, *, profile, overrides, init_from, subset, re
 
     seed_everything(cfg.train.seed)  # the initial weights depend on the seed alone
     model = build_model(cfg, info)
+    if model.init_from_families and not resume and not init_from:
+        raise UserError(f"family '{cfg.model.family}' trains on top of a trained {' or '.join(model.init_from_families)} run: "
+                        "give it with --init-from RUN")
     run = RunDir(out)  # only rank 0 writes into it
 
     def setup_run_dir():
@@ -161,7 +195,7 @@ def _train(config, data, out: Path, *, profile, overrides, init_from, subset, re
             return None
         RunDir.create(out, force=force)
         try:
-            report = load_init_weights(model, init_from) if init_from else None
+            report = load_init_weights(model, init_from, cfg.model.family) if init_from else None
             run.write_config(cfg)
             run.write_data({
                 "dataset": str(Path(data).resolve()), "content_hash": ds.stats.get("content_hash"), "subset": where,

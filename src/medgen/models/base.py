@@ -11,7 +11,10 @@ A family is a ``torch.nn.Module`` subclass of ``GenerativeModel`` with:
   for "best" and early stopping);
 - ``sample(n, labels, steps, generator, ...)`` -> images in the data's [0, 1] range (unless
   ``can_sample`` is False: an autoencoder kept for anomaly detection);
-- optionally ``reconstruct(x)`` and ``anomaly_map(x)``.
+- optionally ``reconstruct(x)`` and ``anomaly_map(x)``;
+- ``init_from_families`` / ``on_init_from(source)``: a family that only makes sense on top of another
+  trained run (a ControlNet steering a frozen DDPM) names the families ``--init-from`` must give and
+  checks the source run once its weights are loaded.
 Batches are dicts: ``image`` (B, C, *spatial) float in [0, 1], ``label`` (B,) long, maybe ``mask``.
 """
 from __future__ import annotations
@@ -55,6 +58,20 @@ class DataInfo:
         return cls(int(d["spatial_dims"]), int(d["channels"]), tuple(d["size"]), list(d.get("labels", [])))
 
 
+@dataclass
+class InitSource:
+    """The run ``--init-from`` named, as a new run's ``on_init_from`` sees it: its family, its validated
+    model parameters, spatial dims and data (None where only a checkpoint folder or file was given), and
+    the load report (``loaded``, ``skipped``, ``not_initialised`` tensor names)."""
+
+    folder: str
+    family: str | None
+    params: FamilyParams | None
+    spatial_dims: int | None
+    info: DataInfo | None
+    report: dict
+
+
 class GenerativeModel(torch.nn.Module):
     Params: ClassVar[type[FamilyParams]] = FamilyParams
     stages: ClassVar[tuple[str, ...]] = ("main",)
@@ -73,6 +90,9 @@ class GenerativeModel(torch.nn.Module):
     can_inpaint: ClassVar[bool] = False
     # anomaly detectors (names in medgen.anomaly's registry) that apply to this family, preferred first
     detectors: ClassVar[tuple[str, ...]] = ()
+    # families whose trained runs a new run of this family must start from (``--init-from``); () when
+    # starting from another run is optional (any run whose tensors fit)
+    init_from_families: ClassVar[tuple[str, ...]] = ()
 
     def check_sampler(self, sampler: str) -> None:
         """A UserError when ``sampler`` is not one this model walks (a family that knows why says so)."""
@@ -91,6 +111,10 @@ class GenerativeModel(torch.nn.Module):
     def notes(self) -> list[str]:
         """One-line remarks about the built model for the training log (layout, missing optional weights)."""
         return []
+
+    def on_init_from(self, source: "InitSource") -> None:
+        """Called once in a new run after the ``--init-from`` weights are loaded; a UserError when the
+        source run does not fit (only families with ``init_from_families`` need more than the tensors)."""
 
     def __init__(self, params: FamilyParams, info: DataInfo):
         super().__init__()

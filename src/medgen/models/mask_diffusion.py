@@ -15,6 +15,7 @@ argument; ``medgen sample RUN --masks SOURCE`` supplies them (see :mod:`medgen.m
 from __future__ import annotations
 
 import contextlib
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -26,8 +27,12 @@ from medgen.models.ddpm import DDPMParams, PixelDiffusion
 from medgen.models.diffusion import Denoiser, DiffusionFamily, UNetParams
 
 
-class MaskDDPMParams(DDPMParams):
+class MaskParams(DDPMParams):
+    """What every mask-conditioned pixel family shares (``mask-ddpm``, ``mask-controlnet``)."""
     mask_classes: int = Field(1, ge=1, le=254)  # label values 1..mask_classes; 0 is background
+
+
+class MaskDDPMParams(MaskParams):
     spade_channels: int = Field(32, ge=4)       # hidden width of each SPADE modulation
 
 
@@ -37,16 +42,13 @@ def one_hot(masks: torch.Tensor, classes: int) -> torch.Tensor:
     return F.one_hot(m, classes + 1).movedim(-1, 1).float()
 
 
-class MaskDenoiser(Denoiser):
-    """The shared denoiser (schedule, guidance, samplers) with a SPADE U-Net; the label map in force
-    is set with :meth:`conditioned_on` so the inherited training and sampling loops stay unchanged."""
+class LabelMapConditioning:
+    """For a ``Denoiser`` whose network also reads a label map: the map in force is set with
+    :meth:`conditioned_on`, so the inherited training, sampling and RePaint loops, which call
+    ``net(x, t, labels)``, stay unchanged; ``net`` reads it with :meth:`label_map`."""
 
-    def __init__(self, p: MaskDDPMParams, spatial_dims: int, channels: int, num_classes: int):
-        super().__init__(p.unet, p.scheduler, spatial_dims, channels, num_classes, p.conditional, p.cond_drop_prob, p.loss)
-        self.mask_classes = p.mask_classes
-        self.unet = build_spade_unet(p.unet, spatial_dims, channels, p.mask_classes + 1,
-                                     num_classes + 1 if self.conditional else None, p.spade_channels)
-        self._seg: torch.Tensor | None = None
+    mask_classes: int
+    _seg: torch.Tensor | None = None
 
     @contextlib.contextmanager
     def conditioned_on(self, masks: torch.Tensor):
@@ -56,13 +58,27 @@ class MaskDenoiser(Denoiser):
         finally:
             self._seg = None
 
-    def net(self, x, t, labels):
+    def label_map(self, batch: int) -> torch.Tensor:
+        """The one-hot map for a batch of ``batch`` (classifier-free guidance doubles the batch)."""
         if self._seg is None:
-            raise RuntimeError("mask-ddpm needs a label map: call inside conditioned_on(masks)")
+            raise RuntimeError("a mask-conditioned denoiser needs a label map: call inside conditioned_on(masks)")
         seg = self._seg
-        if seg.shape[0] != x.shape[0]:  # classifier-free guidance doubles the batch
-            seg = seg.repeat(x.shape[0] // seg.shape[0], *([1] * (seg.dim() - 1)))
-        return self.unet(x, t, seg=seg, class_labels=labels if self.conditional else None)
+        if seg.shape[0] != batch:
+            seg = seg.repeat(batch // seg.shape[0], *([1] * (seg.dim() - 1)))
+        return seg
+
+
+class MaskDenoiser(LabelMapConditioning, Denoiser):
+    """The shared denoiser (schedule, guidance, samplers) with a SPADE U-Net."""
+
+    def __init__(self, p: MaskDDPMParams, spatial_dims: int, channels: int, num_classes: int):
+        super().__init__(p.unet, p.scheduler, spatial_dims, channels, num_classes, p.conditional, p.cond_drop_prob, p.loss)
+        self.mask_classes = p.mask_classes
+        self.unet = build_spade_unet(p.unet, spatial_dims, channels, p.mask_classes + 1,
+                                     num_classes + 1 if self.conditional else None, p.spade_channels)
+
+    def net(self, x, t, labels):
+        return self.unet(x, t, seg=self.label_map(x.shape[0]), class_labels=labels if self.conditional else None)
 
 
 def build_spade_unet(p: UNetParams, spatial_dims: int, channels: int, label_nc: int, num_class_embeds: int | None,
@@ -82,6 +98,7 @@ def build_spade_unet(p: UNetParams, spatial_dims: int, channels: int, label_nc: 
 
 class MaskDiffusion(DiffusionFamily):
     Params = MaskDDPMParams
+    denoiser_class: ClassVar[type[Denoiser]] = MaskDenoiser  # built from (params, spatial_dims, channels, classes)
     stages = ("diffusion",)
     needs_masks = True
     inpaints = True
@@ -92,14 +109,14 @@ class MaskDiffusion(DiffusionFamily):
 
     def __init__(self, params: MaskDDPMParams, info):
         super().__init__(params, info)
-        self.denoiser = MaskDenoiser(params, info.spatial_dims, info.channels, info.num_classes)
+        self.denoiser = self.denoiser_class(params, info.spatial_dims, info.channels, info.num_classes)
 
     def ema_target(self, stage):
         return "denoiser.unet"
 
     def _masks(self, batch) -> torch.Tensor:
         if "mask" not in batch:
-            raise UserError("mask-ddpm trains on image + mask pairs: the prepared dataset has no masks.npy "
+            raise UserError("a mask-conditioned model trains on image + mask pairs: the prepared dataset has no masks.npy "
                             "(use builtin:brain-lesions, or a CSV source with a mask column)")
         return batch["mask"]
 
