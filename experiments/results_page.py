@@ -307,9 +307,11 @@ def scarce(p: Page) -> None:
     for line in verdict_lines:
         p.add(line, "")
     if found:
-        p.add("Verdicts: paired bootstrap of the difference, Holm over the two comparisons per metric; the JSON of each run "
-              "(`runs/<run>/scarce/calcification-K<K>.json`) has the class recall and F1 verdicts, the smallest difference "
-              "this n could detect, and the ids the generator saw, kept and held back.", "")
+        p.add("Verdicts: paired bootstrap of the difference, Holm over the two comparisons per metric. The intervals shown "
+              "are the plain 95 % ones; a verdict needs the Holm-adjusted level, so an interval just clear of 0 can still "
+              "read \"no difference detectable\". The JSON of each run (`runs/<run>/scarce/calcification-K<K>.json`) has the "
+              "class recall and F1 verdicts, the smallest difference this n could detect, and the ids the generator saw, "
+              "kept and held back.", "")
     p.study_footer("SCARCE")
 
 
