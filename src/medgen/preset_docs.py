@@ -11,6 +11,7 @@ from typing import Any
 
 from medgen.config import PRESET_DIR, load_preset, preset_names, resolve
 from medgen.models.registry import family_class
+from medgen.validation import flatten
 
 STUDIES = {
     "S000": "S000: latent diffusion for mammography ROIs, with fine-tuning from a large class to a small one",
@@ -21,15 +22,6 @@ STUDIES = {
     "demo": "none: the demo `make demo` runs (see the README)",
 }
 PROFILE_ORDER = ["paper", "small", "tiny"]
-
-
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict):
-        out: dict[str, Any] = {}
-        for k, v in node.items():
-            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    return {prefix: node}
 
 
 def _cell(value: Any) -> str:
@@ -43,7 +35,7 @@ def profile_table(name: str) -> tuple[list[str], list[tuple[str, list[Any]]]]:
     """The profiles (paper/small/tiny first) and each resolved key whose value differs between them."""
     preset = load_preset(name)
     profiles = sorted(preset.get("profiles", {}), key=lambda p: (PROFILE_ORDER.index(p) if p in PROFILE_ORDER else 9, p))
-    resolved = {p: _flatten(resolve(name, p).model_dump(mode="json")) for p in profiles}
+    resolved = {p: flatten(resolve(name, p).model_dump(mode="json")) for p in profiles}
     keys = sorted(set().union(*(r.keys() for r in resolved.values())) - {"profile"})
     rows = []
     for key in keys:

@@ -7,11 +7,12 @@ from pathlib import Path
 from medgen.errors import UserError
 
 
-def _flatten(node, prefix: str = "") -> dict:
+def flatten(node, prefix: str = "") -> dict:
+    """A nested dict as {"a.b.c": leaf}: config sections compared or listed key by key."""
     if isinstance(node, dict):
         out = {}
         for k, v in node.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten(v, f"{prefix}{k}."))
         return out
     return {prefix[:-1]: node}
 
@@ -43,7 +44,7 @@ def check_resume_flags(run, cfg, config: str | None, profile: str | None, overri
             dump["data"].pop("path", None)
             dump["data"].pop("subset", None)
             dump.pop("description", None)
-        a, h = _flatten(asked), _flatten(have)
+        a, h = flatten(asked), flatten(have)
         diff = sorted(k for k in set(a) | set(h) if a.get(k) != h.get(k))
         if diff:
             k = diff[0]

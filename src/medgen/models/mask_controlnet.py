@@ -25,6 +25,7 @@ import torch
 from pydantic import Field
 
 from medgen.errors import UserError
+from medgen.validation import flatten
 from medgen.models.base import FamilyParams
 from medgen.models.diffusion import Denoiser, UNetParams
 from medgen.models.mask_diffusion import LabelMapConditioning, MaskDiffusion, MaskParams
@@ -80,12 +81,6 @@ class ControlNetDenoiser(LabelMapConditioning, Denoiser):
         self.controlnet.load_state_dict(self.unet.state_dict(), strict=False)
 
 
-def _leaves(d, prefix: str) -> dict:
-    if isinstance(d, dict):
-        return {k: v for key, val in d.items() for k, v in _leaves(val, f"{prefix}.{key}").items()}
-    return {prefix: d}
-
-
 class MaskControlNet(MaskDiffusion):
     Params = MaskControlNetParams
     denoiser_class = ControlNetDenoiser
@@ -113,7 +108,7 @@ class MaskControlNet(MaskDiffusion):
                             "schedule the ControlNet must match), not a checkpoint file", where)
         mine, theirs = self.params.model_dump(mode="json"), source.params.model_dump(mode="json")
         for key in ("unet", "scheduler", "conditional"):
-            a, b = _leaves(mine[key], f"model.{key}"), _leaves(theirs[key], f"model.{key}")
+            a, b = flatten({"model": {key: mine[key]}}), flatten({"model": {key: theirs[key]}})
             for name in a:
                 if a[name] != b.get(name):
                     want = json.dumps(b.get(name), separators=(",", ":"))
