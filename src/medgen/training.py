@@ -84,13 +84,13 @@ def _run_of(src: Path) -> RunDir | None:
 
 def _init_source(run: RunDir | None, src: Path, family: str | None, report: dict):
     from medgen.models.base import InitSource
-    from medgen.models.registry import family_class
+    from medgen.models.registry import validate_params
 
     if run is None:
         return InitSource(str(src), family, None, None, None, report)
     cfg = run.config()
     info = run.data().get("info")
-    params = family_class(cfg.model.family).Params.model_validate(cfg.model.params())
+    params = validate_params(cfg.model.family, cfg.model.params())
     return InitSource(str(run.root), family, params, cfg.model.spatial_dims, DataInfo.from_json(info) if info else None, report)
 
 
