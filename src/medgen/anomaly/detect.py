@@ -186,7 +186,7 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
     out of the image score. ``tune``: ``synthetic`` replaces smooth / score / top_percent /
     edge_margin by the candidate that best separates the normal validation images from copies with
     a synthetic lesion (:mod:`medgen.anomaly.tuning`), ``none`` keeps them, ``auto`` = synthetic
-    for detectors fitted on normals (patchcore, padim), none for the others.
+    for the detectors whose maps have no natural scale (patchcore, padim, segmenter), none for the others.
     """
     from medgen.anomaly import scoring
     from medgen.models.conv_ae import restoring_from_checkpoint
@@ -301,7 +301,7 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
                  f"(synthetic-lesion image AUROC {level_record['synthetic_auroc']:.3f})")
         else:
             raw = det.run(calib.images, seed + 1, "calibrate (normal val)").maps
-        if tune == "synthetic" or (tune == "auto" and det.fits_on_normals):
+        if tune == "synthetic" or (tune == "auto" and det.tunes_by_default):
             tuned, tune_note = _tune(det, calib, raw, tuning.Scoring(smooth, score, top_percent, edge_margin),
                                      foreground, seed, echo, lesioned, lesion_raw)
             if tuned is not None:

@@ -14,7 +14,7 @@ from medgen.anomaly.detectors import names as detector_names
 
 
 def detect_cmd(
-    run: Path = typer.Argument(..., help="A trained run (conv-ae, vae, vae-gan, ldm: reconstruction; ddpm: AnoDDPM-style diffusion; patch-features: patchcore, padim)."),
+    run: Path = typer.Argument(..., help="A trained run (conv-ae, vae, vae-gan, ldm: reconstruction; ddpm: AnoDDPM-style diffusion; patch-features: patchcore, padim; selfsup-anomaly: segmenter)."),
     input: Optional[Path] = typer.Option(None, "--input", "-i", help="A prepared dataset folder or a folder of images (class sub-folders become labels). Default: the run's own dataset."),
     masks: Optional[Path] = typer.Option(None, "--masks", help="With a folder of images: a folder of mask files with the same names (lesion = non-zero)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default RUN/detect/<input-name>)."),
@@ -25,7 +25,7 @@ def detect_cmd(
     score: str = typer.Option("top-percentile", "--score", help="Image score from its map: mean, max, top-percentile (mean of the top --top-percent %)."),
     top_percent: float = typer.Option(5.0, "--top-percent", help="Percent of pixels averaged by --score top-percentile."),
     edge_margin: float = typer.Option(0.0, "--edge-margin", min=0.0, help="Leave a rim of this many pixels inside the foreground edge out of the image score (the maps of normal images peak at the brain outline)."),
-    tune: str = typer.Option("auto", "--tune", help="synthetic: choose --smooth/--score/--top-percent/--edge-margin on the normal validation images with synthetic small lesions drawn in (no real lesion is used); none: keep the given ones; auto: synthetic for patchcore/padim, none otherwise."),
+    tune: str = typer.Option("auto", "--tune", help="synthetic: choose --smooth/--score/--top-percent/--edge-margin on the normal validation images with synthetic small lesions drawn in (no real lesion is used); none: keep the given ones; auto: synthetic for patchcore/padim/segmenter, none otherwise."),
     foreground: str = typer.Option("0.05", "--foreground", help="Score only pixels where the input is above this (the black background is left out); 'none' = every pixel."),
     noise_level: str = typer.Option("0.1", "--noise-level", help="Diffusion detector: noise up to this fraction of the timesteps (0.1 = t 100 of 1000), then denoise (AnoDDPM: 0.25); several, comma-separated (0.05,0.1,0.2): their maps are averaged; auto: the set of 0.05/0.1/0.2 that best separates the normal validation images from copies with synthetic lesions, each level's map divided by its normal mean."),
     steps: Optional[int] = typer.Option(10, "--steps", min=1, help="Diffusion detector: reverse steps from t_start to 0, evenly respaced (--all-steps: every timestep)."),

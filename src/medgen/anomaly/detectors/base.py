@@ -33,6 +33,9 @@ class Detector:
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""            # one line for --help and the docs
     fits_on_normals: ClassVar[bool] = False  # fit() needs the run's normal training images
+    # whether ``--tune auto`` chooses the image scoring on normals with synthetic lesions: for maps whose
+    # scale says nothing about a sensible smoothing or top-percent (feature distances, probabilities)
+    tunes_by_default: ClassVar[bool] = False
 
     def __init__(self, model, settings: Settings):
         self.model = model

@@ -17,6 +17,7 @@ class Padim(Detector):
     name = "padim"
     summary = "patch-features run: Mahalanobis distance to a per-position Gaussian of normal features (PaDiM)"
     fits_on_normals = True
+    tunes_by_default = True
 
     def fit(self, normals, echo=print):
         s = self.settings

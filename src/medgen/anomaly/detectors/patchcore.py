@@ -18,6 +18,7 @@ class PatchCore(Detector):
     name = "patchcore"
     summary = "patch-features run: distance to the nearest normal patch in a coreset memory (PatchCore)"
     fits_on_normals = True
+    tunes_by_default = True
 
     def fit(self, normals, echo=print):
         s = self.settings
