@@ -14,7 +14,7 @@ Then: prepare, train ``--preset`` on the normals, ``medgen detect --input test -
 --normal normal`` with each detector; results to OUT/results.json.
 
     PYTHONPATH=src python bench/anomaly_unseen.py --out /tmp/unseen [--preset brain-patchcore-anomaly]
-        [--detectors patchcore,padim] [--detect-option tune=none]
+        [--detectors patchcore,padim] [--detect-option tune=none] [--data-seed 1]
 """
 from __future__ import annotations
 
@@ -118,9 +118,12 @@ def main() -> None:
     from medgen.data.prepare import PrepareOptions, prepare
     from medgen.training import train
 
-    a = parser().parse_args()
+    ap = parser()
+    ap.add_argument("--data-seed", type=int, default=0,
+                    help="another seed draws other slices, bias fields, noise and lesions (an independent set)")
+    a = ap.parse_args()
     if not (a.out / "test_masks").exists():
-        build(a.out)
+        build(a.out, a.data_seed)
     data = a.out / "prepared"
     if not (data / "index.csv").exists():
         prepare(f"folder:{a.out / 'train'}", data, PrepareOptions(size=(SIZE, SIZE), workers=1, split=(0.75, 0.25, 0.0)))
@@ -135,7 +138,7 @@ def main() -> None:
                    out=a.out / "detect" / det, echo=lambda *_: None, **detect_options(a.detect_option))
         results.append(record("unseen", r["settings"]["detector"], r))
         print(summary(results[-1]), flush=True)
-    (a.out / "results.json").write_text(json.dumps({"preset": a.preset, "profile": a.profile, "set": a.set,
+    (a.out / "results.json").write_text(json.dumps({"preset": a.preset, "profile": a.profile, "set": a.set, "data_seed": a.data_seed,
                                                      "results": results}, indent=2))
 
 

@@ -63,7 +63,7 @@ def test_the_segmenter_finds_a_lesion_it_never_saw():
     ctx.optimizers = {"main": torch.optim.Adam(model.parameters(), lr=3e-3)}
     normals = torch.from_numpy(_normals(32))
     model.train()
-    for step in range(150):
+    for step in range(250):
         idx = torch.randint(0, 32, (8,), generator=torch.Generator().manual_seed(step))
         model.training_step({"image": normals[idx]}, "segmenter", ctx)
     model.eval()

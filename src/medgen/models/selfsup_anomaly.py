@@ -11,13 +11,15 @@ DRAEM, Zavrtanik et al. 2021) is told directly: "this region was changed", for m
 and contrasts of change, in the user's own normal images. No real lesion is used.
 
 Network: MONAI's ``UNet`` (2D or 3D) with ``channels`` / ``strides`` and residual units, one
-output channel. Loss: binary cross-entropy plus soft Dice on the drawn masks. Training batches:
+output channel. Loss: binary cross-entropy plus soft Dice on the drawn masks (per image by default). Training batches:
 normal images with random flips (``flip``) and a mild random gamma (``gamma``), so the network
 does not call a global contrast change an anomaly, then the synthetic anomalies (each image gets
 one with probability ``anomaly_p``). Validation: the same loss on the validation normals with
 anomalies drawn from a fixed seed (the same every epoch).
 """
 from __future__ import annotations
+
+from typing import Literal
 
 import numpy as np
 import torch
@@ -43,6 +45,9 @@ class SelfSupParams(FamilyParams):
     flip: bool = True
     gamma: float = Field(0.2, ge=0, lt=1)               # random gamma in [1 - g, 1 / (1 - g)]
     dice_weight: float = Field(1.0, ge=0)
+    # soft Dice per image (every anomaly counts alike, however small; an image without one is
+    # penalised for its false-positive mass) or over the whole batch (large anomalies dominate)
+    dice: Literal["image", "batch"] = "image"
 
 
 class SelfSupAnomaly(GenerativeModel):
@@ -114,10 +119,15 @@ class SelfSupAnomaly(GenerativeModel):
         bce = F.binary_cross_entropy_with_logits(logits, target)
         if self.params.dice_weight <= 0:
             return bce
-        # soft Dice over the whole batch (images without an anomaly add only false positives)
         prob = torch.sigmoid(logits)
-        dice = 1 - (2 * (prob * target).sum() + 1) / (prob.sum() + target.sum() + 1)
-        return bce + self.params.dice_weight * dice
+        dims = tuple(range(1, prob.dim())) if self.params.dice == "image" else tuple(range(prob.dim()))
+        dice = 1 - (2 * (prob * target).sum(dims) + 1) / (prob.sum(dims) + target.sum(dims) + 1)
+        if self.params.dice == "image":
+            # the images with an anomaly; false positives elsewhere are the cross-entropy's to punish
+            # (a Dice on an empty image rewards predicting nothing anywhere, which small anomalies then get)
+            has = target.flatten(1).amax(1) > 0
+            dice = dice[has] if has.any() else dice.new_zeros(1)
+        return bce + self.params.dice_weight * dice.mean()
 
     def training_step(self, batch, stage, ctx):
         # a numpy generator seeded from the trainer's torch generator: a resumed run draws the same anomalies
