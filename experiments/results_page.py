@@ -177,7 +177,8 @@ def s003(p: Page) -> None:
           "`medgen detect RUN` defaults (threshold at 5 % FPR on the normal validation slices).", "")
     rows, pix = [], {}
     for name, run in (("S003 autoencoder (`brain-ae-anomaly`)", "s003-ae"), ("VAE (`brain-tumor-vae-pretrain` on normals)", "s003-vae"),
-                      ("diffusion, AnoDDPM-style (`brain-ddpm-anomaly`)", "s003-ddpm")):
+                      ("diffusion, AnoDDPM-style (`brain-ddpm-anomaly`)", "s003-ddpm"),
+                      ("self-supervised segmenter (`brain-selfsup-anomaly`)", "s003-selfsup")):
         a = p.anomaly(run)
         im, px, pf = a.get("image", {}), a.get("pixel", {}), a.get("pixel_foreground", {})
         pix[run] = px.get("auroc")

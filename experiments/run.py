@@ -128,7 +128,7 @@ def plan(profile: str) -> list[Step]:
         steps.append(train("S002", f"s002-{loss}", "dbt-ddpm-3d", vols, profile, "--set", f"model.loss={loss}"))
         steps.append(evaluate("S002", f"s002-{loss}", "--metrics", "intensity,memorisation,distribution"))
     # S003: anomaly detection on brain-lesions, trained on normal slices only: S003's autoencoder,
-    # a VAE and the diffusion detector, each with `medgen detect` defaults.
+    # a VAE, the diffusion detector and the self-supervised segmenter, each with `medgen detect` defaults.
     steps.append(prepare("S003", "brain-lesions", s["2d"], n_small))
     steps += [
         train("S003", "s003-ae", "brain-ae-anomaly", lesions, profile),
@@ -137,6 +137,8 @@ def plan(profile: str) -> list[Step]:
         detect("S003", "s003-vae"),
         train("S003", "s003-ddpm", "brain-ddpm-anomaly", lesions, profile),
         detect("S003", "s003-ddpm"),
+        train("S003", "s003-selfsup", "brain-selfsup-anomaly", lesions, profile),
+        detect("S003", "s003-selfsup"),
     ]
     # S004: generators judged by a tumour classifier trained on real, synthetic and mixed data.
     steps += [

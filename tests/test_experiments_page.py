@@ -60,6 +60,7 @@ def test_results_page_judges_targets_from_the_outputs(tmp_path):
     _metrics(out, "s003-ae", anomaly={"image": {"auroc": 0.85}, "pixel": {"auroc": 0.97}, "pixel_foreground": {"auroc": 0.94}})
     _metrics(out, "s003-ddpm", anomaly={"image": {"auroc": 0.86}, "pixel": {"auroc": 0.93}, "pixel_foreground": {"auroc": 0.86},
                                         "settings": {"t_start": 100, "T": 1000, "reverse_steps": 10, "sampler": "ddim", "draws": 8}})
+    _metrics(out, "s003-selfsup", anomaly={"image": {"auroc": 0.981}, "pixel": {"auroc": 0.99}, "pixel_foreground": {"auroc": 0.985}})
     # one generator's mixed classifier matches real: met
     _metrics(out, "s004-cgan", _util(0.90, 0.85))
     _metrics(out, "s004-cvae", _util(0.90, 0.91, consistency=0.47))
@@ -84,6 +85,7 @@ def test_results_page_judges_targets_from_the_outputs(tmp_path):
     # runs that were never made are "not run", not zeros
     assert "| CVAE-transfer | not run |" in text
     assert "| VAE (`brain-tumor-vae-pretrain` on normals) | not run |" in text
+    assert "| self-supervised segmenter (`brain-selfsup-anomaly`) | 0.981 |" in text
 
 
 def _seg_row(train, n, dice, lo, hi):
