@@ -79,6 +79,14 @@ def test_the_segmenter_finds_a_lesion_it_never_saw():
     assert set(val) == {"loss", "dice"} and val == model.validation_step({"image": normals[:8]}, "segmenter")
 
 
+def test_the_map_averages_the_mirror_views():
+    x = torch.from_numpy(_normals(2))
+    model = _model().eval()
+    torch.testing.assert_close(model.anomaly_map(x.flip(-1)), model.anomaly_map(x).flip(-1))  # the same views either way
+    plain = _model(test_flips=False).eval()
+    assert not torch.allclose(plain.anomaly_map(x.flip(-1)), plain.anomaly_map(x).flip(-1))
+
+
 def test_bad_settings_and_no_sampling():
     from medgen.errors import UserError
 

@@ -48,6 +48,9 @@ class SelfSupParams(FamilyParams):
     # soft Dice per image (every anomaly counts alike, however small; an image without one is
     # penalised for its false-positive mass) or over the whole batch (large anomalies dominate)
     dice: Literal["image", "batch"] = "image"
+    # the anomaly map is the mean over the image and its mirror images (test-time augmentation):
+    # a lesion is marked in every view, a spurious response to one view's texture is averaged down
+    test_flips: bool = True
 
 
 class SelfSupAnomaly(GenerativeModel):
@@ -153,7 +156,18 @@ class SelfSupAnomaly(GenerativeModel):
 
     @torch.no_grad()
     def anomaly_map(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self(x).float())
+        if not self.params.test_flips:
+            return torch.sigmoid(self(x).float())
+        import itertools
+
+        dims = list(range(2, x.dim()))
+        views = [list(c) for r in range(len(dims) + 1) for c in itertools.combinations(dims, r)]
+        total = torch.zeros((x.shape[0], 1, *x.shape[2:]), device=x.device)
+        for flip in views:  # 4 views in 2D, 8 in 3D
+            xi = x.flip(flip) if flip else x
+            p = torch.sigmoid(self(xi).float())
+            total += p.flip(flip) if flip else p
+        return total / len(views)
 
     @torch.no_grad()
     def sample(self, n, labels=None, steps=None, generator=None, **kwargs):
