@@ -63,6 +63,11 @@ def detect_options(pairs: list[str]) -> dict:
     for kv in pairs:
         k, v = kv.split("=", 1)
         default = detect.__kwdefaults__.get(k)
+        if default is None:  # unset scoring settings (the detector's own): numbers where they parse
+            try:
+                v = float(v)
+            except ValueError:
+                pass
         extra[k] = type(default)(v) if default is not None else v
     return extra
 

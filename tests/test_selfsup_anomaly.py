@@ -100,7 +100,7 @@ def test_bad_settings_and_no_sampling():
         model.sample(1)
 
 
-def test_detect_tunes_the_segmenter_scoring_on_normals(tmp_path):
+def test_detect_scores_the_segmenter_by_its_own_scoring(tmp_path):
     from medgen.anomaly import detect
     from medgen.data.prepare import PrepareOptions, prepare
     from medgen.data.sources import SourceOptions
@@ -112,7 +112,10 @@ def test_detect_tunes_the_segmenter_scoring_on_normals(tmp_path):
     run = tmp_path / "run"
     train("brain-selfsup-anomaly", data, run, profile="tiny", echo=lambda *_: None)
     r = detect(run, split="test", echo=lambda *_: None)
-    assert r["settings"]["detector"] == "segmenter"
-    tuning = r["settings"]["tuning"]
-    assert tuning["applied"] and tuning["mode"] == "synthetic" and tuning["chosen"]
-    assert 0 <= r["image"]["auroc"] <= 1
+    s = r["settings"]
+    assert s["detector"] == "segmenter" and (s["smooth"], s["score"], s["edge_margin"]) == (1.0, "max", 0.0)
+    assert s["tuning"] == {"mode": "auto", "applied": False} and 0 <= r["image"]["auroc"] <= 1
+    given = detect(run, split="test", echo=lambda *_: None, force=True, smooth=2.0, score="top-percentile")
+    assert (given["settings"]["smooth"], given["settings"]["score"], given["settings"]["top_percent"]) == (2.0, "top-percentile", 5.0)
+    tuned = detect(run, split="test", echo=lambda *_: None, force=True, tune="synthetic")["settings"]["tuning"]
+    assert tuned["applied"] and tuned["chosen"]

@@ -166,19 +166,21 @@ def _diffusion_sampler(model, sampler: str | None) -> str:
     return sampler
 
 
-def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="test", map="abs", smooth=3.0,
-           score="top-percentile", noise_level: float | str = 0.1, force=False, echo=print, *, top_percent: float = 5.0,
+def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="test", map="abs", smooth: float | None = None,
+           score: str | None = None, noise_level: float | str = 0.1, force=False, echo=print, *, top_percent: float | None = None,
            foreground: float | None = 0.05, detector: str = "auto", steps: int | None = 10, sampler: str | None = None, draws: int = 8,
            normal: str | list[str] | None = None, batch_size: int = 16, seed: int = 0, ssim_window: int = 7,
            device: str | None = None, figure_items: int = 8, memory: int = 2048, neighbours: int = 1,
-           edge_margin: float = 0.0, tune: str = "auto") -> dict:
+           edge_margin: float | None = None, tune: str = "auto") -> dict:
     """Score and localise anomalies with a trained run; returns the metrics dict (also written to disk).
 
     ``input``: None (the run's own dataset, ``split``), a prepared dataset folder (its ``split``;
     ``all`` for every item) or a folder of images (class sub-folders become labels; ``masks``: a
     folder of mask files with the same names). ``threshold``: ``fpr:A`` or ``value:X``.
     ``map``: abs | ssim | combined; ``smooth``: Gaussian sigma in pixels (0 = off); ``score``:
-    mean | max | top-percentile (``top_percent`` %); ``foreground``: input threshold of the region
+    mean | max | top-percentile (``top_percent`` %); None for any of these four scoring settings
+    (with ``edge_margin``) = the detector's own (``Detector.scoring``: smooth 3, top 5 %, no margin;
+    the segmenter's probability map: smooth 1, max); ``foreground``: input threshold of the region
     that is scored (None = every pixel). Diffusion runs: ``noise_level`` = t_start / T (several,
     comma-separated: maps averaged), ``steps`` reverse steps (None = all), ``sampler`` one of the run's samplers (default: ddim, or rflow for a rectified flow).
     PatchCore: ``memory`` patches kept, ``neighbours`` k. ``normal``: labels counted as normal
@@ -186,7 +188,7 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
     out of the image score. ``tune``: ``synthetic`` replaces smooth / score / top_percent /
     edge_margin by the candidate that best separates the normal validation images from copies with
     a synthetic lesion (:mod:`medgen.anomaly.tuning`), ``none`` keeps them, ``auto`` = synthetic
-    for the detectors whose maps have no natural scale (patchcore, padim, segmenter), none for the others.
+    for the detectors whose maps have no natural scale (patchcore, padim), none for the others.
     """
     from medgen.anomaly import scoring
     from medgen.models.conv_ae import restoring_from_checkpoint
@@ -196,11 +198,11 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
     rule = thresholds.parse_rule(threshold)
     if map not in scoring.MAP_TYPES:
         raise UserError(f"unknown --map '{map}'; choose one of {', '.join(scoring.MAP_TYPES)}")
-    if score not in scoring.SCORE_TYPES:
+    if score is not None and score not in scoring.SCORE_TYPES:
         raise UserError(f"unknown --score '{score}'; choose one of {', '.join(scoring.SCORE_TYPES)}")
-    if not 0 < top_percent <= 100:
+    if top_percent is not None and not 0 < top_percent <= 100:
         raise UserError(f"--top-percent must be in (0, 100], got {top_percent}")
-    if smooth < 0:
+    if smooth is not None and smooth < 0:
         raise UserError("--smooth must be >= 0")
     noise_levels = _noise_levels(noise_level)
     if steps is not None and steps < 1:
@@ -209,7 +211,7 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
         raise UserError("--draws must be >= 1")
     if memory < 1 or neighbours < 1:
         raise UserError("--memory and --neighbours must be >= 1")
-    if edge_margin < 0:
+    if edge_margin is not None and edge_margin < 0:
         raise UserError("--edge-margin must be >= 0")
     if tune not in TUNE_MODES:
         raise UserError(f"unknown --tune '{tune}'; choose one of {', '.join(TUNE_MODES)}")
@@ -222,6 +224,11 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
     det = registry.detector_class(detector)(model, Settings(
         map=map, ssim_window=ssim_window, noise_levels=noise_levels, steps=steps, sampler=sampler, draws=draws,
         memory=memory, neighbours=neighbours, batch_size=batch_size, seed=seed))
+    own = det.scoring  # what the caller left unset comes from the detector
+    smooth = own.smooth if smooth is None else smooth
+    score = own.score if score is None else score
+    top_percent = own.top_percent if top_percent is None else top_percent
+    edge_margin = own.edge_margin if edge_margin is None else edge_margin
     subset = run_data.get("subset") or {}
     normal_values = _normal_values(normal, subset)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from medgen.anomaly.detectors.base import Detector, Output, batches
+from medgen.anomaly.tuning import Scoring
 
 
 class OwnMap(Detector):
@@ -14,9 +15,11 @@ class OwnMap(Detector):
 
 
 class Segmenter(OwnMap):
-    """A network trained to mark anomalies (``selfsup-anomaly``): its probability map, scored as the
-    feature detectors' maps are (``--tune auto`` chooses smoothing and score on normals)."""
+    """A network trained to mark anomalies (``selfsup-anomaly``): its map is already a per-pixel
+    probability of "anomalous", so an image is as anomalous as its most anomalous spot (the max,
+    after 1 px of smoothing against single-pixel spikes). Averaging the top 5 % instead, as for
+    error maps, dilutes a lesion of a few pixels into the rest of the brain."""
 
     name = "segmenter"
     summary = "the anomaly probabilities of a network trained on normals with synthetic anomalies"
-    tunes_by_default = True
+    scoring = Scoring(smooth=1.0, score="max", top_percent=5.0, edge_margin=0.0)
