@@ -87,6 +87,21 @@ def test_the_map_averages_the_mirror_views():
     assert not torch.allclose(plain.anomaly_map(x.flip(-1)), plain.anomaly_map(x).flip(-1))
 
 
+def test_volumes_train_and_score():
+    from medgen.engine.context import StepContext
+    from medgen.models.base import DataInfo
+    from medgen.models.selfsup_anomaly import SelfSupAnomaly, SelfSupParams
+
+    model = SelfSupAnomaly(SelfSupParams(channels=[4, 8], strides=[2]), DataInfo(3, 1, (16, 16, 16)))
+    ctx = StepContext(torch.device("cpu"), amp=False, grad_clip=None, generator=torch.Generator().manual_seed(0))
+    ctx.optimizers = model.optimizers("segmenter", type("T", (), {"lr": 1e-3, "weight_decay": 0.0})())
+    vols = torch.from_numpy(_normals(2, shape=(16, 16, 16)))
+    assert np.isfinite(model.training_step({"image": vols}, "segmenter", ctx)["loss"])
+    maps = model.eval().anomaly_map(vols)
+    assert maps.shape == (2, 1, 16, 16, 16)
+    torch.testing.assert_close(model.anomaly_map(vols.flip(2)), maps.flip(2))  # 8 mirror views in 3D
+
+
 def test_bad_settings_and_no_sampling():
     from medgen.errors import UserError
 
