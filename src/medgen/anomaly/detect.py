@@ -171,7 +171,7 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
            foreground: float | None = 0.05, detector: str = "auto", steps: int | None = 10, sampler: str | None = None, draws: int = 8,
            normal: str | list[str] | None = None, batch_size: int = 16, seed: int = 0, ssim_window: int = 7,
            device: str | None = None, figure_items: int = 8, memory: int = 2048, neighbours: int = 1,
-           edge_margin: float | None = None, tune: str = "auto") -> dict:
+           edge_margin: float | None = None, tune: str = "auto", patch: float | None = None) -> dict:
     """Score and localise anomalies with a trained run; returns the metrics dict (also written to disk).
 
     ``input``: None (the run's own dataset, ``split``), a prepared dataset folder (its ``split``;
@@ -184,7 +184,8 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
     that is scored (None = every pixel). Diffusion runs: ``noise_level`` = t_start / T (several,
     comma-separated: maps averaged), ``steps`` reverse steps (None = all), ``sampler`` one of the run's samplers (default: ddim, or rflow for a rectified flow).
     PatchCore: ``memory`` patches kept, ``neighbours`` k. ``normal``: labels counted as normal
-    (default: the run's ``--subset label=...``). ``edge_margin``: pixels of the foreground rim left
+    (default: the run's ``--subset label=...``). ``patch``: diffusion detector, rebuild one patch of
+    this fraction of the image side at a time from its surroundings (pDDPM-style). ``edge_margin``: pixels of the foreground rim left
     out of the image score. ``tune``: ``synthetic`` replaces smooth / score / top_percent /
     edge_margin by the candidate that best separates the normal validation images from copies with
     a synthetic lesion (:mod:`medgen.anomaly.tuning`), ``none`` keeps them, ``auto`` = synthetic
@@ -209,6 +210,8 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
         raise UserError("--steps must be >= 1")
     if draws < 1:
         raise UserError("--draws must be >= 1")
+    if patch is not None and not 0 < patch <= 1:
+        raise UserError(f"--patch must be a fraction of the image side in (0, 1], got {patch}")
     if memory < 1 or neighbours < 1:
         raise UserError("--memory and --neighbours must be >= 1")
     if edge_margin is not None and edge_margin < 0:
@@ -223,7 +226,11 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
     sampler = _diffusion_sampler(model, sampler)
     det = registry.detector_class(detector)(model, Settings(
         map=map, ssim_window=ssim_window, noise_levels=noise_levels, steps=steps, sampler=sampler, draws=draws,
-        memory=memory, neighbours=neighbours, batch_size=batch_size, seed=seed))
+        memory=memory, neighbours=neighbours, batch_size=batch_size, seed=seed, patch=patch))
+    if patch is not None and detector != "diffusion":
+        raise UserError(f"--patch is for the diffusion detector; this run uses {detector}")
+    if patch is not None and (sampler not in ("ddim", "ddpm")):
+        raise UserError(f"--patch needs the ddim or ddpm sampler (the run samples with {sampler})")
     own = det.scoring  # what the caller left unset comes from the detector
     smooth = own.smooth if smooth is None else smooth
     score = own.score if score is None else score

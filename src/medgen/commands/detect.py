@@ -31,6 +31,7 @@ def detect_cmd(
     steps: Optional[int] = typer.Option(10, "--steps", min=1, help="Diffusion detector: reverse steps from t_start to 0, evenly respaced (--all-steps: every timestep)."),
     all_steps: bool = typer.Option(False, "--all-steps", help="Diffusion detector: walk every timestep from t_start to 0 (AnoDDPM; slow on CPU)."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="Diffusion detector: ddim (deterministic, the default) or ddpm (stochastic, AnoDDPM); a rectified-flow run: rflow (the default) or rflow-heun."),
+    patch: Optional[float] = typer.Option(None, "--patch", help="Diffusion detector, pDDPM-style: rebuild one patch at a time (its side this fraction of the image side; the patches tile the image) from the rest of the image, which stays the input at the same noise level. Lets a heavier --noise-level erase a lesion without losing the anatomy; one reverse walk per patch (16 at 0.25)."),
     draws: int = typer.Option(8, "--draws", min=1, help="Diffusion detector: average this many reconstructions, each from its own noise (the map sharpens; time grows in proportion; 1 = fastest)."),
     detector: str = typer.Option("auto", "--detector", help="auto (the run's preferred one) or one of: " + ", ".join(detector_names()) + "."),
     memory: int = typer.Option(2048, "--memory", min=1, help="PatchCore: normal patches kept in the memory bank (greedy coreset)."),
@@ -57,7 +58,7 @@ def detect_cmd(
         raise UserError("give either --steps N or --all-steps")
     result = detect(run, input=input, masks=masks, out=out, threshold=threshold, split=split, map=map_type, smooth=smooth,
                     score=score, noise_level=noise_level, force=force, echo=echo, top_percent=top_percent, foreground=fg,
-                    detector=detector, steps=None if all_steps else steps, sampler=sampler, draws=draws, normal=normal,
+                    detector=detector, steps=None if all_steps else steps, sampler=sampler, draws=draws, patch=patch, normal=normal,
                     batch_size=batch_size, seed=seed, memory=memory, neighbours=neighbours,
                     edge_margin=edge_margin, tune=tune)
     if as_json:

@@ -19,6 +19,7 @@ class Settings:
     steps: int | None = 10
     sampler: str = "ddim"
     draws: int = 8
+    patch: float | None = None     # diffusion: patch-wise reconstruction, patch side as a fraction of the image side
     memory: int = 2048             # patchcore: patches kept in the memory bank (greedy coreset)
     neighbours: int = 1            # patchcore: distance to the k-th nearest memory patch (mean of the k)
     batch_size: int = 16

@@ -8,6 +8,8 @@ chooses the levels on normal validation images (:func:`medgen.anomaly.tuning.cho
 each level's map divided by its mean on those normals before the levels are averaged. Within one level, one
 draw's errors in normal tissue are partly that draw's noise (zero-mean, it averages out), while a
 lesion the model cannot reproduce is missing from every draw, so the mean sharpens the map.
+With ``patch`` set, each reconstruction is patch-wise (:func:`medgen.anomaly.diffusion.patch_reconstruct`,
+pDDPM-style): one patch at a time is rebuilt from its surroundings.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import torch
 
 from medgen.anomaly import scoring
 from medgen.anomaly.detectors.base import Detector, Output, batches
-from medgen.anomaly.diffusion import diffusion_reconstruct, partial_timesteps, t_start_for
+from medgen.anomaly.diffusion import diffusion_reconstruct, partial_timesteps, patch_reconstruct, t_start_for
 
 
 class PartialDiffusion(Detector):
@@ -31,8 +33,13 @@ class PartialDiffusion(Detector):
     def reconstruct(self, images: np.ndarray, t_start: int, gen: torch.Generator, describe: str) -> np.ndarray:
         s = self.settings
 
+        def once(xb):
+            if s.patch:
+                return patch_reconstruct(self.model, xb, t_start, s.steps, gen, s.sampler, s.patch)
+            return diffusion_reconstruct(self.model, xb, t_start, s.steps, gen, s.sampler)
+
         def mean_of_draws(xb):
-            return sum(diffusion_reconstruct(self.model, xb, t_start, s.steps, gen, s.sampler) for _ in range(s.draws)) / s.draws
+            return sum(once(xb) for _ in range(s.draws)) / s.draws
 
         return batches(self.model, images, s.batch_size, describe, mean_of_draws)
 
@@ -69,7 +76,7 @@ class PartialDiffusion(Detector):
         return {"map": s.map, "noise_level": levels[0] if len(levels) == 1 else levels,
                 "t_start": self.t_starts[0] if len(levels) == 1 else self.t_starts, "T": self.model.num_timesteps,
                 "steps": s.steps, "reverse_steps": len(partial_timesteps(self.t_starts[0], s.steps)),
-                "sampler": s.sampler, "seed": s.seed, "draws": s.draws,
+                "sampler": s.sampler, "seed": s.seed, "draws": s.draws, "patch": s.patch,
                 "level_scales": None if not self.scales else [self.scales[t] for t in self.t_starts]}
 
     def headline(self):
@@ -77,4 +84,5 @@ class PartialDiffusion(Detector):
         ts = ", ".join(str(t) for t in self.t_starts)
         return (f"diffusion, noised to t={ts} of {self.model.num_timesteps}, "
                 f"{len(partial_timesteps(self.t_starts[0], s.steps))} reverse steps ({s.sampler})"
-                + (f", mean of {s.draws} draws" if s.draws > 1 else ""))
+                + (f", mean of {s.draws} draws" if s.draws > 1 else "")
+                + (f", patch-wise ({s.patch:g} of the side at a time)" if s.patch else ""))
