@@ -44,6 +44,20 @@ def to_space_mask(masks: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 @torch.no_grad()
+def merge_known(den, x_unknown: torch.Tensor, x0: torch.Tensor, unknown: torch.Tensor, t_prev: int,
+                generator: torch.Generator | None) -> torch.Tensor:
+    """RePaint eq. 8: the model's step inside ``unknown`` (1 = redraw), and outside it the original
+    ``x0`` diffused to the step's noise level ``t_prev`` (the original itself after the last step)."""
+    from medgen.samplers.base import noise_like
+
+    if t_prev < 0:
+        x_known = x0
+    else:
+        x_known = den.q_sample(x0, torch.full((x0.shape[0],), t_prev, device=x0.device, dtype=torch.long),
+                               noise_like(x0, generator))
+    return unknown * x_unknown + (1 - unknown) * x_known
+
+
 def repaint(model, images: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor | None = None, steps: int | None = None,
             resample: int = 5, guidance: float = 1.0, feather: float = 2.0, generator: torch.Generator | None = None,
             progress=None) -> torch.Tensor:
@@ -68,9 +82,7 @@ def repaint(model, images: torch.Tensor, masks: torch.Tensor, labels: torch.Tens
             for u in range(resample):
                 eps = den.guided_eps(x, t, labels, guidance).float()
                 x_unknown = ddpm.step(den, x, eps, t, t_prev, (-1.0, 1.0) if not _latent(model) else None, generator)
-                x_known = x0 if t_prev < 0 else den.q_sample(x0, torch.full((x0.shape[0],), t_prev, device=device),
-                                                             noise_like(x0, generator))
-                x = unknown * x_unknown + (1 - unknown) * x_known
+                x = merge_known(den, x_unknown, x0, unknown, t_prev, generator)
                 if u + 1 < resample and t_prev >= 0:  # back to step t: q(x_t | x_t'), then denoise again
                     ratio = abar(den, t) / abar(den, t_prev)
                     x = ratio.sqrt() * x + (1 - ratio).sqrt() * noise_like(x, generator)

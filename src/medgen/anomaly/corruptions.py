@@ -17,8 +17,8 @@ type (and not the test lesions of any benchmark):
     factor of 0.4-1 (foreign patch interpolation);
   - ``scale``: the tissue itself multiplied by a factor away from 1 (0.4-0.8 or 1.25-1.8);
   - ``texture``: the local mean plus smooth noise (the structure inside replaced);
-* placement: centred in the foreground (the image above ``foreground``, holes filled), the
-  weight cut to the foreground, so the background stays background.
+* placement: centred in the foreground (the region ``medgen detect`` scores: the image above
+  ``foreground`` in any channel, holes filled), the weight cut to it, so the background stays background.
 
 The mask is where the drawn weight is above one half AND the image changed visibly (by more than
 ``min_change``): a foreign patch that happens to match its surroundings is not called anomalous.
@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
+
+from medgen.anomaly.scoring import foreground_mask
 
 KINDS = ("intensity", "foreign", "scale", "texture")
 DIAMETER = (0.04, 0.30)   # fraction of the image side, drawn log-uniformly
@@ -52,10 +54,9 @@ def _blob(rng: np.random.Generator, shape: tuple[int, ...], centre: np.ndarray, 
     return np.clip((1.0 - d) * radius / rim + 0.5, 0.0, 1.0).astype(np.float32)
 
 
-def foreground_of(image: np.ndarray, foreground: float) -> np.ndarray:
-    grey = image.mean(axis=0)
-    fg = ndi.binary_fill_holes(grey > foreground)
-    return fg if fg.sum() >= 8 else np.ones_like(fg)
+def _local_mean(image: np.ndarray, radius: float) -> np.ndarray:
+    """Each channel's mean around every pixel, over about ``radius`` pixels."""
+    return ndi.gaussian_filter(image, (0, *[max(1.0, radius)] * (image.ndim - 1)))
 
 
 def corrupt(images: np.ndarray, rng: np.random.Generator, p: float = 0.6, diameter=DIAMETER, contrast=CONTRAST,
@@ -68,10 +69,13 @@ def corrupt(images: np.ndarray, rng: np.random.Generator, p: float = 0.6, diamet
     masks = np.zeros((len(images), 1, *images.shape[2:]), dtype=np.float32)
     spatial = images.shape[2:]
     side = float(min(spatial))
+    # the region `medgen detect` scores (input above the threshold, holes filled); all of an image
+    # that is (almost) empty
+    fgs = foreground_mask(images, foreground)[:, 0]
     for i in range(len(images)):
         if rng.random() >= p:
             continue
-        fg = foreground_of(images[i], foreground)
+        fg = fgs[i] if fgs[i].sum() >= 8 else np.ones(spatial, dtype=bool)
         inside = np.argwhere(fg)
         for _ in range(int(rng.integers(1, max_anomalies + 1))):
             radius = max(1.0, 0.5 * side * float(np.exp(rng.uniform(np.log(diameter[0]), np.log(diameter[1])))))
@@ -82,7 +86,7 @@ def corrupt(images: np.ndarray, rng: np.random.Generator, p: float = 0.6, diamet
             base = out[i]
             kind = kinds[int(rng.integers(len(kinds)))]
             if kind == "intensity":
-                local = ndi.gaussian_filter(base, (0, *[max(1.0, radius)] * len(spatial)))
+                local = _local_mean(base, radius)
                 delta = rng.uniform(*contrast) * (1 if rng.random() < 0.5 else -1)
                 texture = 1 + rng.uniform(0, 0.08) * _smooth_noise(rng, spatial, 1.0)
                 content = (local + delta) * texture
@@ -95,8 +99,7 @@ def corrupt(images: np.ndarray, rng: np.random.Generator, p: float = 0.6, diamet
                 factor = rng.uniform(0.4, 0.8) if rng.random() < 0.5 else rng.uniform(1.25, 1.8)
                 content = base * factor
             else:  # texture
-                local = ndi.gaussian_filter(base, (0, *[max(1.0, radius)] * len(spatial)))
-                content = local + rng.uniform(0.05, 0.25) * _smooth_noise(rng, spatial, rng.uniform(0.7, 2.5))
+                content = _local_mean(base, radius) + rng.uniform(0.05, 0.25) * _smooth_noise(rng, spatial, rng.uniform(0.7, 2.5))
             new = np.clip(base * (1 - weight) + content * weight, 0.0, 1.0)
             changed = np.abs(new - base).max(axis=0) > min_change
             out[i] = new

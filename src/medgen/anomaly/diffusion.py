@@ -58,6 +58,7 @@ def patch_reconstruct(model, x: torch.Tensor, t_start: int, steps: int | None = 
     reverse walk per patch (16 at ``patch=0.25`` in 2D)."""
     import itertools
 
+    from medgen.inpaint import merge_known
     from medgen.samplers import get as get_sampler
     from medgen.samplers.base import Sampler, noise_like
 
@@ -69,7 +70,7 @@ def patch_reconstruct(model, x: torch.Tensor, t_start: int, steps: int | None = 
     if not 0 < patch <= 1:
         raise ValueError(f"patch must be a fraction of the image side in (0, 1], got {patch}")
     device = den.device
-    x0 = x.to(device).float() * 2 - 1
+    x0 = model.to_diffusion_space(x.to(device).float())
     spatial = tuple(x0.shape[2:])
     sides = [max(1, int(round(patch * n))) for n in spatial]
     starts = [sorted({*range(0, n - p + 1, p), n - p}) for n, p in zip(spatial, sides)]
@@ -83,10 +84,7 @@ def patch_reconstruct(model, x: torch.Tensor, t_start: int, steps: int | None = 
         for i, t in enumerate(ts):
             t_prev = ts[i + 1] if i + 1 < len(ts) else -1
             eps = den.guided_eps(xt, t, None, 1.0).float()
-            moved = walk.step(den, xt, eps, t, t_prev, (-1.0, 1.0), generator)
-            known = x0 if t_prev < 0 else den.q_sample(
-                x0, torch.full((x0.shape[0],), t_prev, device=device, dtype=torch.long), noise_like(x0, generator))
-            xt = region * moved + (1 - region) * known
+            xt = merge_known(den, walk.step(den, xt, eps, t, t_prev, (-1.0, 1.0), generator), x0, region, t_prev, generator)
         total += region * xt
         count += region
-    return ((total / count + 1) / 2).clamp(0, 1)
+    return model.from_diffusion_space(total / count)

@@ -33,6 +33,13 @@ from medgen.models.base import FamilyParams, GenerativeModel
 PRIOR_LOGIT = float(np.log(0.01 / 0.99))
 
 
+def _soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, batch: bool) -> torch.Tensor:
+    """MONAI's soft Dice loss of the sigmoid probabilities, per image (or over the batch), +1 smoothing."""
+    from monai.losses import DiceLoss
+
+    return DiceLoss(sigmoid=True, batch=batch, smooth_nr=1.0, smooth_dr=1.0, reduction="none")(logits, target)
+
+
 class SelfSupParams(FamilyParams):
     channels: list[int] = [16, 32, 64, 128]
     strides: list[int] = [2, 2, 2]
@@ -122,9 +129,7 @@ class SelfSupAnomaly(GenerativeModel):
         bce = F.binary_cross_entropy_with_logits(logits, target)
         if self.params.dice_weight <= 0:
             return bce
-        prob = torch.sigmoid(logits)
-        dims = tuple(range(1, prob.dim())) if self.params.dice == "image" else tuple(range(prob.dim()))
-        dice = 1 - (2 * (prob * target).sum(dims) + 1) / (prob.sum(dims) + target.sum(dims) + 1)
+        dice = _soft_dice_loss(logits, target, batch=self.params.dice == "batch").flatten()
         if self.params.dice == "image":
             # the images with an anomaly; false positives elsewhere are the cross-entropy's to punish
             # (a Dice on an empty image rewards predicting nothing anywhere, which small anomalies then get)
@@ -149,10 +154,8 @@ class SelfSupAnomaly(GenerativeModel):
         seed = int(np.abs(x0.detach().float().cpu().numpy()).sum() * 1000) % (2**31 - 1)
         x, target = self._corrupt(x0, np.random.default_rng(seed))
         logits = self(x).float()
-        prob = torch.sigmoid(logits)
-        inter = (prob * target).sum()
         return {"loss": float(self._loss(logits, target)),
-                "dice": float((2 * inter + 1) / (prob.sum() + target.sum() + 1))}
+                "dice": float(1 - _soft_dice_loss(logits, target, batch=True).mean())}
 
     @torch.no_grad()
     def anomaly_map(self, x: torch.Tensor) -> torch.Tensor:
