@@ -1,6 +1,11 @@
 """Write docs/results.md from the output folder of experiments/run.py.
 
-    python experiments/results_page.py [--out experiments-output] [--page docs/results.md]
+    python experiments/results_page.py [--out experiments-output] [--page docs/results.md] [--only MASKS]
+
+With ``--only``, only the named studies' sections are rendered and put in place of the sections of the
+same title in the existing page (or inserted before the sampler table); the rest of the page is kept
+as it was. Each such section then names its own date, commit and commands, since the page's header
+and command list belong to an earlier full run.
 
 Every number on the page is read from the files the ``medgen`` commands wrote (metrics.json of
 each run, the detect folders, commands.jsonl); figures are copied next to the page. A target is
@@ -36,8 +41,8 @@ def fmt(v, digits: int = 3) -> str:
 
 
 class Page:
-    def __init__(self, out: Path, page: Path):
-        self.out, self.page = out, page
+    def __init__(self, out: Path, page: Path, only: set[str] | None = None):
+        self.out, self.page, self.only = out, page, only
         self.img_dir = page.parent / "images" / "results"
         self.lines: list[str] = []
         log = [json.loads(line) for line in (out / "commands.jsonl").read_text().splitlines() if line.strip()] \
@@ -84,10 +89,52 @@ class Page:
         for f in fails:
             self.add(f"**Failed:** `{f['command']}`: {' '.join(f.get('error', []))[-300:]}", "")
         self.add(f"*{study}: {self.seconds(study) / 60:.1f} min of commands.*", "")
+        if self.only:  # the page's header and command list are from another run: this section names its own
+            ran = [c for c in self.commands if c["study"] == study or c["name"] in self.prepared_for(study)]
+            commits = ", ".join(f"`{c}`" for c in dict.fromkeys(c["commit"] for c in ran if c.get("commit"))) or "unknown"
+            self.add(f"*This section was regenerated alone on {date.today().isoformat()} "
+                     f"(`experiments/results_page.py --only {study}`), from commands run at medgen commit {commits}:*", "", "```")
+            self.add(*(f"{c['command']}    # {c['seconds']:.0f} s" for c in ran), "```", "")
+
+    def prepared_for(self, study: str) -> set[str]:
+        """Names of the data preparations logged under another study that this study's commands use."""
+        used = " ".join(c["command"] for c in self.commands if c["study"] == study)
+        return {c["name"] for c in self.commands if c["name"].startswith("prepare ") and c["name"].split()[-1] in used}
 
     def write(self) -> Path:
         self.page.write_text("\n".join(self.lines).rstrip() + "\n")
         return self.page
+
+    def splice(self) -> Path:
+        """Put the rendered sections in place of the page's sections of the same title (``## ...``);
+        a section the page lacks goes before the sampler table (or at the end)."""
+        if not self.page.exists():
+            sys.exit(f"error: {self.page}: no page to update; run without --only first")
+        page = sections(self.page.read_text().rstrip("\n").split("\n"))
+        for title, body in sections(self.lines)[1:]:
+            at = next((i for i, (t, _) in enumerate(page) if t == title), None)
+            if at is not None:
+                page[at] = (title, body)
+            else:
+                before = next((i for i, (t, _) in enumerate(page) if t.startswith(("## DDIM-50", "## Memorisation", "## The commands"))),
+                              len(page))
+                page.insert(before, (title, body))
+        self.page.write_text("\n".join(line for _, body in page for line in body).rstrip() + "\n")
+        return self.page
+
+
+def sections(lines: list[str]) -> list[tuple[str, list[str]]]:
+    """Split markdown lines at each ``## `` heading: (title, lines) pairs, the first one the text before any."""
+    out: list[tuple[str, list[str]]] = [("", [])]
+    for line in lines:
+        if line.startswith("## "):
+            out.append((line, []))
+        out[-1][1].append(line)
+    for _, body in out:  # one blank line between sections, whatever the source had
+        while body and not body[-1].strip():
+            body.pop()
+        body.append("")
+    return out
 
 
 def verdict(ok: bool | None) -> str:
@@ -349,16 +396,31 @@ def commands(p: Page) -> None:
     p.add("```", "")
 
 
+STUDY_SECTIONS = {"S000": s000, "SCARCE": scarce, "S002": s002, "S003": s003, "S004": s004, "MASKS": masks}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="experiments-output")
     ap.add_argument("--page", default="docs/results.md")
+    ap.add_argument("--only", default="", help=f"comma list of studies ({','.join(STUDY_SECTIONS)}): update only their "
+                                               "sections of an existing page")
     args = ap.parse_args(argv)
     out = Path(args.out)
     if not (out / "commands.jsonl").exists():
         sys.exit(f"error: {out / 'commands.jsonl'} not found: run experiments/run.py first")
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    if only - set(STUDY_SECTIONS):
+        sys.exit(f"error: --only: unknown study {', '.join(sorted(only - set(STUDY_SECTIONS)))}; "
+                 f"choose from {', '.join(STUDY_SECTIONS)}")
     profile = load_json(out / "experiments.json").get("profile", "?")
-    p = Page(out, Path(args.page))
+    p = Page(out, Path(args.page), only or None)
+    if only:
+        for study in STUDY_SECTIONS:
+            if study in only:
+                STUDY_SECTIONS[study](p)
+        print(p.splice())
+        return 0
     total = sum(c["seconds"] for c in p.commands) / 60
     p.add("# Reproducing the five studies on the built-in data", "",
           f"Generated by `make experiments` on {date.today().isoformat()} ({platform.machine()}, "

@@ -121,6 +121,43 @@ def test_results_page_shows_the_mask_row_and_its_k_pair_provenance(tmp_path):
     assert "| not run | not run | not run | not run |" in page.read_text() and "**not measured**" in page.read_text()
 
 
+def test_only_one_study_updates_its_section_and_keeps_the_rest_of_the_page(tmp_path):
+    page_mod = _module("results_page")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "commands.jsonl").write_text("\n".join(json.dumps(c) for c in [
+        {"study": "S003", "name": "prepare data/brain-lesions-64x64", "command": "medgen data prepare --out data/brain-lesions-64x64",
+         "seconds": 6, "returncode": 0, "commit": "aaa1111"},
+        {"study": "MASKS", "name": "train masks-ddpm", "command": "medgen train brain-lesion-mask-ddpm --data data/brain-lesions-64x64",
+         "seconds": 600, "returncode": 0, "commit": "aaa1111"},
+        {"study": "MASKS", "name": "evaluate", "command": "medgen evaluate runs/masks-ddpm --seg-utility", "seconds": 60,
+         "returncode": 0, "commit": "bbb2222"},
+    ]) + "\n")
+    su = {"rows": [_seg_row("real", 480, 0.78, 0.70, 0.86)], "n_test": 45, "seeds": 3, "n_synthetic": 360, "k_pairs": []}
+    _metrics(out, "masks-ddpm", {"seg_utility": su})
+    page = tmp_path / "r.md"
+    old = ["# Reproducing the five studies", "", "Generated on an earlier day.", "", "## S004: generators", "", "| a | b |", "",
+           "## DDIM-50 against DDPM-1000 on the same model", "", "sweep table", "", "## The commands", "", "old list"]
+    page.write_text("\n".join(old) + "\n")
+    page_mod.main(["--out", str(out), "--page", str(page), "--only", "MASKS"])
+    text = page.read_text()
+    head, rest = text.split("## Mask-conditioned synthesis", 1)
+    assert head == "\n".join(old[:8]) + "\n"  # the header and S004 are untouched, the section comes before the sweep
+    assert rest.index("| real | 480 | 0.780 [0.700, 0.860] |") < rest.index("## DDIM-50") < rest.index("old list")
+    assert "from commands run at medgen commit `aaa1111`, `bbb2222`" in rest
+    assert "medgen data prepare --out data/brain-lesions-64x64    # 6 s" in rest  # the data it used, logged under S003
+    # run again with new numbers: the section is replaced, not added twice
+    su["rows"] = [_seg_row("real", 480, 0.81, 0.75, 0.87)]
+    _metrics(out, "masks-ddpm", {"seg_utility": su})
+    page_mod.main(["--out", str(out), "--page", str(page), "--only", "MASKS"])
+    again = page.read_text()
+    assert again.count("## Mask-conditioned synthesis") == 1 and "0.810 [0.750, 0.870]" in again and "0.780" not in again
+    assert again.startswith("\n".join(old[:8]) + "\n") and again.rstrip().endswith("old list")
+    import pytest
+    with pytest.raises(SystemExit, match="unknown study S9"):
+        page_mod.main(["--out", str(out), "--page", str(page), "--only", "S9"])
+
+
 def test_results_page_refuses_an_empty_output_folder(tmp_path):
     import pytest
 
