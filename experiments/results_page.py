@@ -40,6 +40,17 @@ def fmt(v, digits: int = 3) -> str:
     return str(v)
 
 
+def with_ci(value, interval: dict | None, digits: int = 3) -> str:
+    """'0.812 [0.70, 0.90]': a number with its 95 % interval, read from either form medgen writes
+    (``{"low", "high"}`` of medgen.metrics.intervals, or ``{"ci": [low, high]}`` of ``summary_intervals``)."""
+    if value is None:
+        return MISSING
+    if not interval:
+        return fmt(value, digits)
+    low, high = (interval["low"], interval["high"]) if "low" in interval else interval["ci"]
+    return f"{fmt(value, digits)} [{fmt(low, digits)}, {fmt(high, digits)}]"
+
+
 class Page:
     def __init__(self, out: Path, page: Path, only: set[str] | None = None):
         self.out, self.page, self.only = out, page, only
@@ -158,10 +169,13 @@ def s000(p: Page) -> None:
         by = {f"{r['sampler']} {r['steps']}": r for r in sweeps[name]}
         for s in settings:
             r = by.get(s, {})
-            row += [r.get("intensity/mse"), r.get("fid/domain"), r.get("frd/radiomics")]
+            ci = r.get("intervals") or {}
+            row += [r.get("intensity/mse"), with_ci(r.get("fid/domain"), ci.get("fid/domain")),
+                    with_ci(r.get("frd/radiomics"), ci.get("frd/radiomics"))]
         row.append((ev.get("intensity", {}).get("all") or {}).get("ks_statistic"))
         rows.append(row)
-    header = ["experiment", "autoencoder MAE"] + [f"{k} ({s})" for s in settings for k in ("MSE", "FID domain", "FRD radiomics")] + ["intensity KS"]
+    header = ["experiment", "autoencoder MAE"] + [f"{k} ({s})" for s in settings
+                                                  for k in ("MSE", "FID domain [95 % CI]", "FRD radiomics [95 % CI]")] + ["intensity KS"]
     p.table(header, rows)
     def real_baseline(run: str):  # the same beta test split in both runs: either run's value will do
         intensity = p.evaluation(run).get("intensity") or {}
@@ -229,10 +243,15 @@ def s003(p: Page) -> None:
         a = p.anomaly(run)
         im, px, pf = a.get("image", {}), a.get("pixel", {}), a.get("pixel_foreground", {})
         pix[run] = px.get("auroc")
-        rows.append([name, im.get("auroc"), im.get("auprc"), im.get("fpr_at_threshold"), px.get("auroc"), pf.get("auroc"),
-                     px.get("auprc"), px.get("dice_best"), px.get("dice_at_threshold")])
-    p.table(["detector", "image AUROC", "image AUPRC", "held-out FPR (target 0.05)", "pixel AUROC (all)", "pixel AUROC (brain)",
-             "pixel AUPRC", "best Dice", "Dice at threshold"], rows)
+        rows.append([name, with_ci(im.get("auroc"), im.get("auroc_interval")), with_ci(im.get("auprc"), im.get("auprc_interval")),
+                     with_ci(im.get("fpr_at_threshold"), im.get("fpr_at_threshold_interval")), px.get("auroc"),
+                     with_ci(pf.get("auroc"), pf.get("auroc_interval")), px.get("auprc"),
+                     with_ci(pf.get("dice_best"), pf.get("dice_best_interval")), px.get("dice_at_threshold")])
+    p.table(["detector", "image AUROC [95 % CI]", "image AUPRC [95 % CI]", "held-out FPR (target 0.05) [95 % CI]", "pixel AUROC (all)",
+             "pixel AUROC (brain) [95 % CI]", "pixel AUPRC", "best Dice (brain) [95 % CI]", "Dice at threshold"], rows)
+    p.add("Intervals: bootstrap over test images, stratified by class (image and brain-pixel numbers; the pixel ones "
+          "recompute the pooled statistic per resample); the false-positive rate's is exact binomial over the held-out "
+          "normal images.", "")
     ds = p.anomaly("s003-ddpm").get("settings") or {}
     if "t_start" in ds:
         p.add(f"The diffusion detector noised each image to t = {ds['t_start']} of {ds['T']}, walked "
@@ -253,7 +272,8 @@ def s004(p: Page) -> None:
     p.add("## S004: generators judged by a tumour classifier", "",
           "Built-in `brain-lesions`, four classes. For each class-conditional generator, the same small CNN is trained "
           "on real training images, on synthetic images only (as many per class as real ones), and on real + synthetic "
-          "(mixed), and tested on the real test split (`medgen evaluate RUN --utility`); mean ± std over seeds. "
+          "(mixed), and tested on the real test split (`medgen evaluate RUN --utility`); mean over seeds with a 95 % "
+          "bootstrap interval over seeds and test images (mean ± std where a run has no interval). "
           "KS: two-sample Kolmogorov-Smirnov statistic of real vs generated pixel intensities, as in the study's slides. "
           "Class consistency: the share of synthetic images that the real-trained classifier names as the class they "
           "were generated for (chance 0.25): whether the generator's classes differ at all. "
@@ -265,12 +285,21 @@ def s004(p: Page) -> None:
         util = dict((ev.get("utility") or {}).get("rows") or {})
         if "real+synthetic" in util:  # medgen's name for the mixed training set
             util["mixed"] = util.pop("real+synthetic")
-        cell = lambda sc, m="accuracy": (f"{util[sc]['mean'][m]:.3f} ± {util[sc]['std'][m]:.3f}" if sc in util else MISSING)  # noqa: E731
+        def cell(sc, m="accuracy"):  # with the interval over seeds and test images where the run has it, else ± std
+            if sc not in util:
+                return MISSING
+            ci = (util[sc].get("intervals") or {}).get(m)
+            return with_ci(util[sc]["mean"][m], ci) if ci else f"{util[sc]['mean'][m]:.3f} ± {util[sc]['std'][m]:.3f}"
+
         ks = (ev.get("intensity", {}).get("all") or {}).get("ks_statistic")
         cc = (ev.get("utility") or {}).get("class_consistency")
-        rows.append([name, f"{cc['mean']:.3f} ± {cc['std']:.3f}" if cc else MISSING, cell("real"), cell("synthetic"), cell("mixed"), cell("real", "f1_macro"), cell("synthetic", "f1_macro"),
+        cc_ci = ((cc or {}).get("intervals") or {}).get("mean")
+        summ, summ_ci = ev.get("summary") or {}, ev.get("summary_intervals") or {}
+        rows.append([name, MISSING if not cc else with_ci(cc["mean"], cc_ci) if cc_ci else f"{cc['mean']:.3f} ± {cc['std']:.3f}",
+                     cell("real"), cell("synthetic"), cell("mixed"), cell("real", "f1_macro"), cell("synthetic", "f1_macro"),
                      cell("mixed", "f1_macro"), cell("mixed", "precision_macro"), cell("mixed", "recall_macro"), ks,
-                     (ev.get("summary") or {}).get("precision/domain"), (ev.get("summary") or {}).get("recall/domain")])
+                     with_ci(summ.get("precision/domain"), summ_ci.get("precision/domain")),
+                     with_ci(summ.get("recall/domain"), summ_ci.get("recall/domain"))])
         if "real" in util and "mixed" in util:
             best_gap.append((name, util["mixed"]["mean"]["accuracy"], util["real"]["mean"]["accuracy"]))
     p.table(["generator", "class consistency", "accuracy real", "accuracy synthetic", "accuracy mixed", "F1 macro real", "F1 macro synthetic",
@@ -366,9 +395,11 @@ def scarce(p: Page) -> None:
 def samplers(p: Page) -> None:
     p.add("## DDIM-50 against DDPM-1000 on the same model", "",
           "From the S000 fine-tuned run's sampler sweep: time per image and FID against the beta test split.", "")
-    rows = [[f"{r['sampler']} {r['steps']}", r.get("seconds_per_image"), r.get("fid/domain"), r.get("frd/radiomics")]
+    rows = [[f"{r['sampler']} {r['steps']}", r.get("seconds_per_image"),
+             with_ci(r.get("fid/domain"), (r.get("intervals") or {}).get("fid/domain")),
+             with_ci(r.get("frd/radiomics"), (r.get("intervals") or {}).get("frd/radiomics"))]
             for r in p.evaluation("s000-beta-finetuned").get("sweep", [])]
-    p.table(["sampler", "seconds / image", "FID (domain)", "FRD (radiomics)"], rows or [[MISSING, None, None, None]])
+    p.table(["sampler", "seconds / image", "FID (domain) [95 % CI]", "FRD (radiomics) [95 % CI]"], rows or [[MISSING, None, None, None]])
 
 
 def memorisation(p: Page) -> None:
@@ -385,8 +416,11 @@ def memorisation(p: Page) -> None:
         mem = p.evaluation(run).get("memorisation") or {}
         px = mem.get("pixels") or {}
         ft = next((v for k, v in mem.items() if k != "pixels" and isinstance(v, dict) and "fraction_flagged" in v), {})
-        rows.append([name, px.get("fraction_flagged"), ft.get("fraction_flagged"), px.get("expected_fraction"), px.get("binomial_pvalue")])
-    p.table(["generator", "near-copies (pixels)", "near-copies (features)", "baseline (test to train)", "p (binomial, pixels)"], rows)
+        rows.append([name, with_ci(px.get("fraction_flagged"), px.get("fraction_flagged_ci")),
+                     with_ci(ft.get("fraction_flagged"), ft.get("fraction_flagged_ci")), px.get("expected_fraction"), px.get("binomial_pvalue")])
+    p.table(["generator", "near-copies (pixels) [95 % CI]", "near-copies (features) [95 % CI]", "baseline (test to train)",
+             "p (binomial, pixels)"], rows)
+    p.add("Intervals: exact binomial (Clopper-Pearson) over the generated images.", "")
 
 
 def commands(p: Page) -> None:

@@ -141,6 +141,18 @@ def test_sweep_gives_one_row_per_setting(run):
     assert [(r["sampler"], r["steps"]) for r in rows] == [(configured, 2), (other, 3)]
     for r in rows:
         assert r["n_fake"] == 6 and r["seconds_per_image"] > 0 and np.isfinite(r["fid/domain"])
+        # each setting's FID carries its own bootstrap interval, not the first setting's
+        lo, hi = r["intervals"]["fid/domain"]["ci"]
+        assert lo <= hi and r["intervals"]["fid/domain"]["n_resamples"] > 0
+    assert rows[0]["intervals"]["fid/domain"] != rows[1]["intervals"]["fid/domain"]
+    from medgen.evaluation.tables import summary_tables
+
+    from rich.console import Console
+    console = Console(record=True, width=200)
+    for t in summary_tables(res):
+        console.print(t)
+    shown = console.export_text()
+    assert f"[{rows[1]['intervals']['fid/domain']['ci'][0]:.4g}," in shown  # the terminal's sweep table shows it
     assert res["fake"]["steps"] == 2  # the first setting is the primary one
     assert parse_sweep([{"sampler": other, "steps": 1000}]) == [{"sampler": other, "steps": 1000}]
     with pytest.raises(UserError, match="SAMPLER:STEPS"):

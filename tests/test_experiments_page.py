@@ -60,10 +60,19 @@ def test_results_page_judges_targets_from_the_outputs(tmp_path):
     _metrics(out, "s003-ae", anomaly={"image": {"auroc": 0.85}, "pixel": {"auroc": 0.97}, "pixel_foreground": {"auroc": 0.94}})
     _metrics(out, "s003-ddpm", anomaly={"image": {"auroc": 0.86}, "pixel": {"auroc": 0.93}, "pixel_foreground": {"auroc": 0.86},
                                         "settings": {"t_start": 100, "T": 1000, "reverse_steps": 10, "sampler": "ddim", "draws": 8}})
-    _metrics(out, "s003-selfsup", anomaly={"image": {"auroc": 0.981}, "pixel": {"auroc": 0.99}, "pixel_foreground": {"auroc": 0.985}})
+    _metrics(out, "s003-selfsup", anomaly={"image": {"auroc": 0.981, "auroc_interval": {"value": 0.981, "low": 0.95, "high": 0.995}},
+                                           "pixel": {"auroc": 0.99},
+                                           "pixel_foreground": {"auroc": 0.985, "dice_best": 0.61,
+                                                                "dice_best_interval": {"value": 0.61, "low": 0.52, "high": 0.7}}})
     # one generator's mixed classifier matches real: met
     _metrics(out, "s004-cgan", _util(0.90, 0.85))
     _metrics(out, "s004-cvae", _util(0.90, 0.91, consistency=0.47))
+    # a run with intervals shows them instead of ± std (class consistency, accuracy, domain recall)
+    wgan = _util(0.90, 0.92, consistency=0.6)
+    wgan["utility"]["class_consistency"]["intervals"] = {"mean": {"value": 0.6, "low": 0.52, "high": 0.68}}
+    wgan["utility"]["rows"]["real"]["intervals"] = {"accuracy": {"value": 0.9, "low": 0.85, "high": 0.94}}
+    wgan.update(summary={"recall/domain": 0.4}, summary_intervals={"recall/domain": {"ci": [0.3, 0.5]}})
+    _metrics(out, "s004-cwgan-gp", wgan)
 
     page = tmp_path / "docs" / "results.md"
     page.parent.mkdir()
@@ -85,7 +94,10 @@ def test_results_page_judges_targets_from_the_outputs(tmp_path):
     # runs that were never made are "not run", not zeros
     assert "| CVAE-transfer | not run |" in text
     assert "| VAE (`brain-tumor-vae-pretrain` on normals) | not run |" in text
-    assert "| self-supervised segmenter (`brain-selfsup-anomaly`) | 0.981 |" in text
+    assert "| self-supervised segmenter (`brain-selfsup-anomaly`) | 0.981 [0.95, 0.995] | not run |" in text
+    assert "| 0.985 | not run | 0.61 [0.52, 0.7] |" in text  # brain-pixel AUROC without an interval; best Dice with one
+    assert "| conditional WGAN-GP | 0.6 [0.52, 0.68] | 0.9 [0.85, 0.94] | 0.500 ± 0.010 |" in text
+    assert text.split("| conditional WGAN-GP |")[1].split("\n")[0].endswith("| not run | 0.4 [0.3, 0.5] |")
 
 
 def _seg_row(train, n, dice, lo, hi):

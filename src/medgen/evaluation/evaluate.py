@@ -329,7 +329,7 @@ def _compare_synthetic(rows: list[dict], plan: _Plan, side: _RealSide, feats: Fe
                 inputs.given_fake = fake_set
         if plan.sweep_list:
             sweep_rows.append({**settings, "n_fake": len(fake_set), "seconds_per_image": seconds, "reused_from_cache": cached,
-                               **summary(res)})
+                               **summary(res), "intervals": _intervals(res)})
     return sweep_rows
 
 

@@ -31,8 +31,9 @@ def _sweep_table(rows: list[dict]):
     st = Table("metric", *(f"{r['sampler']} {r['steps']}" for r in rows), title="sweep (one column per setting)",
                title_justify="left")
     add_row(st, "seconds / image", *(fmt(r.get("seconds_per_image")) for r in rows))
-    for k in keys:
-        add_row(st, k, *(fmt(r.get(k)) for r in rows))
+    for k in keys:  # with its 95 % interval where the row has one
+        add_row(st, k, *(fmt(r.get(k)) if not (ci := (r.get("intervals") or {}).get(k)) else
+                         f"{fmt(r.get(k))} [{fmt(ci['ci'][0])}, {fmt(ci['ci'][1])}]" for r in rows))
     return st
 
 
