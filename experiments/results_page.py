@@ -103,8 +103,10 @@ class Page:
         if self.only:  # the page's header and command list are from another run: this section names its own
             ran = [c for c in self.commands if c["study"] == study or c["name"] in self.prepared_for(study)]
             commits = ", ".join(f"`{c}`" for c in dict.fromkeys(c["commit"] for c in ran if c.get("commit"))) or "unknown"
+            profile = load_json(self.out / "experiments.json").get("profile", "?")
             self.add(f"*This section was regenerated alone on {date.today().isoformat()} "
-                     f"(`experiments/results_page.py --only {study}`), from commands run at medgen commit {commits}:*", "", "```")
+                     f"(`experiments/results_page.py --only {study}`), `{profile}` profiles, from commands run at medgen "
+                     f"commit {commits}:*", "", "```")
             self.add(*(f"{c['command']}    # {c['seconds']:.0f} s" for c in ran), "```", "")
 
     def prepared_for(self, study: str) -> set[str]:

@@ -137,6 +137,7 @@ def test_only_one_study_updates_its_section_and_keeps_the_rest_of_the_page(tmp_p
     page_mod = _module("results_page")
     out = tmp_path / "out"
     out.mkdir()
+    (out / "experiments.json").write_text(json.dumps({"profile": "small"}))
     (out / "commands.jsonl").write_text("\n".join(json.dumps(c) for c in [
         {"study": "S003", "name": "prepare data/brain-lesions-64x64", "command": "medgen data prepare --out data/brain-lesions-64x64",
          "seconds": 6, "returncode": 0, "commit": "aaa1111"},
@@ -156,7 +157,7 @@ def test_only_one_study_updates_its_section_and_keeps_the_rest_of_the_page(tmp_p
     head, rest = text.split("## Mask-conditioned synthesis", 1)
     assert head == "\n".join(old[:8]) + "\n"  # the header and S004 are untouched, the section comes before the sweep
     assert rest.index("| real | 480 | 0.780 [0.700, 0.860] |") < rest.index("## DDIM-50") < rest.index("old list")
-    assert "from commands run at medgen commit `aaa1111`, `bbb2222`" in rest
+    assert "`small` profiles, from commands run at medgen commit `aaa1111`, `bbb2222`" in rest
     assert "medgen data prepare --out data/brain-lesions-64x64    # 6 s" in rest  # the data it used, logged under S003
     # run again with new numbers: the section is replaced, not added twice
     su["rows"] = [_seg_row("real", 480, 0.81, 0.75, 0.87)]
