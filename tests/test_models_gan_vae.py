@@ -134,6 +134,35 @@ def test_conditional_gan_uses_the_label_in_generator_and_discriminator(loss):
     assert u.sample(2, labels=torch.tensor([0, 1]), generator=torch.Generator().manual_seed(0)).shape == (2, 1, 32, 32)
 
 
+def test_class_conditional_batchnorm_starts_as_batchnorm_and_learns_a_scale_per_class():
+    with pytest.raises(ValueError, match="cond_norm.*conditional"):
+        build("gan", cond_norm=True)
+    torch.manual_seed(0)
+    plain = build("gan", conditional=True)
+    m = build("gan", conditional=True, cond_norm=True)
+    # the same parameter names apart from the norms: a checkpoint's other weights keep their keys
+    def outside_norms(model):
+        return {k for k in model.state_dict() if not k.startswith("generator.fc_norm.0")
+                and not (k.startswith("generator.blocks.") and k.split(".")[3] == "1")}
+
+    assert outside_norms(m) == outside_norms(plain)
+    g = m.generator.eval()
+    norm = g.blocks[0][1]
+    x = torch.randn(4, norm.scale.weight.shape[1], 8, 8)
+    ref = torch.nn.functional.batch_norm(x, norm.bn.running_mean, norm.bn.running_var, training=False)
+    assert torch.allclose(norm(x, torch.arange(4)), ref, atol=1e-6)  # every class starts at scale 1, shift 0
+    data = {"image": torch.rand(8, 1, 32, 32), "label": torch.arange(8) % 4, "index": torch.arange(8)}
+    m.train()
+    ctx = fake_ctx(m, lr=2e-3)
+    for _ in range(3):
+        m.training_step(data, "main", ctx)
+    scales = g.blocks[0][1].scale.weight.detach()
+    assert not torch.allclose(scales[0], scales[1])  # each class got its own scale
+    z = torch.randn(1, 8).repeat(4, 1)
+    out = m.generator.eval()(z, torch.arange(4))
+    assert all(not torch.allclose(out[0], out[i], atol=1e-6) for i in (1, 2, 3))
+
+
 @pytest.mark.parametrize("loss", ["bce", "wgan-gp"])
 def test_ac_gan_class_head_learns_the_real_classes_and_is_not_told_the_label(loss):
     with pytest.raises(ValueError, match="conditional"):

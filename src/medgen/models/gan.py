@@ -15,7 +15,8 @@
   everything the discriminator sees, ``r1_weight`` (the R1 penalty on real images, Mescheder et al.
   2018), ``disc_lr`` different from ``train.lr`` (two time-scale update rule, Heusel et al. 2017).
 - ``conditional: true``: a label embedding is concatenated to z in the generator and a learned
-  per-class map to the image in the discriminator (cGAN, Mirza & Osindero).
+  per-class map to the image in the discriminator (cGAN, Mirza & Osindero). ``cond_norm: true``
+  also makes every generator BatchNorm class-conditional (a per-class scale and shift).
 
 Networks are in ``medgen.models.gan_networks``: the generator is S004's "Conv2DTranspose + BatchNorm +
 LeakyReLU" (``upsample: transpose``) or "Upsampling + Conv2D + BN" (``upsample: resize``); the
@@ -58,6 +59,7 @@ class GANParams(FamilyParams):
     levels: int | None = Field(None, ge=1)  # None: down to 4x4 from the image size
     embed_dim: int = Field(32, ge=1)  # generator's label embedding
     upsample: Literal["transpose", "resize"] = "transpose"
+    cond_norm: bool = False  # conditional: class-conditional BatchNorm in the generator (de Vries et al. 2017)
     disc_channels: list[int] | None = None  # default: channels
     disc_norm: Literal["auto", "batch", "instance", "layer", "none"] = "auto"  # auto: batch (bce), layer (wgan-gp)
     dropout: float = Field(0.3, ge=0, lt=1)
@@ -82,6 +84,8 @@ class GANParams(FamilyParams):
                              "use layer, instance or none, as Gulrajani et al. advise)")
         if self.aux_weight > 0 and not self.conditional:
             raise ValueError("aux_weight (the AC-GAN class head) needs conditional: true")
+        if self.cond_norm and not self.conditional:
+            raise ValueError("cond_norm (class-conditional BatchNorm) needs conditional: true")
         return self
 
 
@@ -95,7 +99,7 @@ class GAN(LatentPriorModel):
         ncls = info.num_classes if self.conditional else 0
         norm = p.disc_norm if p.disc_norm != "auto" else ("layer" if p.loss == "wgan-gp" else "batch")
         self.generator = Generator(info.spatial_dims, info.channels, info.size, p.latent_dim, p.channels, ncls,
-                                   p.embed_dim, p.upsample, p.levels)
+                                   p.embed_dim, p.upsample, p.levels, p.cond_norm)
         self.discriminator = Discriminator(info.spatial_dims, info.channels, info.size, p.disc_channels or p.channels,
                                            ncls, norm, p.dropout, p.levels, p.minibatch_std, p.projection,
                                            aux_classes=ncls if p.aux_weight > 0 else 0,

@@ -18,14 +18,41 @@ from medgen.models.layers import (act, batch_std, bottom_size, conv_cls, conv_tr
                                   per_level, updown_kernel)
 
 
+class ConditionalBatchNorm(nn.Module):
+    """BatchNorm whose scale and shift are looked up per class (de Vries et al. 2017; the generators of
+    Miyato & Koyama 2018 and BigGAN): the label acts at every resolution, not only through the input
+    vector, so class-specific structure (where a lesion sits, how bright it is) has a direct path.
+    Starts as plain BatchNorm (scale 1, shift 0 for every class)."""
+
+    def __init__(self, channels: int, num_classes: int, spatial_dims: int):
+        super().__init__()
+        self.bn = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}[spatial_dims](channels, affine=False)
+        self.scale = nn.Embedding(num_classes, channels)
+        self.shift = nn.Embedding(num_classes, channels)
+        nn.init.ones_(self.scale.weight)
+        nn.init.zeros_(self.shift.weight)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        shape = (x.shape[0], x.shape[1]) + (1,) * (x.dim() - 2)
+        return self.bn(x) * self.scale(labels).view(shape) + self.shift(labels).view(shape)
+
+
 class Generator(nn.Module):
     """z (+ label embedding) -> Linear -> (C, *bottom) -> per level up-sampling + BatchNorm + LeakyReLU
-    -> conv -> sigmoid, so outputs lie in [0, 1] like the data."""
+    -> conv -> sigmoid, so outputs lie in [0, 1] like the data. ``cond_norm``: class-conditional
+    BatchNorm (:class:`ConditionalBatchNorm`) in place of every BatchNorm."""
 
     def __init__(self, spatial_dims: int, out_channels: int, size: Sequence[int], latent_dim: int,
                  channels: Sequence[int], num_classes: int = 0, embed_dim: int = 32, upsample: str = "transpose",
-                 levels: int | None = None):
+                 levels: int | None = None, cond_norm: bool = False):
         super().__init__()
+        if cond_norm and not num_classes:
+            raise ValueError("cond_norm (class-conditional BatchNorm) needs a conditional generator")
+        self.cond_norm = cond_norm
+
+        def norm(c):
+            return ConditionalBatchNorm(c, num_classes, spatial_dims) if cond_norm else norm_layer("batch", c, spatial_dims)
+
         self.strides = level_strides(size, levels)
         chans = per_level(channels, len(self.strides), "channels")[::-1]  # deepest first
         self.bottom = bottom_size(size, self.strides)
@@ -33,7 +60,7 @@ class Generator(nn.Module):
         self.embed = nn.Embedding(num_classes, embed_dim) if num_classes else None
         in_dim = latent_dim + (embed_dim if num_classes else 0)
         self.fc = nn.Linear(in_dim, chans[0] * math.prod(self.bottom))
-        self.fc_norm = nn.Sequential(norm_layer("batch", chans[0], spatial_dims), act())
+        self.fc_norm = nn.Sequential(norm(chans[0]), act())
         Conv, ConvT = conv_cls(spatial_dims), conv_transpose_cls(spatial_dims)
         blocks = []
         c_in = chans[0]
@@ -44,7 +71,7 @@ class Generator(nn.Module):
             else:
                 up = nn.Sequential(nn.Upsample(scale_factor=tuple(float(s) for s in stride), mode="nearest"),
                                    Conv(c_in, c_out, 3, 1, 1, bias=False))
-            blocks.append(nn.Sequential(up, norm_layer("batch", c_out, spatial_dims), act()))
+            blocks.append(nn.Sequential(up, norm(c_out), act()))
             c_in = c_out
         self.blocks = nn.ModuleList(blocks)
         self.out = Conv(c_in, out_channels, 3, 1, 1)
@@ -55,9 +82,11 @@ class Generator(nn.Module):
                 raise ValueError("this generator is conditional: give labels")
             z = torch.cat([z, self.embed(labels)], dim=1)
         h = self.fc(z).view(z.shape[0], -1, *self.bottom)
-        h = self.fc_norm(h)
-        for block in self.blocks:
-            h = block(h)
+        for layers in (self.fc_norm, *self.blocks):  # the same (up, norm, act) modules either way: checkpoints keep their keys
+            *pre, nrm, a = layers
+            for m in pre:
+                h = m(h)
+            h = a(nrm(h, labels) if self.cond_norm else nrm(h))
         return torch.sigmoid(self.out(h))
 
 
