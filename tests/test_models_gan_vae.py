@@ -189,6 +189,38 @@ def test_ac_gan_class_head_learns_the_real_classes_and_is_not_told_the_label(los
     assert "class_acc_fake" in m.eval().validation_step(data, "main")
 
 
+def test_cvae_class_prior_learns_a_mean_per_class_and_samples_around_it():
+    with pytest.raises(ValueError, match="class_prior.*conditional"):
+        build("vae", class_prior=True)
+    torch.manual_seed(0)
+    m = build("vae", conditional=True, class_prior=True)
+    assert torch.count_nonzero(m.prior_mean.weight) == 0  # starts as the plain N(0, I) prior
+    # the KL is to N(m_y, I): zero for a posterior equal to the class's prior
+    m.prior_mean.weight.data = torch.randn(4, 8)
+    y = torch.arange(4)
+    assert m._kl(m.prior_mean(y), torch.zeros(4, 8), y).item() == pytest.approx(0.0, abs=1e-6)
+    assert m._kl(torch.zeros(4, 8), torch.zeros(4, 8), y).item() > 1.0
+    # class c's images: a bright quadrant; the prior means move apart with training
+    m.prior_mean.weight.data.zero_()
+    images = torch.full((16, 1, 32, 32), 0.2)
+    labels = torch.arange(16) % 4
+    for i, c in enumerate(labels.tolist()):
+        images[i, 0, 16 * (c // 2):16 * (c // 2) + 16, 16 * (c % 2):16 * (c % 2) + 16] = 0.9
+    ctx = fake_ctx(m, lr=1e-2)
+    m.train()
+    for _ in range(30):
+        m.training_step({"image": images, "label": labels, "index": torch.arange(16)}, "main", ctx)
+    means = m.prior_mean.weight.detach()
+    assert torch.cdist(means, means)[~torch.eye(4, dtype=bool)].min() > 0.05
+    # sampling decodes z + m_y
+    m.eval()
+    z = torch.randn(4, 8)
+    assert torch.allclose(m.from_latent(z, y), m.decode(z + means[y], y))
+    val = m.validation_step({"image": images, "label": labels}, "main")  # its KL is to the class prior too
+    mu, logvar = m.encode(images, labels)
+    assert val["kl"] == pytest.approx(float(m._kl(mu, logvar, labels)), rel=1e-5)
+
+
 @pytest.mark.parametrize("family", ["vae", "vae-gan"])
 def test_conditional_vae_uses_the_label_in_encoder_and_decoder(family):
     torch.manual_seed(0)

@@ -3,7 +3,8 @@
 Encoder: per level conv blocks + max-pooling, flatten, [label one-hot], dense -> mu, log-variance;
 decoder: z [+ label one-hot] -> dense -> reshape -> transposed convs -> sigmoid (S004's CVAE).
 Loss: reconstruction summed over pixels (``recon_loss``: bce as S004's Keras model, l1 or mse)
-+ ``kl_weight`` * KL(q(z|x) || N(0, I)), per image, averaged over the batch.
++ ``kl_weight`` * KL(q(z|x) || N(0, I)), per image, averaged over the batch. ``class_prior: true``
+(conditional): the prior is N(m_y, I) with a learned mean per class, and samples are drawn there.
 
 S004's variants: ``blocks_per_level`` (conv blocks per level) or ``vgg: 13|16|19`` (13/16/19 conv
 blocks laid out VGG-style, see ``layers.VGG_LAYOUTS``); ``block: plain|skip|residual``;
@@ -44,6 +45,8 @@ class VAEParams(FamilyParams):
     hidden_dim: int | None = Field(256, ge=1)  # encoder dense layer before mu/log-variance (None: none)
     recon_loss: Literal["bce", "l1", "mse"] = "bce"
     kl_weight: float = Field(1.0, ge=0)
+    # conditional: a learned prior mean per class, KL(q(z|x,y) || N(m_y, I)), and samples drawn around m_y
+    class_prior: bool = False
     input_noise: float = Field(0.0, ge=0)  # std of the denoising VAE's input noise (training only)
     freeze: list[str] = []  # parameter name prefixes frozen while epoch < freeze_epochs
     freeze_epochs: int = Field(0, ge=0)
@@ -54,6 +57,8 @@ class VAEParams(FamilyParams):
             raise ValueError("give either vgg or blocks_per_level, not both")
         if self.blocks_per_level is not None and any(b < 1 for b in self.blocks_per_level):
             raise ValueError("blocks_per_level entries must be >= 1")
+        if self.class_prior and not self.conditional:
+            raise ValueError("class_prior (a prior mean per class) needs conditional: true")
         return self
 
 
@@ -67,6 +72,11 @@ class VAE(LatentPriorModel):
     def __init__(self, params: VAEParams, info):
         super().__init__(params, info)
         self.encoder, self.decoder = build_vae_networks(params, info, self.num_label_inputs)
+        # class_prior: where each class's codes sit in z is learned; sampling N(0, I) alone would mix
+        # the classes wherever the encoder put class information into z besides the label input
+        self.prior_mean = torch.nn.Embedding(info.num_classes, params.latent_dim) if params.class_prior else None
+        if self.prior_mean is not None:
+            torch.nn.init.zeros_(self.prior_mean.weight)
         self.freezer = FreezeSchedule(self, params.freeze, params.freeze_epochs)
 
     @property
@@ -97,8 +107,17 @@ class VAE(LatentPriorModel):
         """Images in [0, 1] from latents."""
         return torch.sigmoid(self.decoder(z, self._y(labels)))
 
-    def from_latent(self, z, labels):  # the prior's samples go through the decoder
-        return self.decode(z, labels)
+    def from_latent(self, z, labels):  # the prior's samples (z ~ N(0, I)) go through the decoder
+        return self.decode(self._prior_shift(z, labels), labels)
+
+    def _prior_shift(self, z, labels):
+        """z (drawn from N(0, I) or centred on the prior) moved to the class's prior mean, if it has one."""
+        return z if self.prior_mean is None else z + self.prior_mean(self._y(labels))
+
+    def _kl(self, mu, logvar, labels):
+        """KL(q(z|x[,y]) || prior): N(0, I), or N(m_y, I) with ``class_prior``."""
+        centre = mu if self.prior_mean is None else mu - self.prior_mean(self._y(labels)).to(mu.dtype)
+        return kl_divergence(centre, logvar)
 
     # --- training -------------------------------------------------------------------------
     def on_epoch_start(self, stage, epoch):
@@ -115,7 +134,7 @@ class VAE(LatentPriorModel):
             z = mu + torch.exp(0.5 * logvar) * ctx.randn(mu.shape)
             logits = self.decoder(z, y)
         recon = reconstruction_loss(logits.float(), x, p.recon_loss)
-        kl = kl_divergence(mu.float(), logvar.float())
+        kl = self._kl(mu.float(), logvar.float(), y)
         loss = recon + p.kl_weight * kl
         ctx.backward(loss)
         return {"loss": float(loss.detach()), "recon": float(recon.detach()), "kl": float(kl.detach())}
@@ -129,7 +148,7 @@ class VAE(LatentPriorModel):
         z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=gen).to(mu.device)
         logits = self.decoder(z, y)
         recon = reconstruction_loss(logits, x, self.params.recon_loss)
-        kl = kl_divergence(mu, logvar)
+        kl = self._kl(mu, logvar, y)
         mae = F.l1_loss(torch.sigmoid(self.decoder(mu, y)), x)
         return {"loss": float(recon + self.params.kl_weight * kl), "recon": float(recon), "kl": float(kl), "mae": float(mae)}
 
