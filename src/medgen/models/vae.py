@@ -107,12 +107,8 @@ class VAE(LatentPriorModel):
         """Images in [0, 1] from latents."""
         return torch.sigmoid(self.decoder(z, self._y(labels)))
 
-    def from_latent(self, z, labels):  # the prior's samples (z ~ N(0, I)) go through the decoder
-        return self.decode(self._prior_shift(z, labels), labels)
-
-    def _prior_shift(self, z, labels):
-        """z (drawn from N(0, I) or centred on the prior) moved to the class's prior mean, if it has one."""
-        return z if self.prior_mean is None else z + self.prior_mean(self._y(labels))
+    def from_latent(self, z, labels):  # the prior's samples (z ~ N(0, I), moved to the class's mean) go through the decoder
+        return self.decode(z if self.prior_mean is None else z + self.prior_mean(self._y(labels)), labels)
 
     def _kl(self, mu, logvar, labels):
         """KL(q(z|x[,y]) || prior): N(0, I), or N(m_y, I) with ``class_prior``."""
