@@ -167,17 +167,19 @@ def s000(p: Page) -> None:
     for name, run in runs.items():
         ev = p.evaluation(run)
         rec = ev.get("reconstruction", {})
-        row = [name, (rec.get("mae") or {}).get("mean")]
+        mae = rec.get("mae") or {}
+        row = [name, with_ci(mae.get("mean"), mae.get("interval"))]
         by = {f"{r['sampler']} {r['steps']}": r for r in sweeps[name]}
         for s in settings:
             r = by.get(s, {})
             ci = r.get("intervals") or {}
-            row += [r.get("intensity/mse"), with_ci(r.get("fid/domain"), ci.get("fid/domain")),
+            row += [with_ci(r.get("intensity/mse"), ci.get("intensity/mse")), with_ci(r.get("fid/domain"), ci.get("fid/domain")),
                     with_ci(r.get("frd/radiomics"), ci.get("frd/radiomics"))]
-        row.append((ev.get("intensity", {}).get("all") or {}).get("ks_statistic"))
+        it = ev.get("intensity", {}).get("all") or {}
+        row.append(with_ci(it.get("ks_statistic"), (it.get("intervals") or {}).get("ks")))
         rows.append(row)
-    header = ["experiment", "autoencoder MAE"] + [f"{k} ({s})" for s in settings
-                                                  for k in ("MSE", "FID domain [95 % CI]", "FRD radiomics [95 % CI]")] + ["intensity KS"]
+    header = ["experiment", "autoencoder MAE [95 % CI]"] + [f"{k} ({s})" for s in settings for k in (
+        "MSE [95 % CI]", "FID domain [95 % CI]", "FRD radiomics [95 % CI]")] + ["intensity KS [95 % CI]"]
     p.table(header, rows)
     def real_baseline(run: str):  # the same beta test split in both runs: either run's value will do
         intensity = p.evaluation(run).get("intensity") or {}
@@ -221,13 +223,17 @@ def s002(p: Page) -> None:
     for loss in ("mse", "l1"):
         ev = p.evaluation(f"s002-{loss}")
         it = ev.get("intensity", {}).get("all") or {}
+        ci = it.get("intervals") or {}
         bm = it.get("bimodality") or {}
         mem = (ev.get("memorisation") or {}).get("pixels") or {}
-        rows.append([loss.upper(), it.get("ks_statistic"), it.get("wasserstein"),
+        rows.append([loss.upper(), with_ci(it.get("ks_statistic"), ci.get("ks")), with_ci(it.get("wasserstein"), ci.get("wasserstein")),
                      (bm.get("real") or {}).get("bimodality_coefficient"), (bm.get("fake") or {}).get("bimodality_coefficient"),
-                     str((bm.get("fake") or {}).get("gmm_bimodal", MISSING)), mem.get("fraction_flagged")])
-    p.table(["loss", "intensity KS", "Wasserstein", "bimodality coeff. real", "bimodality coeff. generated",
-             "generated bimodal (GMM)", "near-copies (pixels)"], rows)
+                     str((bm.get("fake") or {}).get("gmm_bimodal", MISSING)), with_ci(mem.get("fraction_flagged"), mem.get("fraction_flagged_ci"))])
+    p.table(["loss", "intensity KS [95 % CI]", "Wasserstein [95 % CI]", "bimodality coeff. real", "bimodality coeff. generated",
+             "generated bimodal (GMM)", "near-copies (pixels) [95 % CI]"], rows)
+    p.add("Intervals: bootstrap over volumes, real and generated drawn independently (KS and Wasserstein of the pooled "
+          "voxels, shifted percentile); near-copies exact binomial. The bimodality coefficients describe the pooled "
+          "voxels and carry no interval.", "")
     for loss in ("mse", "l1"):
         p.histograms(f"s002-{loss}", f"S002 {loss.upper()}: intensity histograms")
     p.study_footer("S002")

@@ -29,7 +29,7 @@ from medgen.evaluation.domain import DomainSettings
 from medgen.training import train
 
 QUIET = lambda *a, **k: None  # noqa: E731
-ADDED = re.compile(r"(^|/)(intervals|sensitivity|texture|fraction_flagged_ci|baseline_test|summary_intervals)(/|$)"
+ADDED = re.compile(r"(^|/)(intervals?|sensitivity|texture|fraction_flagged_ci|baseline_test|summary_intervals)(/|$)"
                    r"|^summary/(accuracy|f1_macro)/utility-")  # the utility table's headline numbers, in the summary since
 
 TIMING_KEYS = {"seconds_per_image", "created"}
@@ -1357,3 +1357,15 @@ EXPECTED = {
         'summary/memorisation/features/fraction_flagged': 0.125,
     },
 }
+
+
+@pytest.mark.parametrize("mode", ["run", "sets"])
+def test_every_headline_number_carries_an_interval(results, mode):
+    """Each summary number has its 95 % interval in summary_intervals, except the sensitivity ratios
+    (a check of the extractor, not a measurement of the images) and KID's spread over subsets."""
+    res = results[mode]
+    missing = sorted(k for k in res["summary"] if k not in res["summary_intervals"] and not k.startswith(("sensitivity/", "kid_std/")))
+    assert missing == []
+    for key in ("intensity/ks", "intensity/mse", "memorisation/pixels/fraction_flagged") + (("reconstruction/mae",) if mode == "run" else ()):
+        ci = res["summary_intervals"][key]
+        assert ci["ci"][0] <= res["summary"][key] <= ci["ci"][1], key

@@ -53,8 +53,11 @@ def test_results_page_judges_targets_from_the_outputs(tmp_path):
     # fine-tuned FID 0.8x beta-only at both settings: met
     ft = _sweep({("ddim", 50): 8.0, ("ddpm", 1000): 4.0})
     ft["sweep"][0]["intensity/mse"] = 0.0123
+    ft["sweep"][0]["intervals"] = {"intensity/mse": {"ci": [0.011, 0.014]}}
+    ft["reconstruction"]["mae"]["interval"] = {"value": 0.05, "low": 0.04, "high": 0.06}
     _metrics(out, "s000-beta-finetuned", {**ft, "real": {"n_images": 6}, "fake": {"n_images": 6},
-                                          "intensity": {"all": {"mse_all_pairs": {"real_baseline": 0.0456}}}})
+                                          "intensity": {"all": {"mse_all_pairs": {"real_baseline": 0.0456}, "ks_statistic": 0.2,
+                                                                "intervals": {"ks": {"value": 0.2, "low": 0.15, "high": 0.3}}}}})
     _metrics(out, "s000-beta-only", _sweep({("ddim", 50): 10.0, ("ddpm", 1000): 5.0}))
     # the diffusion detector is worse on pixel AUROC: missed
     _metrics(out, "s003-ae", anomaly={"image": {"auroc": 0.85}, "pixel": {"auroc": 0.97}, "pixel_foreground": {"auroc": 0.94}})
@@ -81,7 +84,8 @@ def test_results_page_judges_targets_from_the_outputs(tmp_path):
     assert "medgen commit the commands ran at: `abc1234`." in text
     assert "fine-tuned beta FID <= 0.85 x beta-only FID (domain features): **met** (2 of 2 settings" in text
     # the study's MSE per setting, beside its real-real baseline; a setting without one is "not run"
-    assert "| experiment 1: class 0 -> beta (fine-tuned) | 0.05 | 0.0123 | 8 | not run | not run | 4 |" in text
+    assert "| experiment 1: class 0 -> beta (fine-tuned) | 0.05 [0.04, 0.06] | 0.0123 [0.011, 0.014] | 8 | not run | not run | 4 |" in text
+    assert text.split("| experiment 1: class 0 -> beta (fine-tuned) |")[1].split("\n")[0].endswith("| 0.2 [0.15, 0.3] |")
     assert "between distinct real beta test images it is 0.0456" in text
     # 6 test images: the page warns; here one run's settings spread by 5 > the experiments' gap of 2
     assert "compares 6 generated with 6 real beta test images" in text and "differ from each other by up to 5," in text

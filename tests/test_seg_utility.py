@@ -81,6 +81,9 @@ def test_evaluate_runs_the_group_and_shows_its_intervals(mask_run, pairs):
     ci = res["summary_intervals"]["seg_utility/dice/synthetic"]
     assert ci["method"] == "t over seeds" and ci["n"] == 2 and ci["ci"][0] <= res["summary"]["seg_utility/dice/synthetic"] <= ci["ci"][1]
     assert "seg_utility/adherence/dice_shuffled" in res["summary"]
+    for k in ("dice_conditioning", "dice_shuffled"):  # over the generated images
+        ci = res["summary_intervals"][f"seg_utility/adherence/{k}"]
+        assert ci["n"] == sec["adherence"]["n"] and ci["ci"][0] <= res["summary"][f"seg_utility/adherence/{k}"] <= ci["ci"][1]
     on_disk = json.loads((mask_run / "metrics.json").read_text())["evaluation"]["seg_utility"]
     assert on_disk["rows"][0]["dice"] == sec["rows"][0]["dice"] and on_disk["synthetic"]["generator"] == str(mask_run)
     page = key_table("evaluation", res)

@@ -164,7 +164,7 @@ def seg_utility(real_train: tuple[np.ndarray, np.ndarray], real_test: tuple[np.n
 
 
 def mask_adherence(real_train: tuple[np.ndarray, np.ndarray], generated: np.ndarray, masks: np.ndarray, seed: int = 0,
-                   settings: SegSettings | None = None) -> dict:
+                   settings: SegSettings | None = None, n_resamples: int = 1000) -> dict:
     """Dice of a real-trained network's segmentation of generated images against their conditioning
     masks, and against the same masks shuffled between images (a derangement: no image keeps its own)."""
     net = train_segmenter(*real_train, settings or SegSettings(), seed)
@@ -173,8 +173,16 @@ def mask_adherence(real_train: tuple[np.ndarray, np.ndarray], generated: np.ndar
     n = len(masks)
     shift = np.roll(np.arange(n), 1 + np.random.default_rng(seed).integers(max(1, n - 1)))
     shuffled = scores(pred, masks[shift])["dice"]
-    return {"dice_conditioning": float(own.mean()), "dice_shuffled": float(shuffled.mean()), "n": n,
-            "dice_conditioning_per_image": own.round(4).tolist()}
+    out = {"dice_conditioning": float(own.mean()), "dice_shuffled": float(shuffled.mean()), "n": n,
+           "dice_conditioning_per_image": own.round(4).tolist()}
+    if n_resamples and n >= 2:  # the mean Dice over generated images, resampling them (both means on the same draws)
+        from medgen.metrics.intervals import bootstrap_distribution, interval_from_resamples
+
+        per = np.stack([own, shuffled], axis=1).astype(np.float64)
+        value, res, ns = bootstrap_distribution(lambda v: v.mean(axis=1), per, n_resamples=n_resamples, seed=seed, vectorized=True)
+        out["intervals"] = {k: interval_from_resamples(value[i], res[:, i], n=ns[0], bounds=(0.0, 1.0))
+                            for i, k in enumerate(("dice_conditioning", "dice_shuffled"))}
+    return out
 
 
 def read_pairs(folder: str | Path, size: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:

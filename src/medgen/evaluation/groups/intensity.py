@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medgen.evaluation.groups.base import Context, MetricGroup, fmt, headline
+from medgen.evaluation.groups.base import Context, MetricGroup, fmt, fmt_ci, interval_headline
 
 GMM_MAX_SAMPLES = 5000  # pixels per side for the 2-component mixture of the bimodality check
 
@@ -27,6 +27,13 @@ class Intensity(MetricGroup):
         kw = {"value_range": (0.0, 1.0), "gmm_max_samples": GMM_MAX_SAMPLES}
         overall = compare_intensities(real.images, fake.images, **kw)
         out = {"all": {**overall, "mse_all_pairs": mse_all_pairs(real.images, fake.images)}, "by_class": None}
+        if ctx.run.n_resamples and min(len(real), len(fake)) >= 2:
+            from medgen.metrics.intensity_intervals import intensity_intervals
+
+            a = out["all"]
+            values = {"ks": a["ks_statistic"], "wasserstein": a["wasserstein"], "mse": a["mse_all_pairs"]["mse"]}
+            a["intervals"] = intensity_intervals(real.images, fake.images, values, value_range=(0.0, 1.0),
+                                                 n_resamples=ctx.run.n_resamples)
         if real.labels is not None and fake.labels is not None:
             out["by_class"] = compare_intensities_by_class(real.images, real.labels, fake.images, fake.labels, **kw)
         if ctx.fig_dir is not None:
@@ -37,18 +44,21 @@ class Intensity(MetricGroup):
         a = section.get("all")
         if not a:
             return {}
-        out = {"intensity/ks": headline(a["ks_statistic"]), "intensity/wasserstein": headline(a["wasserstein"])}
+        ci = a.get("intervals") or {}
+        out = {"intensity/ks": interval_headline(a["ks_statistic"], ci.get("ks")),
+               "intensity/wasserstein": interval_headline(a["wasserstein"], ci.get("wasserstein"))}
         if "mse_all_pairs" in a:
-            out["intensity/mse"] = headline(a["mse_all_pairs"]["mse"])
+            out["intensity/mse"] = interval_headline(a["mse_all_pairs"]["mse"], ci.get("mse"))
         return out
 
     def table_rows(self, section: dict) -> list[tuple[str, str, str]]:
         a = section["all"]
-        rows = [("KS (all)", fmt(a["ks_statistic"]), f"p {fmt(a['ks_pvalue'])}"),
-                ("Wasserstein (all)", fmt(a["wasserstein"]), "")]
+        ci = a.get("intervals") or {}
+        rows = [("KS (all)", fmt_ci(a["ks_statistic"], ci.get("ks")), f"p {fmt(a['ks_pvalue'])} (pixels as independent)"),
+                ("Wasserstein (all)", fmt_ci(a["wasserstein"], ci.get("wasserstein")), "")]
         if "mse_all_pairs" in a:  # absent from metrics.json files written before it existed
             m = a["mse_all_pairs"]
-            rows.append(("MSE (all pairs)", fmt(m["mse"]), f"real-real {fmt(m['real_baseline'])}"))
+            rows.append(("MSE (all pairs)", fmt_ci(m["mse"], ci.get("mse")), f"real-real {fmt(m['real_baseline'])}"))
         rows.append(("bimodality coef. real/synth", f"{fmt(a['bimodality']['real']['bimodality_coefficient'])} / "
                      f"{fmt(a['bimodality']['fake']['bimodality_coefficient'])}", "BC > 0.555 suggests two modes"))
         for label, r in (section.get("by_class") or {}).items():

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medgen.evaluation.groups.base import Context, MetricGroup, feature_ref, headline
+from medgen.evaluation.groups.base import Context, MetricGroup, feature_ref, fmt_ci, interval_headline
 
 PIXEL_SPACE_MAX = 64  # memorisation in pixel space: images shrunk so that no axis exceeds this
 CLOSEST_PAIRS_SHOWN = 8
@@ -91,12 +91,13 @@ class Memorisation(MetricGroup):
         return mem
 
     def headline(self, section: dict) -> dict[str, dict]:
-        return {f"memorisation/{space}/fraction_flagged": headline(d["fraction_flagged"]) for space, d in _spaces(section)}
+        return {f"memorisation/{space}/fraction_flagged": interval_headline(d["fraction_flagged"], d.get("fraction_flagged_ci"))
+                for space, d in _spaces(section)}
 
     def table_rows(self, section: dict) -> list[tuple[str, str, str]]:
         rows = [("", "skipped", section["skipped"])] if "skipped" in section else []
         for space, d in _spaces(section):
-            rows.append((f"flagged [{space}]", f"{d['n_flagged']}/{d['n_synthetic']}",
+            rows.append((f"flagged [{space}]", f"{d['n_flagged']}/{d['n_synthetic']} = {fmt_ci(d['fraction_flagged'], d.get('fraction_flagged_ci'))}",
                          f"expected {d['expected_fraction']:.3f}, threshold {d['threshold']:.4g} (q {d['quantile']:g}), "
                          f"p {d['binomial_pvalue']:.3g}"))
         return rows

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from medgen.evaluation.groups.base import Context, MetricGroup, fmt, headline
+from medgen.evaluation.groups.base import Context, MetricGroup, fmt, fmt_ci, interval_headline
 
 
 def _metrics(section: dict):
@@ -35,12 +35,18 @@ class Reconstruction(MetricGroup):
                 recon.append(model.reconstruct(x).float().clamp(0, 1).cpu().numpy())
         scores = paired_metrics(real.images, np.concatenate(recon))
         out = {name: {"mean": s.mean, "std": float(np.std(s.per_image)), "settings": s.settings} for name, s in scores.items()}
+        if ctx.run.n_resamples and len(real) >= 2:
+            from medgen.metrics.intervals import bootstrap_ci
+
+            for name, s in scores.items():  # the mean over images, resampling the images
+                out[name]["interval"] = bootstrap_ci(lambda v: v.mean(axis=1), np.asarray(s.per_image, dtype=np.float64),
+                                                     n_resamples=ctx.run.n_resamples, vectorized=True)
         out["settings"] = {"n_images": len(real), "split": real.source.get("split")}
         return out
 
     def headline(self, section: dict) -> dict[str, dict]:
-        return {f"reconstruction/{k}": headline(d["mean"]) for k, d in _metrics(section)}
+        return {f"reconstruction/{k}": interval_headline(d["mean"], d.get("interval")) for k, d in _metrics(section)}
 
     def table_rows(self, section: dict) -> list[tuple[str, str, str]]:
         rows = [("", "skipped", section["skipped"])] if "skipped" in section else []
-        return rows + [(k.upper() if k != "ms_ssim" else "MS-SSIM", fmt(d["mean"]), f"± {fmt(d['std'])}") for k, d in _metrics(section)]
+        return rows + [(k.upper() if k != "ms_ssim" else "MS-SSIM", fmt_ci(d["mean"], d.get("interval")), f"± {fmt(d['std'])} (sd over images)") for k, d in _metrics(section)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 
-from medgen.evaluation.groups.base import Context, MetricGroup, add_row, headline
+from medgen.evaluation.groups.base import Context, MetricGroup, add_row, headline, interval_headline
 
 #: the options of ``medgen evaluate --seg-utility`` and their defaults
 DEFAULT_OPTIONS = {"pairs": None, "k_real": (), "k_runs": (), "seeds": 3, "settings": None, "n_synthetic": None, "steps": None}
@@ -54,8 +54,9 @@ class SegUtility(MetricGroup):
             out[f"seg_utility/hd95/{r['train']}"] = _ci(r["hd95"])
         a = section.get("adherence")
         if a:
-            out["seg_utility/adherence/dice_conditioning"] = headline(a["dice_conditioning"], n=a["n"])
-            out["seg_utility/adherence/dice_shuffled"] = headline(a["dice_shuffled"], n=a["n"])
+            for k in ("dice_conditioning", "dice_shuffled"):
+                ci = (a.get("intervals") or {}).get(k)
+                out[f"seg_utility/adherence/{k}"] = interval_headline(a[k], ci) if ci else headline(a[k], n=a["n"])
         return out
 
     def table_rows(self, section: dict) -> list[tuple[str, str, str]]:
