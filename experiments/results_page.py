@@ -150,8 +150,30 @@ def sections(lines: list[str]) -> list[tuple[str, list[str]]]:
     return out
 
 
-def verdict(ok: bool | None) -> str:
+UNCLEAR = "not distinguishable at this n"
+
+
+def verdict(ok: bool | str | None) -> str:
+    """**met**, **missed**, **not measured**, or a judgement given as text (e.g. UNCLEAR)."""
+    if isinstance(ok, str):
+        return f"**{ok}**"
     return "**not measured**" if ok is None else ("**met**" if ok else "**missed**")
+
+
+def interval_of(value, interval: dict | None) -> tuple[float, float] | None:
+    """(low, high) from either interval form medgen writes (see with_ci), None without one."""
+    if value is None or not interval:
+        return None
+    return (interval["low"], interval["high"]) if "low" in interval else tuple(interval["ci"])
+
+
+def judge(a: tuple[float, float] | None, b: tuple[float, float] | None) -> str | None:
+    """Is A above B? "above" or "below" when the two 95 % intervals do not overlap, else UNCLEAR
+    (None without both intervals). Separate intervals on the same test images: conservative, a
+    paired test could tell smaller differences."""
+    if a is None or b is None:
+        return None
+    return "above" if a[0] > b[1] else "below" if a[1] < b[0] else UNCLEAR
 
 
 def s000(p: Page) -> None:
@@ -195,9 +217,13 @@ def s000(p: Page) -> None:
     checks = [(s, ft.get(s), bo.get(s)) for s in settings if ft.get(s) is not None and bo.get(s) is not None]
     met = sum(f <= 0.85 * b for _, f, b in checks)
     ok = None if not checks else met == len(checks)
+    fid = compare_section(p, runs)
+    if fid is not None:  # the paired comparison decides; the ratios per setting are shown beside it
+        ok = UNCLEAR if fid["verdict"] == NO_DIFFERENCE else ok if fid["verdict"] == A_BETTER else False
     p.add(f"Target: fine-tuned beta FID <= 0.85 x beta-only FID (domain features): {verdict(ok)}"
-          + (f" ({met} of {len(checks)} settings; " + ", ".join(f"{s}: {f:.3g} vs 0.85 x {b:.3g} = {0.85 * b:.3g}" for s, f, b in checks) + ")."
-             if checks else "."), "")
+          + (f" (`compare`: {fid['verdict']}; " if fid is not None else " (")
+          + (f"{met} of {len(checks)} settings; " + ", ".join(f"{s}: {f:.3g} vs 0.85 x {b:.3g} = {0.85 * b:.3g}" for s, f, b in checks) + ")."
+             if checks else "no sweep)."), "")
     ev = p.evaluation("s000-beta-finetuned")
     n_real, n_fake = (ev.get(k, {}).get("n_images") for k in ("real", "fake"))
     if n_real is not None and n_real < 50:
@@ -212,6 +238,30 @@ def s000(p: Page) -> None:
     p.histograms("s000-beta-finetuned", "S000 fine-tuned: real vs generated intensity histograms")
     p.histograms("s000-beta-only", "S000 beta only: real vs generated intensity histograms")
     p.study_footer("S000")
+
+
+A_BETTER, NO_DIFFERENCE = "A better", "no difference detectable at this n"  # medgen.metrics.intervals' verdicts
+
+
+def compare_section(p: Page, runs: dict[str, str]) -> dict | None:
+    """The table of `medgen compare RUN_A RUN_B` (runs/s000-compare.done); returns its FID comparison."""
+    res = load_json(p.out / "runs" / "s000-compare.done")
+    if not res.get("metrics"):
+        return None
+    names = {f"runs/{run}": label.split(":")[0] for label, run in runs.items()}
+    label = lambda r: names.get(r, r)  # noqa: E731
+    p.add(f"`medgen compare` of the two runs: {res['extractor']} features of the same {res['n_real']} real beta test images, "
+          f"{res['n_generated']} generated per run, {res['n_resamples']} paired resamples; A = {label(res['runs'][0])}, "
+          f"B = {label(res['runs'][1])}. Difference A - B with its 95 % interval; \"detectable\": the smallest difference "
+          "this n could detect.", "")
+    rows = []
+    for metric, d in res["metrics"].items():
+        for c in d["comparisons"]:
+            rows.append([metric, with_ci(d["per_run"][c["a"]]["value"], d["per_run"][c["a"]]),
+                         with_ci(d["per_run"][c["b"]]["value"], d["per_run"][c["b"]]),
+                         with_ci(c["difference"], c), fmt(c.get("smallest_detectable_difference")), c["verdict"]])
+    p.table(["metric", "A [95 % CI]", "B [95 % CI]", "A - B [95 % CI]", "detectable", "verdict"], rows)
+    return res["metrics"].get("fid", {}).get("comparisons", [None])[0]
 
 
 def s002(p: Page) -> None:
@@ -265,9 +315,18 @@ def s003(p: Page) -> None:
         p.add(f"The diffusion detector noised each image to t = {ds['t_start']} of {ds['T']}, walked "
               f"{ds.get('reverse_steps', ds.get('steps'))} {ds.get('sampler', '')} steps back, and compared it with the mean of "
               f"{ds.get('draws', 1)} such reconstruction{'s' if ds.get('draws', 1) != 1 else ''}, each from its own noise.", "")
-    ok = None if pix.get("s003-ddpm") is None or pix.get("s003-ae") is None else pix["s003-ddpm"] > pix["s003-ae"]
-    p.add(f"Target: the diffusion detector beats the autoencoder on pixel AUROC: {verdict(ok)}"
-          + (f" ({pix['s003-ddpm']:.3f} vs {pix['s003-ae']:.3f})." if ok is not None else "."), "")
+    brain = {run: ((p.anomaly(run).get("pixel_foreground") or {}).get("auroc"), (p.anomaly(run).get("pixel_foreground") or {}).get("auroc_interval"))
+             for run in ("s003-ddpm", "s003-ae")}
+    side = judge(*(interval_of(*brain[run]) for run in ("s003-ddpm", "s003-ae")))
+    if side is not None:  # judged on the brain-pixel AUROC, the one with an interval
+        ok = {"above": True, "below": False}.get(side, UNCLEAR)
+        p.add(f"Target: the diffusion detector beats the autoencoder on pixel AUROC: {verdict(ok)} (brain pixels: "
+              f"{with_ci(*brain['s003-ddpm'])} vs {with_ci(*brain['s003-ae'])}; all pixels: {fmt(pix['s003-ddpm'])} vs "
+              f"{fmt(pix['s003-ae'])}; met or missed only where the two intervals do not overlap).", "")
+    else:
+        ok = None if pix.get("s003-ddpm") is None or pix.get("s003-ae") is None else pix["s003-ddpm"] > pix["s003-ae"]
+        p.add(f"Target: the diffusion detector beats the autoencoder on pixel AUROC: {verdict(ok)}"
+              + (f" ({pix['s003-ddpm']:.3f} vs {pix['s003-ae']:.3f})." if ok is not None else "."), "")
     p.figure(p.out / "runs" / "s003-ae" / "detect" / "test" / "figure.png", "s003-ae-figure.png", "S003 autoencoder: error maps")
     p.figure(p.out / "runs" / "s003-ddpm" / "detect" / "test" / "figure.png", "s003-ddpm-figure.png", "diffusion detector: error maps")
     p.study_footer("S003")
@@ -309,14 +368,22 @@ def s004(p: Page) -> None:
                      with_ci(summ.get("precision/domain"), summ_ci.get("precision/domain")),
                      with_ci(summ.get("recall/domain"), summ_ci.get("recall/domain"))])
         if "real" in util and "mixed" in util:
-            best_gap.append((name, util["mixed"]["mean"]["accuracy"], util["real"]["mean"]["accuracy"]))
+            best_gap.append((name, util["mixed"]["mean"]["accuracy"], util["real"]["mean"]["accuracy"],
+                             judge(*(interval_of(util[sc]["mean"]["accuracy"], (util[sc].get("intervals") or {}).get("accuracy"))
+                                     for sc in ("mixed", "real")))))
     p.table(["generator", "class consistency", "accuracy real", "accuracy synthetic", "accuracy mixed", "F1 macro real", "F1 macro synthetic",
              "F1 macro mixed", "precision macro mixed", "recall macro mixed", "KS",
              "precision (domain features)", "recall (domain features)"], rows)
-    ok = None if not best_gap else any(m >= r for _, m, r in best_gap)
+    sides = [side for *_, side in best_gap]
+    if best_gap and None not in sides:  # with intervals: ties are "not distinguishable", not "met"
+        ok = True if "above" in sides else False if set(sides) == {"below"} else UNCLEAR
+        how = "; met where a mixed interval lies above the real one, missed where every one lies below"
+    else:
+        ok = None if not best_gap else any(m >= r for _, m, r, _ in best_gap)
+        how = ""
     p.add(f"Target: at least one generator's mixed-data classifier >= the real-only classifier: {verdict(ok)}"
-          + (" (" + ", ".join(f"{n}: {m:.3f} vs {r:.3f}" for n, m, r in best_gap) + "). The study: mixed 0.936, real only 0.963."
-             if best_gap else "."), "")
+          + (" (accuracy, " + ", ".join(f"{n}: {m:.3f} vs {r:.3f}" for n, m, r, _ in best_gap) + how
+             + "). The study: mixed 0.936, real only 0.963." if best_gap else "."), "")
     p.study_footer("S004")
 
 

@@ -265,3 +265,41 @@ def test_results_page_shows_the_scarce_class_table_and_its_verdicts(tmp_path):
             "all among the K): balanced accuracy, cut+synthetic vs cut+classical: cut+synthetic better (difference +0.150 "
             "[+0.080, +0.220]); cut+both vs cut+classical: no difference detectable at this n") in text
     assert "nothing was trained for S000, S002, S003, S004, MASKS" in text  # SCARCE ran
+
+
+def test_targets_with_intervals_are_met_missed_or_not_distinguishable(tmp_path):
+    """With intervals, a target is met or missed only when they do not overlap; S000's is `compare`'s paired verdict."""
+    page_mod = _module("results_page")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "experiments.json").write_text(json.dumps({"profile": "small"}))
+    (out / "commands.jsonl").write_text(json.dumps({"study": "S000", "name": "a", "command": "medgen train ...", "seconds": 60,
+                                                    "returncode": 0, "commit": "abc1234"}) + "\n")
+    ci = lambda v, lo, hi: {"value": v, "low": lo, "high": hi}  # noqa: E731
+    # S000: the ratio holds at both settings, but the paired comparison cannot tell the runs apart
+    _metrics(out, "s000-beta-finetuned", _sweep({("ddim", 50): 8.0, ("ddpm", 1000): 4.0}))
+    _metrics(out, "s000-beta-only", _sweep({("ddim", 50): 10.0, ("ddpm", 1000): 5.0}))
+    fid = {"higher_is_better": False, "per_run": {"runs/s000-beta-finetuned": ci(8.0, 6.0, 10.5), "runs/s000-beta-only": ci(10.0, 7.5, 12.0)},
+           "comparisons": [{"a": "runs/s000-beta-finetuned", "b": "runs/s000-beta-only", "verdict": "no difference detectable at this n",
+                            "difference": -2.0, "low": -4.5, "high": 0.4, "smallest_detectable_difference": 3.1}]}
+    (out / "runs" / "s000-compare.done").write_text(json.dumps({
+        "runs": ["runs/s000-beta-finetuned", "runs/s000-beta-only"], "extractor": "domain", "n_real": 102, "n_generated": 102,
+        "n_resamples": 1000, "metrics": {"fid": fid}}))
+    # S003: the diffusion detector's brain-pixel AUROC interval lies above the autoencoder's
+    _metrics(out, "s003-ae", anomaly={"image": {"auroc": 0.8}, "pixel": {"auroc": 0.97},
+                                      "pixel_foreground": {"auroc": 0.90, "auroc_interval": ci(0.90, 0.88, 0.92)}})
+    _metrics(out, "s003-ddpm", anomaly={"image": {"auroc": 0.9}, "pixel": {"auroc": 0.96},
+                                        "pixel_foreground": {"auroc": 0.95, "auroc_interval": ci(0.95, 0.93, 0.97)}})
+    # S004: mixed above real on the point estimates, but the intervals overlap
+    util = _util(0.90, 0.92)
+    for sc, (lo, hi) in (("real", (0.86, 0.94)), ("mixed", (0.88, 0.95))):
+        util["utility"]["rows"][sc.replace("mixed", "real+synthetic")]["intervals"] = {"accuracy": ci(0, lo, hi)}
+    _metrics(out, "s004-cgan", util)
+    page = tmp_path / "results.md"
+    assert page_mod.main(["--out", str(out), "--page", str(page)]) == 0
+    text = page.read_text()
+    assert "| fid | 8 [6, 10.5] | 10 [7.5, 12] | -2 [-4.5, 0.4] | 3.1 | no difference detectable at this n |" in text
+    assert ("fine-tuned beta FID <= 0.85 x beta-only FID (domain features): **not distinguishable at this n** "
+            "(`compare`: no difference detectable at this n; 2 of 2 settings") in text
+    assert "beats the autoencoder on pixel AUROC: **met** (brain pixels: 0.95 [0.93, 0.97] vs 0.9 [0.88, 0.92]; all pixels: 0.96 vs 0.97" in text
+    assert "the real-only classifier: **not distinguishable at this n** (accuracy, cGAN: 0.920 vs 0.900" in text
