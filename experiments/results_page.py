@@ -358,7 +358,8 @@ def s004(p: Page) -> None:
             ci = (util[sc].get("intervals") or {}).get(m)
             return with_ci(util[sc]["mean"][m], ci) if ci else f"{util[sc]['mean'][m]:.3f} ± {util[sc]['std'][m]:.3f}"
 
-        ks = (ev.get("intensity", {}).get("all") or {}).get("ks_statistic")
+        it = ev.get("intensity", {}).get("all") or {}
+        ks = with_ci(it.get("ks_statistic"), (it.get("intervals") or {}).get("ks"))
         cc = (ev.get("utility") or {}).get("class_consistency")
         cc_ci = ((cc or {}).get("intervals") or {}).get("mean")
         summ, summ_ci = ev.get("summary") or {}, ev.get("summary_intervals") or {}
@@ -372,7 +373,7 @@ def s004(p: Page) -> None:
                              judge(*(interval_of(util[sc]["mean"]["accuracy"], (util[sc].get("intervals") or {}).get("accuracy"))
                                      for sc in ("mixed", "real")))))
     p.table(["generator", "class consistency", "accuracy real", "accuracy synthetic", "accuracy mixed", "F1 macro real", "F1 macro synthetic",
-             "F1 macro mixed", "precision macro mixed", "recall macro mixed", "KS",
+             "F1 macro mixed", "precision macro mixed", "recall macro mixed", "KS [95 % CI]",
              "precision (domain features)", "recall (domain features)"], rows)
     sides = [side for *_, side in best_gap]
     if best_gap and None not in sides:  # with intervals: ties are "not distinguishable", not "met"
