@@ -176,10 +176,11 @@ def run_step(step: Step, out: Path, log: Path, echo=print) -> dict:
     cmd = [sys.executable, "-m", "medgen", *step.args]
     shown = "medgen " + " ".join(step.args)
     echo(f"[{step.study}] {shown}")
+    commit = source_commit()  # the code the step starts with (the checkout may move on while it runs)
     t0 = time.time()
     proc = subprocess.run(cmd, cwd=out, capture_output=True, text=True)
     rec = {"study": step.study, "name": step.name, "command": shown, "seconds": round(time.time() - t0, 1),
-           "returncode": proc.returncode, "commit": source_commit()}
+           "returncode": proc.returncode, "commit": commit}
     if proc.returncode != 0:
         rec["error"] = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
     elif step.done.endswith(".done"):  # evaluate: keep its JSON answer beside the run
