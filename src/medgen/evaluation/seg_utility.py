@@ -218,7 +218,7 @@ def _generate_pairs(run: str | Path, split: str, mask_ids: list[str], n: int, ou
 
 def run_seg_utility(run_dir: str | Path, pairs: str | Path | None = None, seeds: int = 3, k_real: Sequence[int] = (),
                     settings: SegSettings | None = None, n_synthetic: int | None = None, k_runs: Sequence[str | Path] = (),
-                    steps: int | None = None, echo=print) -> dict:
+                    steps: int | None = None, echo=print, n_resamples: int = 1000) -> dict:
     """``medgen evaluate RUN --seg-utility``: the table and the mask-adherence check -> RUN/evaluation/seg_utility.json.
 
     Real pairs: the run's training pairs (its split and subset) and the dataset's test split. Synthetic
@@ -283,7 +283,7 @@ def run_seg_utility(run_dir: str | Path, pairs: str | Path | None = None, seeds:
             "generator_runs": gen["by_run"], "other_datasets_not_checked": gen["other_datasets_not_checked"]}))
     settings = settings or SegSettings()
     result = seg_utility(real_train, real_test, synthetic, seeds, k_sets, settings, echo)
-    result["adherence"] = mask_adherence(real_train, synthetic[0], synthetic[1], 0, settings)
+    result["adherence"] = mask_adherence(real_train, synthetic[0], synthetic[1], 0, settings, n_resamples)
     result["pairs"] = str(pairs)
     result["synthetic"] = synthetic_source
     result["real"] = {"dataset": str(ds.root), "train_split": split, "subset": d.get("subset") or {}, "n_train": len(train_rows),

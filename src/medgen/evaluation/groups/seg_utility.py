@@ -45,7 +45,8 @@ class SegUtility(MetricGroup):
         # a run without masks is refused (exit 2) by run_seg_utility: the group is only ever asked for by name
         opts = {**DEFAULT_OPTIONS, **ctx.run.seg_utility}
         return run_seg_utility(ctx.run.run_dir, opts["pairs"], seeds=opts["seeds"], k_real=opts["k_real"], settings=opts["settings"],
-                               n_synthetic=opts["n_synthetic"], k_runs=opts["k_runs"], steps=opts["steps"], echo=ctx.echo)
+                               n_synthetic=opts["n_synthetic"], k_runs=opts["k_runs"], steps=opts["steps"], echo=ctx.echo,
+                               n_resamples=ctx.run.n_resamples)
 
     def headline(self, section: dict) -> dict[str, dict]:
         out = {}
