@@ -22,6 +22,8 @@ import sys
 from datetime import date
 from pathlib import Path
 
+from medgen.metrics.intervals import A_BETTER, NO_DIFFERENCE  # compare's verdicts
+
 MISSING = "not run"
 
 
@@ -45,10 +47,15 @@ def with_ci(value, interval: dict | None, digits: int = 3) -> str:
     (``{"low", "high"}`` of medgen.metrics.intervals, or ``{"ci": [low, high]}`` of ``summary_intervals``)."""
     if value is None:
         return MISSING
-    if not interval:
-        return fmt(value, digits)
-    low, high = (interval["low"], interval["high"]) if "low" in interval else interval["ci"]
-    return f"{fmt(value, digits)} [{fmt(low, digits)}, {fmt(high, digits)}]"
+    bounds = interval_of(value, interval)
+    return fmt(value, digits) if bounds is None else f"{fmt(value, digits)} [{fmt(bounds[0], digits)}, {fmt(bounds[1], digits)}]"
+
+
+def interval_of(value, interval: dict | None) -> tuple[float, float] | None:
+    """(low, high) from either interval form (see with_ci), None without one."""
+    if value is None or not interval:
+        return None
+    return (interval["low"], interval["high"]) if "low" in interval else tuple(interval["ci"])
 
 
 class Page:
@@ -160,13 +167,6 @@ def verdict(ok: bool | str | None) -> str:
     return "**not measured**" if ok is None else ("**met**" if ok else "**missed**")
 
 
-def interval_of(value, interval: dict | None) -> tuple[float, float] | None:
-    """(low, high) from either interval form medgen writes (see with_ci), None without one."""
-    if value is None or not interval:
-        return None
-    return (interval["low"], interval["high"]) if "low" in interval else tuple(interval["ci"])
-
-
 def judge(a: tuple[float, float] | None, b: tuple[float, float] | None) -> str | None:
     """Is A above B? "above" or "below" when the two 95 % intervals do not overlap, else UNCLEAR
     (None without both intervals). Separate intervals on the same test images: conservative, a
@@ -238,9 +238,6 @@ def s000(p: Page) -> None:
     p.histograms("s000-beta-finetuned", "S000 fine-tuned: real vs generated intensity histograms")
     p.histograms("s000-beta-only", "S000 beta only: real vs generated intensity histograms")
     p.study_footer("S000")
-
-
-A_BETTER, NO_DIFFERENCE = "A better", "no difference detectable at this n"  # medgen.metrics.intervals' verdicts
 
 
 def compare_section(p: Page, runs: dict[str, str]) -> dict | None:
@@ -315,8 +312,8 @@ def s003(p: Page) -> None:
         p.add(f"The diffusion detector noised each image to t = {ds['t_start']} of {ds['T']}, walked "
               f"{ds.get('reverse_steps', ds.get('steps'))} {ds.get('sampler', '')} steps back, and compared it with the mean of "
               f"{ds.get('draws', 1)} such reconstruction{'s' if ds.get('draws', 1) != 1 else ''}, each from its own noise.", "")
-    brain = {run: ((p.anomaly(run).get("pixel_foreground") or {}).get("auroc"), (p.anomaly(run).get("pixel_foreground") or {}).get("auroc_interval"))
-             for run in ("s003-ddpm", "s003-ae")}
+    brain = {run: (pf.get("auroc"), pf.get("auroc_interval"))
+             for run in ("s003-ddpm", "s003-ae") for pf in [p.anomaly(run).get("pixel_foreground") or {}]}
     side = judge(*(interval_of(*brain[run]) for run in ("s003-ddpm", "s003-ae")))
     if side is not None:  # judged on the brain-pixel AUROC, the one with an interval
         ok = {"above": True, "below": False}.get(side, UNCLEAR)

@@ -126,7 +126,7 @@ def _worker(rank: int, store: str, out: str) -> None:
     tdist.destroy_process_group()
     # leave without interpreter finalisation: gloo's worker threads can still hold tensors whose
     # release at finalisation aborts the process (SIGABRT; pytorch/pytorch#179291), after the
-    # results above are written. One such abort in about ten runs made this test flaky.
+    # results above are written (such an abort failed this test once in a fresh-clone run).
     os._exit(0)
 
 
