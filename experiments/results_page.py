@@ -5,7 +5,8 @@
 With ``--only``, only the named studies' sections are rendered and put in place of the sections of the
 same title in the existing page (or inserted before the sampler table); the rest of the page is kept
 as it was. Each such section then names its own date, commit and commands, since the page's header
-and command list belong to an earlier full run.
+and command list belong to an earlier full run. The sections that read several studies' runs (the
+sampler table, memorisation) are rendered again when the output folder holds every run they read.
 
 Every number on the page is read from the files the ``medgen`` commands wrote (metrics.json of
 each run, the detect folders, commands.jsonl); figures are copied next to the page. A target is
@@ -475,6 +476,10 @@ def samplers(p: Page) -> None:
     p.table(["sampler", "seconds / image", "FID (domain) [95 % CI]", "FRD (radiomics) [95 % CI]"], rows or [[MISSING, None, None, None]])
 
 
+MEMORISATION_RUNS = {"S000 fine-tuned": "s000-beta-finetuned", "S000 beta only": "s000-beta-only", "S002 MSE": "s002-mse",
+                     "S002 L1": "s002-l1", **S004_RUNS}
+
+
 def memorisation(p: Page) -> None:
     p.add("## Memorisation", "",
           "Fraction of generated images whose nearest training image is closer than the 5 % quantile of the real "
@@ -484,8 +489,7 @@ def memorisation(p: Page) -> None:
           "with the feature column beside it: a smooth, average-looking image is close in pixels to many training "
           "images without copying any of them.", "")
     rows = []
-    for name, run in (("S000 fine-tuned", "s000-beta-finetuned"), ("S000 beta only", "s000-beta-only"), ("S002 MSE", "s002-mse"),
-                      ("S002 L1", "s002-l1"), *S004_RUNS.items()):
+    for name, run in MEMORISATION_RUNS.items():
         mem = p.evaluation(run).get("memorisation") or {}
         px = mem.get("pixels") or {}
         ft = next((v for k, v in mem.items() if k != "pixels" and isinstance(v, dict) and "fraction_flagged" in v), {})
@@ -504,6 +508,9 @@ def commands(p: Page) -> None:
 
 
 STUDY_SECTIONS = {"S000": s000, "SCARCE": scarce, "S002": s002, "S003": s003, "S004": s004, "MASKS": masks}
+# sections that read the runs of several studies, and those runs: with --only they are rendered again
+# when OUT holds every one of them (e.g. an output folder that gathers the studies' runs)
+SHARED_SECTIONS = ((samplers, ("s000-beta-finetuned",)), (memorisation, tuple(MEMORISATION_RUNS.values())))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -525,6 +532,11 @@ def main(argv: list[str] | None = None) -> int:
         for study in STUDY_SECTIONS:
             if study in only:
                 STUDY_SECTIONS[study](p)
+        for section, runs in SHARED_SECTIONS:
+            if all((out / "runs" / r / "metrics.json").exists() for r in runs):
+                section(p)
+                p.add(f"*This section was regenerated on {date.today().isoformat()} from the runs in the output folder "
+                      "(`experiments/results_page.py --only`); the commands that made them are listed under their studies.*", "")
         print(p.splice())
         return 0
     total = sum(c["seconds"] for c in p.commands) / 60

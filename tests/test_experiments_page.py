@@ -303,3 +303,26 @@ def test_targets_with_intervals_are_met_missed_or_not_distinguishable(tmp_path):
             "(`compare`: no difference detectable at this n; 2 of 2 settings") in text
     assert "beats the autoencoder on pixel AUROC: **met** (brain pixels: 0.95 [0.93, 0.97] vs 0.9 [0.88, 0.92]; all pixels: 0.96 vs 0.97" in text
     assert "the real-only classifier: **not distinguishable at this n** (accuracy, cGAN: 0.920 vs 0.900" in text
+
+
+def test_only_renders_a_shared_section_again_when_the_output_folder_holds_its_runs(tmp_path):
+    page_mod = _module("results_page")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "experiments.json").write_text(json.dumps({"profile": "small"}))
+    (out / "commands.jsonl").write_text(json.dumps({"study": "S000", "name": "evaluate", "command": "medgen evaluate runs/s000-beta-finetuned",
+                                                    "seconds": 60, "returncode": 0, "commit": "ccc3333"}) + "\n")
+    sweep = _sweep({("ddim", 50): 8.0, ("ddpm", 1000): 4.0})
+    sweep["sweep"][1]["intervals"] = {"fid/domain": {"value": 4.0, "low": 3.1, "high": 5.2}}
+    _metrics(out, "s000-beta-finetuned", sweep)
+    page = tmp_path / "r.md"
+    old = ["# Reproducing", "", "## DDIM-50 against DDPM-1000 on the same model", "", "old sweep table", "",
+           "## Memorisation", "", "old memorisation table", "", "## The commands", "", "old list"]
+    page.write_text("\n".join(old) + "\n")
+    page_mod.main(["--out", str(out), "--page", str(page), "--only", "S000"])
+    text = page.read_text()
+    # the sampler table reads only S000's fine-tuned run: rendered again, in its place
+    assert "old sweep table" not in text and "| ddpm 1000 | 100 | 4 [3.1, 5.2] |" in text
+    assert text.index("## DDIM-50") < text.index("## Memorisation") < text.index("## The commands")
+    # memorisation reads S002's and S004's runs too, which this folder lacks: kept as it was
+    assert "old memorisation table" in text and text.count("## Memorisation") == 1
