@@ -330,7 +330,8 @@ def s003(p: Page) -> None:
     p.study_footer("S003")
 
 
-S004_RUNS = {"cGAN": "s004-cgan", "conditional WGAN-GP": "s004-cwgan-gp", "CVAE": "s004-cvae", "CVAE-transfer": "s004-cvae-transfer"}
+S004_RUNS = {"cGAN": "s004-cgan", "conditional WGAN-GP": "s004-cwgan-gp", "CVAE": "s004-cvae", "CVAE-transfer": "s004-cvae-transfer",
+             "conditional LDM": "s004-ldm"}
 
 
 def s004(p: Page) -> None:

@@ -147,8 +147,10 @@ def plan(profile: str) -> list[Step]:
         train("S004", "s004-cvae", "brain-tumor-cvae", lesions, profile),
         train("S004", "s004-vae-pretrain", "brain-tumor-vae-pretrain", lesions, profile),
         train("S004", "s004-cvae-transfer", "brain-tumor-cvae-transfer", lesions, profile, "--init-from", "runs/s004-vae-pretrain"),
+        # the class-conditional latent diffusion family beside the study's GANs and VAEs
+        train("S004", "s004-ldm", "brain-tumor-ldm", lesions, profile),
     ]
-    for run in ("s004-cgan", "s004-cwgan-gp", "s004-cvae", "s004-cvae-transfer"):
+    for run in ("s004-cgan", "s004-cwgan-gp", "s004-cvae", "s004-cvae-transfer", "s004-ldm"):
         steps.append(evaluate("S004", run, "--metrics", "fidelity,distribution,intensity,memorisation,utility", "--utility",
                               "--utility-seeds", "1" if profile == "tiny" else "3"))
     steps += masks_steps(profile, lesions)
