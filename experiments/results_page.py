@@ -6,7 +6,7 @@ With ``--only``, only the named studies' sections are rendered and put in place 
 same title in the existing page (or inserted before the sampler table); the rest of the page is kept
 as it was. Each such section then names its own date, commit and commands, since the page's header
 and command list belong to an earlier full run. The sections that read several studies' runs (the
-sampler table, memorisation) are rendered again when the output folder holds every run they read.
+sampler table, memorisation) are rendered again when the output folder holds runs of every study they read.
 
 Every number on the page is read from the files the ``medgen`` commands wrote (metrics.json of
 each run, the detect folders, commands.jsonl); figures are copied next to the page. A target is
@@ -509,9 +509,11 @@ def commands(p: Page) -> None:
 
 
 STUDY_SECTIONS = {"S000": s000, "SCARCE": scarce, "S002": s002, "S003": s003, "S004": s004, "MASKS": masks}
-# sections that read the runs of several studies, and those runs: with --only they are rendered again
-# when OUT holds every one of them (e.g. an output folder that gathers the studies' runs)
-SHARED_SECTIONS = ((samplers, ("s000-beta-finetuned",)), (memorisation, tuple(MEMORISATION_RUNS.values())))
+# sections that read the runs of several studies, with those runs grouped by study: with --only they
+# are rendered again when OUT holds at least one run of every group (e.g. an output folder that gathers
+# the studies' runs); a run it lacks is then shown as not run, which is what that folder says
+SHARED_SECTIONS = ((samplers, [("s000-beta-finetuned",)]),
+                   (memorisation, [("s000-beta-finetuned", "s000-beta-only"), ("s002-mse", "s002-l1"), tuple(S004_RUNS.values())]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -533,8 +535,8 @@ def main(argv: list[str] | None = None) -> int:
         for study in STUDY_SECTIONS:
             if study in only:
                 STUDY_SECTIONS[study](p)
-        for section, runs in SHARED_SECTIONS:
-            if all((out / "runs" / r / "metrics.json").exists() for r in runs):
+        for section, groups in SHARED_SECTIONS:
+            if all(any((out / "runs" / r / "metrics.json").exists() for r in runs) for runs in groups):
                 section(p)
                 p.add(f"*This section was regenerated on {date.today().isoformat()} from the runs in the output folder "
                       "(`experiments/results_page.py --only`); the commands that made them are listed under their studies.*", "")

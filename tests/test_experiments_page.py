@@ -326,3 +326,11 @@ def test_only_renders_a_shared_section_again_when_the_output_folder_holds_its_ru
     assert text.index("## DDIM-50") < text.index("## Memorisation") < text.index("## The commands")
     # memorisation reads S002's and S004's runs too, which this folder lacks: kept as it was
     assert "old memorisation table" in text and text.count("## Memorisation") == 1
+    # with one run of every study it reads, it is rendered again; the runs the folder lacks say so
+    _metrics(out, "s002-mse", {"memorisation": {"pixels": {"fraction_flagged": 0.02, "fraction_flagged_ci": {"value": 0.02, "low": 0.01, "high": 0.05},
+                                                           "expected_fraction": 0.05, "binomial_pvalue": 0.9}}})
+    _metrics(out, "s004-cgan", {})
+    page_mod.main(["--out", str(out), "--page", str(page), "--only", "S000"])
+    text = page.read_text()
+    assert "old memorisation table" not in text and text.count("## Memorisation") == 1
+    assert "| S002 MSE | 0.02 [0.01, 0.05] |" in text and "| S002 L1 | not run |" in text
