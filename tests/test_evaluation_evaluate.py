@@ -286,3 +286,16 @@ def test_cli_command_json_and_errors(run, tmp_path, monkeypatch):
     assert isinstance(r.exception, UserError) and "/nowhere/r50.pth" in str(r.exception)
     r = runner.invoke(app, ["--real", str(tmp_path)])
     assert isinstance(r.exception, UserError)
+
+
+def test_an_output_folder_another_evaluation_is_writing_is_refused(tmp_path):
+    from medgen.fsio import acquire_lock
+
+    images = np.random.default_rng(0).random((4, 1, 16, 16)).astype(np.float32)
+    out = tmp_path / "ev"
+    with acquire_lock(tmp_path / ".ev.lock", "evaluation output"):  # what a running `medgen evaluate --out ev` holds
+        with pytest.raises(UserError, match="in use by another medgen process"):
+            evaluate(real=images, fake=images, metrics="intensity", out=out, echo=QUIET)
+    assert not out.exists()
+    res = evaluate(real=images, fake=images, metrics="intensity", out=out, echo=QUIET)  # free again
+    assert (out / "metrics.json").exists() and "intensity" in res and not (tmp_path / ".ev.lock").exists()

@@ -29,6 +29,7 @@ import numpy as np
 
 from medgen.data.imageset import ImageSet, load_image_set, rows_set
 from medgen.errors import UserError
+from medgen.fsio import acquire_lock
 from medgen.evaluation.generation import checkpoint_fingerprint, generate_cached, parse_sweep, proportional
 from medgen.evaluation.groups import Context, RunInputs, all_groups, get_group, parse_groups
 from medgen.evaluation.groups.base import FeatureCache
@@ -369,7 +370,14 @@ def evaluate(run: str | Path | None = None, real: Any = None, fake: Any = None, 
         raise UserError(f"--resamples must be >= 0, got {inputs.n_resamples}")
     if n is not None and n < 2:
         raise UserError(f"--n must be at least 2 (FID needs 2 images per side), got {n}")
+    # one evaluation of an output folder at a time: two would interleave its figures and caches and
+    # the last to finish would replace the other's metrics.json section
+    plan.fig_dir.parent.mkdir(parents=True, exist_ok=True)
+    with acquire_lock(plan.fig_dir.parent / f".{plan.fig_dir.name}.lock", f"evaluation output {plan.fig_dir}"):
+        return _evaluate(run, real, fake, n, resize, device, echo, plan, inputs, notes)
 
+
+def _evaluate(run, real, fake, n, resize, device, echo, plan: _Plan, inputs: RunInputs, notes: list[str]) -> dict:
     side = _run_real_side(plan.run_dir, plan.model, real, resize, notes) if run is not None else _sets_real_side(real, resize)
     if len(side.real) < 2:
         raise UserError(f"the real set has {len(side.real)} image(s); at least 2 are needed")
