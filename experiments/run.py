@@ -3,14 +3,18 @@
     python experiments/run.py [--out experiments-output] [--profile small|tiny] [--only S000,S004] [--force]
 
 Every step is one ``medgen`` command; its output folder marks it done, so an interrupted run
-picks up where it stopped (``--force`` starts again). Each command, its wall time and exit code
+picks up where it stopped (``--force`` starts again). Several runners may share one OUT (e.g. one
+per study, on a machine with cores to spare): a step another runner is running is waited for, not
+run twice. Each command, its wall time and exit code
 are appended to OUT/commands.jsonl; ``experiments/results_page.py`` turns OUT into docs/results.md.
 ``make experiments`` runs both.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -193,6 +197,25 @@ def run_step(step: Step, out: Path, log: Path, echo=print) -> dict:
     return rec
 
 
+@contextlib.contextmanager
+def step_lock(out: Path, step: Step, echo=print):
+    """Hold this step's lock in OUT; while another runner holds it, wait (then the step is usually done)."""
+    import fcntl
+
+    path = out / ".locks" / (re.sub(r"[^A-Za-z0-9_.=-]+", "_", step.name) + ".lock")
+    path.parent.mkdir(exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            echo(f"[{step.study}] {step.name}: another runner is running it; waiting for it")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="experiments-output", help="working folder (data, runs, commands.jsonl)")
@@ -212,11 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
     t0 = time.time()
     for step in select(plan(args.profile), only):
-        if (out / step.done).exists():
-            print(f"[{step.study}] {step.name}: done before, kept")
-            continue
-        if run_step(step, out, out / "commands.jsonl")["returncode"] != 0:
-            failed.append(step.name)
+        with step_lock(out, step):
+            if (out / step.done).exists():
+                print(f"[{step.study}] {step.name}: done before, kept")
+                continue
+            if run_step(step, out, out / "commands.jsonl")["returncode"] != 0:
+                failed.append(step.name)
     print(f"finished in {time.time() - t0:.0f} s; {len(failed)} failed step(s)" + (": " + ", ".join(failed) if failed else ""))
     return 1 if failed else 0
 

@@ -334,3 +334,25 @@ def test_only_renders_a_shared_section_again_when_the_output_folder_holds_its_ru
     text = page.read_text()
     assert "old memorisation table" not in text and text.count("## Memorisation") == 1
     assert "| S002 MSE | 0.02 [0.01, 0.05] |" in text and "| S002 L1 | not run |" in text
+
+
+def test_a_step_another_runner_holds_is_waited_for_not_run_twice(tmp_path, monkeypatch, capsys):
+    import threading
+    import time
+
+    run_mod = _module("run")
+    step = run_mod.Step("S000", "train a", ["train", "no-such-preset"], "runs/a/done")
+    monkeypatch.setattr(run_mod, "plan", lambda profile: [step])
+    ran = []
+    monkeypatch.setattr(run_mod, "run_step", lambda *a, **k: ran.append(a) or {"returncode": 0})
+    with run_mod.step_lock(tmp_path, step, echo=lambda *a: None):  # another runner is busy with the step
+        t = threading.Thread(target=run_mod.main, args=(["--out", str(tmp_path), "--only", "S000"],))
+        t.start()
+        time.sleep(0.5)
+        assert t.is_alive() and not ran  # waiting, not running it
+        (tmp_path / "runs" / "a").mkdir(parents=True)
+        (tmp_path / "runs" / "a" / "done").write_text("")  # the other runner finishes it
+    t.join(10)
+    assert not t.is_alive() and not ran
+    said = capsys.readouterr().out
+    assert "another runner is running it; waiting for it" in said and "train a: done before, kept" in said
