@@ -372,8 +372,9 @@ def evaluate(run: str | Path | None = None, real: Any = None, fake: Any = None, 
         raise UserError(f"--n must be at least 2 (FID needs 2 images per side), got {n}")
     # one evaluation of an output folder at a time: two would interleave its figures and caches and
     # the last to finish would replace the other's metrics.json section
-    plan.fig_dir.parent.mkdir(parents=True, exist_ok=True)
-    with acquire_lock(plan.fig_dir.parent / f".{plan.fig_dir.name}.lock", f"evaluation output {plan.fig_dir}"):
+    target = plan.fig_dir.resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with acquire_lock(target.parent / f".{target.name}.lock", f"evaluation output {target}"):
         return _evaluate(run, real, fake, n, resize, device, echo, plan, inputs, notes)
 
 
