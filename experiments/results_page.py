@@ -23,7 +23,6 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from medgen.metrics.intervals import A_BETTER, NO_DIFFERENCE  # compare's verdicts
 
 MISSING = "not run"
 
@@ -219,10 +218,16 @@ def s000(p: Page) -> None:
     met = sum(f <= 0.85 * b for _, f, b in checks)
     ok = None if not checks else met == len(checks)
     fid = compare_section(p, runs)
-    if fid is not None:  # the paired comparison decides; the ratios per setting are shown beside it
-        ok = UNCLEAR if fid["verdict"] == NO_DIFFERENCE else ok if fid["verdict"] == A_BETTER else False
+    need = None
+    if fid is not None:
+        # the paired interval of A - B decides: a 15 % gain is A - B <= -0.15 B (B taken as fixed at its
+        # value); met when the whole interval lies below that, missed when it lies above, else unclear.
+        # The ratios per setting (point estimates) are shown beside it
+        need = -0.15 * fid["b_value"]
+        ok = True if fid["high"] <= need else False if fid["low"] > need else UNCLEAR
     p.add(f"Target: fine-tuned beta FID <= 0.85 x beta-only FID (domain features): {verdict(ok)}"
-          + (f" (`compare`: {fid['verdict']}; " if fid is not None else " (")
+          + (f" (`compare`: {fid['verdict']}, FID A - B = {with_ci(fid['difference'], fid)}, where the target needs "
+             f"A - B <= {need:.3g}, i.e. 0.15 x B's {fid['b_value']:.3g}; " if fid is not None else " (")
           + (f"{met} of {len(checks)} settings; " + ", ".join(f"{s}: {f:.3g} vs 0.85 x {b:.3g} = {0.85 * b:.3g}" for s, f, b in checks) + ")."
              if checks else "no sweep)."), "")
     ev = p.evaluation("s000-beta-finetuned")
@@ -259,7 +264,9 @@ def compare_section(p: Page, runs: dict[str, str]) -> dict | None:
                          with_ci(d["per_run"][c["b"]]["value"], d["per_run"][c["b"]]),
                          with_ci(c["difference"], c), fmt(c.get("smallest_detectable_difference")), c["verdict"]])
     p.table(["metric", "A [95 % CI]", "B [95 % CI]", "A - B [95 % CI]", "detectable", "verdict"], rows)
-    return res["metrics"].get("fid", {}).get("comparisons", [None])[0]
+    fid = res["metrics"].get("fid", {})
+    first = fid.get("comparisons", [None])[0]
+    return None if first is None else {**first, "b_value": fid["per_run"][first["b"]]["value"]}
 
 
 def s002(p: Page) -> None:

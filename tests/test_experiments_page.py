@@ -300,7 +300,16 @@ def test_targets_with_intervals_are_met_missed_or_not_distinguishable(tmp_path):
     text = page.read_text()
     assert "| fid | 8 [6, 10.5] | 10 [7.5, 12] | -2 [-4.5, 0.4] | 3.1 | no difference detectable at this n |" in text
     assert ("fine-tuned beta FID <= 0.85 x beta-only FID (domain features): **not distinguishable at this n** "
-            "(`compare`: no difference detectable at this n; 2 of 2 settings") in text
+            "(`compare`: no difference detectable at this n, FID A - B = -2 [-4.5, 0.4], where the target needs "
+            "A - B <= -1.5, i.e. 0.15 x B's 10; 2 of 2 settings") in text
+    # the same comparison with a narrower interval: met when it lies below -1.5, missed when above
+    for (lo, hi), word in (((-3.5, -1.6), "met"), ((-1.4, -0.2), "missed")):
+        fid["comparisons"][0].update(low=lo, high=hi, verdict="A better")
+        (out / "runs" / "s000-compare.done").write_text(json.dumps({
+            "runs": ["runs/s000-beta-finetuned", "runs/s000-beta-only"], "extractor": "domain", "n_real": 102, "n_generated": 102,
+            "n_resamples": 1000, "metrics": {"fid": fid}}))
+        page_mod.main(["--out", str(out), "--page", str(page)])
+        assert f"0.85 x beta-only FID (domain features): **{word}** (`compare`: A better, FID A - B = -2 [{lo:g}, {hi:g}]" in page.read_text()
     assert "beats the autoencoder on pixel AUROC: **met** (brain pixels: 0.95 [0.93, 0.97] vs 0.9 [0.88, 0.92]; all pixels: 0.96 vs 0.97" in text
     assert "the real-only classifier: **not distinguishable at this n** (accuracy, cGAN: 0.920 vs 0.900" in text
 
