@@ -5,8 +5,8 @@
 Every step is one ``medgen`` command; its output folder marks it done, so an interrupted run
 picks up where it stopped (``--force`` starts again). Several runners may share one OUT (e.g. one
 per study, on a machine with cores to spare): a step another runner is running is waited for, not
-run twice. Each command, its wall time and exit code
-are appended to OUT/commands.jsonl; ``experiments/results_page.py`` turns OUT into docs/results.md.
+run twice. Each command, its wall time and exit code are appended to OUT/commands.jsonl;
+``experiments/results_page.py`` turns OUT into docs/results.md.
 ``make experiments`` runs both.
 """
 from __future__ import annotations

@@ -29,11 +29,11 @@ import numpy as np
 
 from medgen.data.imageset import ImageSet, load_image_set, rows_set
 from medgen.errors import UserError
-from medgen.fsio import acquire_lock
 from medgen.evaluation.generation import checkpoint_fingerprint, generate_cached, parse_sweep, proportional
 from medgen.evaluation.groups import Context, RunInputs, all_groups, get_group, parse_groups
 from medgen.evaluation.groups.base import FeatureCache
 from medgen.evaluation.tables import summary_tables
+from medgen.fsio import acquire_lock
 
 __all__ = ["ImageSet", "evaluate", "load_image_set", "parse_sweep", "summary", "summary_tables"]
 
