@@ -204,16 +204,13 @@ def step_lock(out: Path, step: Step, echo=print):
 
     path = out / ".locks" / (re.sub(r"[^A-Za-z0-9_.=-]+", "_", step.name) + ".lock")
     path.parent.mkdir(exist_ok=True)
-    with open(path, "a") as handle:
+    with open(path, "a") as handle:  # closing the file releases the lock
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             echo(f"[{step.study}] {step.name}: another runner is running it; waiting for it")
             fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        yield
 
 
 def main(argv: list[str] | None = None) -> int:
