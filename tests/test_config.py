@@ -6,11 +6,9 @@ from medgen.errors import UserError
 
 @pytest.mark.parametrize("name", preset_names())
 def test_every_preset_profile_resolves(name):
-    import yaml
+    from medgen.config import load_preset
 
-    from medgen.config import PRESET_DIR
-
-    profiles = yaml.safe_load((PRESET_DIR / f"{name}.yaml").read_text())["profiles"]
+    profiles = load_preset(name)["profiles"]  # with those of the preset it extends
     assert {"paper", "small", "tiny"} <= set(profiles)
     for profile in profiles:
         cfg = resolve(name, profile)
@@ -56,3 +54,30 @@ def test_config_yaml_roundtrip(tmp_path):
     (tmp_path / "c.yaml").write_text(cfg.to_yaml())
     again = resolve(str(tmp_path / "c.yaml"))
     assert again == cfg
+
+
+def test_a_preset_that_extends_another_changes_only_what_it_names(tmp_path, monkeypatch):
+    import medgen.config as config
+
+    for name in ("demo-brain-ldm", "brain-tumor-ldm"):
+        (tmp_path / f"{name}.yaml").write_text((config.PRESET_DIR / f"{name}.yaml").read_text())
+    monkeypatch.setattr(config, "PRESET_DIR", tmp_path)
+    child, parent = resolve("brain-tumor-ldm", "small"), resolve("demo-brain-ldm", "small")
+    assert child.data.builtin == "brain-lesions" and child.sample.n == 16 and child.evaluate.utility
+    assert child.model.params() == parent.model.params() and child.train == parent.train
+    assert resolve("brain-tumor-ldm", "tiny").data.prepare["size"] == [32, 32]  # the child's profile over the parent's
+    assert resolve("brain-tumor-ldm", "tiny").model.params() == resolve("demo-brain-ldm", "tiny").model.params()
+    assert "pretrain" in config.load_preset("demo-brain-ldm")["profiles"]
+    assert "pretrain" not in config.load_preset("brain-tumor-ldm")["profiles"]  # dropped by `pretrain: null`
+    # a change to the parent's recipe reaches the child
+    demo = tmp_path / "demo-brain-ldm.yaml"
+    demo.write_text(demo.read_text().replace("ema_decay: 0.995", "ema_decay: 0.99"))
+    assert resolve("brain-tumor-ldm", "small").train.ema_decay == 0.99
+    # an unknown parent and a cycle are clear errors naming the file
+    (tmp_path / "a.yaml").write_text("extends: nope\nconfig: {}\nprofiles: {small: {}}\n")
+    with pytest.raises(UserError, match=r"a\.yaml: extends unknown preset 'nope'"):
+        resolve("a", "small")
+    (tmp_path / "a.yaml").write_text("extends: b\nconfig: {}\n")
+    (tmp_path / "b.yaml").write_text("extends: a\nconfig: {}\n")
+    with pytest.raises(UserError, match="preset extends itself: a -> b -> a"):
+        resolve("a", "small")

@@ -8,6 +8,7 @@ A preset is ``presets/NAME.yaml``::
     config: {data: ..., model: ..., train: ..., sample: ..., evaluate: ...}
     profiles: {paper: {...}, small: {...}, tiny: {...}}   # deep-merged over config
     base: {preset: NAME, set: [KEY=VALUE, ...]}  # optional: the run it trains on top of (--init-from), for the docs
+    extends: NAME                    # optional: another preset's recipe that this file changes (see load_preset)
 
 Resolution order: preset ``config`` <- profile <- ``--set`` overrides; the result is validated
 and written to the run's ``config.yaml``, which can be given back to ``medgen train`` as is.
@@ -182,13 +183,37 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
-def load_preset(name: str) -> dict:
+def load_preset(name: str, _chain: tuple[str, ...] = ()) -> dict:
+    """A preset file as a dict. With ``extends: PARENT`` it holds only what differs from PARENT: the
+    parent's ``config`` and each of its profiles are deep-merged under this file's (a profile set to
+    ``null`` drops the parent's profile of that name); ``description``, ``study``, ``base`` and
+    ``default_profile`` are this file's own, the last falling back to the parent's. So a change to a
+    recipe reaches every preset built on it."""
     path = PRESET_DIR / f"{name}.yaml"
     if not path.exists():
         hint = difflib.get_close_matches(name, preset_names(), n=1)
         extra = f" (did you mean '{hint[0]}'?)" if hint else ""
         raise UserError(f"unknown preset '{name}'{extra}; presets: {', '.join(preset_names())}")
-    return yaml.safe_load(path.read_text())
+    preset = yaml.safe_load(path.read_text())
+    parent_name = preset.get("extends")
+    if parent_name is None:
+        return preset
+    if parent_name in _chain + (name,):
+        raise UserError(f"preset extends itself: {' -> '.join(_chain + (name, parent_name))}", path)
+    if not (PRESET_DIR / f"{parent_name}.yaml").exists():
+        raise UserError(f"extends unknown preset '{parent_name}'", path)
+    parent = load_preset(parent_name, _chain + (name,))
+    profiles = dict(parent.get("profiles", {}))
+    for profile, over in (preset.get("profiles") or {}).items():
+        if over is None:
+            profiles.pop(profile, None)
+        else:
+            profiles[profile] = deep_merge(profiles.get(profile) or {}, over)
+    merged = {k: v for k, v in preset.items() if k not in ("config", "profiles")}
+    merged.setdefault("default_profile", parent.get("default_profile", "small"))
+    merged["config"] = deep_merge(parent.get("config", {}), preset.get("config") or {})
+    merged["profiles"] = profiles
+    return merged
 
 
 def deep_merge(base: dict, over: dict) -> dict:

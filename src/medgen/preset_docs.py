@@ -91,6 +91,11 @@ def preset_page(name: str) -> str:
         f"**Profiles:** {', '.join(f'`{p}`' for p in profiles)} (default `{default}`). "
         "`paper` is the study's settings, `small` a useful CPU run of minutes, `tiny` a smoke test.",
         "",
+    ]
+    if preset.get("extends"):
+        lines += [f"**Extends:** [`{preset['extends']}`]({preset['extends']}.md). The file below holds only what differs "
+                  "from it; the table shows the resolved settings.", ""]
+    lines += [
         "## Run it",
         "",
         "```bash",
