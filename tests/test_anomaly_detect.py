@@ -83,6 +83,22 @@ def test_detect_conv_ae_end_to_end(ae_run):
     assert r2["threshold"]["image"] == 0.5 and r2["settings"]["score"] == "max"
 
 
+
+def test_a_detect_folder_another_process_is_writing_is_refused(ae_run, tmp_path):
+    """Two detections aimed at one --out: the second is refused while the first holds the folder,
+    so it can neither pass the "already exists" check before the first writes and then delete the
+    first's results, nor interleave its files with them."""
+    from medgen.anomaly import detect
+    from medgen.errors import UserError
+    from medgen.fsio import acquire_lock
+
+    with acquire_lock(tmp_path / ".d.lock", "detect output folder"):  # what a running `medgen detect --out d` holds
+        with pytest.raises(UserError, match="detect output folder .* is in use by another medgen process"):
+            detect(ae_run, out=tmp_path / "d", force=True, echo=lambda *_: None)
+    assert not (tmp_path / "d").exists()
+    detect(ae_run, out=tmp_path / "d", echo=lambda *_: None)
+    assert (tmp_path / "d" / "metrics.json").exists() and not (tmp_path / ".d.lock").exists()
+
 def test_detect_folder_of_images_with_masks(ae_run, lesions, tmp_path):
     from PIL import Image
 

@@ -437,6 +437,20 @@ def test_interpolation_endpoints_are_the_reconstructions(vae_run, lesions):
         interpolate(vae_run, "no-such-id", b, echo=quiet)
 
 
+
+def test_an_interpolation_folder_another_process_is_writing_is_refused(vae_run, lesions, tmp_path):
+    from medgen.data.dataset import PreparedDataset
+    from medgen.fsio import acquire_lock
+    from medgen.interpolation import interpolate
+
+    ds = PreparedDataset(lesions)
+    a, b = ds.index["id"].iloc[0], ds.index["id"].iloc[1]
+    with acquire_lock(tmp_path / ".i.lock", "interpolation folder"):
+        with pytest.raises(UserError, match="interpolation folder .* is in use by another medgen process"):
+            interpolate(vae_run, a, b, n=2, out=tmp_path / "i", echo=lambda *_: None)
+    assert not (tmp_path / "i").exists()
+    assert interpolate(vae_run, a, b, n=2, out=tmp_path / "i", echo=lambda *_: None)["out"] == str(tmp_path / "i")
+
 def test_interpolation_with_a_cvae_uses_the_label_of_a(lesions, tiny_run):
     from medgen.data.dataset import PreparedDataset
     from medgen.interpolation import interpolate

@@ -3,6 +3,7 @@ reader (or a crash) never sees a half-written file. Also: a free-space check mad
 job starts writing, so a full disk fails at once rather than hours in."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -48,6 +49,19 @@ def replace_folder(path: str | Path, force: bool, what: str) -> Path:
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def output_folder_lock(path: str | Path, what: str):
+    """Hold ``<parent>/.<name>.lock`` while a command fills the folder ``path``: a second command
+    aiming at the same folder is refused (UserError naming the folder and the holder's pid) instead
+    of writing its files between the first one's, or deleting them with ``--force``, or (having
+    passed the "already exists" check before the first one wrote anything) deleting them without it.
+    Yields the folder's absolute path."""
+    target = Path(path).resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with acquire_lock(target.parent / f".{target.name}.lock", f"{what} {target}"):
+        yield target
 
 
 def refuse_overwrite(path: str | Path, force: bool, what: str) -> None:

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from medgen.errors import UserError
+from medgen.fsio import output_folder_lock, replace_folder
 
 
 def _safe(name: str) -> str:
@@ -118,20 +118,17 @@ def interpolate(run_dir: str | Path, a: str, b: str, n: int = 8, out: str | Path
     images = model.decode(z, y.expand(n) if y is not None else None).clamp(0, 1).float().cpu().numpy()
 
     out = Path(out) if out else run.samples / f"interpolate-{_safe(name_a)}-{_safe(name_b)}"
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise UserError("interpolation folder already exists; use --force to replace it", out)
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    ts = [float(v) for v in t.flatten().cpu()]
-    files = [write_image(out / f"interp_{i:02d}", img, "png").name for i, img in enumerate(images)]
-    strip = np.concatenate([img_a[None], images, img_b[None]])
-    short = lambda name: name if len(name) <= 12 else "..." + name[-9:]  # noqa: E731
-    titles = [f"A: {short(name_a)}"] + [f"t={v:.2f}" for v in ts] + [f"B: {short(name_b)}"]
-    image_grid(strip, out / "interpolation.png", titles, ncols=len(strip),
-               title=f"{run.root.name}: latent interpolation" + (f" (label {label})" if label else ""))
-    manifest = {"run": str(run.root), "a": str(a), "b": str(b), "n": n, "t": ts, "label": label,
-                "label_source": label_source, "files": files, "strip": "interpolation.png"}
-    (out / "interpolation.json").write_text(json.dumps(manifest, indent=2))
-    echo(f"{n} interpolated images in {out}; strip: {out / 'interpolation.png'}")
-    return {**manifest, "out": str(out), "strip": str(out / "interpolation.png"), "images": images}
+    with output_folder_lock(out, "interpolation folder"):  # one writer per folder
+        replace_folder(out, force, "interpolation folder")
+        ts = [float(v) for v in t.flatten().cpu()]
+        files = [write_image(out / f"interp_{i:02d}", img, "png").name for i, img in enumerate(images)]
+        strip = np.concatenate([img_a[None], images, img_b[None]])
+        short = lambda name: name if len(name) <= 12 else "..." + name[-9:]  # noqa: E731
+        titles = [f"A: {short(name_a)}"] + [f"t={v:.2f}" for v in ts] + [f"B: {short(name_b)}"]
+        image_grid(strip, out / "interpolation.png", titles, ncols=len(strip),
+                   title=f"{run.root.name}: latent interpolation" + (f" (label {label})" if label else ""))
+        manifest = {"run": str(run.root), "a": str(a), "b": str(b), "n": n, "t": ts, "label": label,
+                    "label_source": label_source, "files": files, "strip": "interpolation.png"}
+        (out / "interpolation.json").write_text(json.dumps(manifest, indent=2))
+        echo(f"{n} interpolated images in {out}; strip: {out / 'interpolation.png'}")
+        return {**manifest, "out": str(out), "strip": str(out / "interpolation.png"), "images": images}

@@ -20,7 +20,7 @@ from medgen.data.export import FORMATS
 from medgen.errors import UserError
 from medgen.masks import MaskSet, load_masks
 from medgen.progress import progress_bar
-from medgen.fsio import replace_folder
+from medgen.fsio import output_folder_lock, replace_folder
 from medgen.sampling import load_run_model, resolve_labels
 
 
@@ -84,29 +84,31 @@ def sample_pairs(run_dir: str | Path, masks: str, inpaint: str | None = None, n:
         # the dataset's own masks: each image gets the class its mask came with
         y = torch.tensor([model.info.labels.index(d["mask_label"]) for d in mask_set.details], dtype=torch.long)
     tag = ("inpaint" if inpaint else "masks") + f"-{sampler}-{steps or model.num_timesteps}-seed{seed}" + (f"-{label}" if label else "")
-    out = replace_folder(Path(out) if out else run.samples / tag, force, "sample folder")
-    bs = batch_size or sc.batch_size
-    gen = torch.Generator(device=model.device).manual_seed(seed)
-    results = []
-    per_batch = steps or model.num_timesteps or 1
-    with progress_bar("inpaint" if inpaint else "sample with masks", per_batch * int(np.ceil(count / bs))) as advance:
-        for s in range(0, count, bs):
-            m = torch.from_numpy(mask_set.masks[s:s + bs].astype(np.int64))
-            yy = y[s:s + bs] if y is not None else None
-            if inpaint is not None:
-                from medgen.inpaint import repaint
+    out = Path(out) if out else run.samples / tag
+    with output_folder_lock(out, "sample folder"):  # one writer per sample folder
+        replace_folder(out, force, "sample folder")
+        bs = batch_size or sc.batch_size
+        gen = torch.Generator(device=model.device).manual_seed(seed)
+        results = []
+        per_batch = steps or model.num_timesteps or 1
+        with progress_bar("inpaint" if inpaint else "sample with masks", per_batch * int(np.ceil(count / bs))) as advance:
+            for s in range(0, count, bs):
+                m = torch.from_numpy(mask_set.masks[s:s + bs].astype(np.int64))
+                yy = y[s:s + bs] if y is not None else None
+                if inpaint is not None:
+                    from medgen.inpaint import repaint
 
-                x = repaint(model, torch.from_numpy(images[s:s + bs]), m, yy.to(model.device) if yy is not None else None,
-                            steps, resample, guidance, feather, gen, advance)
-            else:
-                x = model.sample(len(m), labels=yy, steps=steps, generator=gen, sampler=sampler, guidance=guidance,
-                                 progress=advance, masks=m)
-            results.append(x.float().cpu().numpy())
-    generated = np.concatenate(results)
-    return _write(out, run, generated, mask_set, names, scales, fmt, label, y, list(model.info.labels), seed, dict(
-        run=str(run.root), family=cfg.model.family, mode="inpaint" if inpaint else "mask-conditioned", sampler="repaint-ddpm" if inpaint else sampler,
-        steps=steps or model.num_timesteps, guidance=guidance, seed=seed, format=fmt, label=label, mask_source=masks,
-        inpaint_source=inpaint, **({"mask_ids": sorted(map(str, mask_ids))} if mask_ids is not None else {}), **({"resample": resample, "feather_px": feather} if inpaint else {})), echo)
+                    x = repaint(model, torch.from_numpy(images[s:s + bs]), m, yy.to(model.device) if yy is not None else None,
+                                steps, resample, guidance, feather, gen, advance)
+                else:
+                    x = model.sample(len(m), labels=yy, steps=steps, generator=gen, sampler=sampler, guidance=guidance,
+                                     progress=advance, masks=m)
+                results.append(x.float().cpu().numpy())
+        generated = np.concatenate(results)
+        return _write(out, run, generated, mask_set, names, scales, fmt, label, y, list(model.info.labels), seed, dict(
+            run=str(run.root), family=cfg.model.family, mode="inpaint" if inpaint else "mask-conditioned", sampler="repaint-ddpm" if inpaint else sampler,
+            steps=steps or model.num_timesteps, guidance=guidance, seed=seed, format=fmt, label=label, mask_source=masks,
+            inpaint_source=inpaint, **({"mask_ids": sorted(map(str, mask_ids))} if mask_ids is not None else {}), **({"resample": resample, "feather_px": feather} if inpaint else {})), echo)
 
 
 def _class_from_masks(mask_set: MaskSet, model) -> str | None:

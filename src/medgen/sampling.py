@@ -10,7 +10,7 @@ import torch
 from medgen.data.export import FORMATS, write_image
 from medgen import samplers
 from medgen.errors import UserError
-from medgen.fsio import replace_folder
+from medgen.fsio import output_folder_lock, replace_folder
 from medgen.models.base import DataInfo, build_model
 from medgen.progress import progress_bar
 from medgen.rundir import RunDir
@@ -108,38 +108,39 @@ def sample(run_dir: str | Path, n: int = 16, label: str | None = None, sampler: 
     tag = (f"{sampler}-{steps or T or 'default'}-seed{seed}" + (f"-{label}" if label else "") + (f"-g{guidance:g}" if guidance != 1 else "")
            + ("-each-label" if each_label else ""))
     out = Path(out) if out else run.samples / tag
-    replace_folder(out, force, "sample folder")
-    if each_label:  # the same seed for every class: the same z (or starting noise), a different label
-        parts = [generate(model, n, torch.full((n,), c, dtype=torch.long), sampler, steps, guidance, seed, batch_size or sc.batch_size,
-                          describe=f"sample {name}") for c, name in enumerate(labels)]
-        images, ylab = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-    else:
-        images, ylab = generate(model, n, y, sampler, steps, guidance, seed, batch_size or sc.batch_size)
-    import pydicom.uid
+    with output_folder_lock(out, "sample folder"):  # one writer per sample folder
+        replace_folder(out, force, "sample folder")
+        if each_label:  # the same seed for every class: the same z (or starting noise), a different label
+            parts = [generate(model, n, torch.full((n,), c, dtype=torch.long), sampler, steps, guidance, seed, batch_size or sc.batch_size,
+                              describe=f"sample {name}") for c, name in enumerate(labels)]
+            images, ylab = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        else:
+            images, ylab = generate(model, n, y, sampler, steps, guidance, seed, batch_size or sc.batch_size)
+        import pydicom.uid
 
-    series_uid = pydicom.uid.generate_uid()
-    files = []
-    for i, img in enumerate(images):
-        lab = labels[int(ylab[i])] if ylab is not None else ""
-        p = write_image(out / (f"sample_{i:05d}" + (f"_{lab}" if lab else "")), img, fmt, lab, series_uid, i + 1)
-        files.append({"file": p.name, "label": lab})
-    from medgen.plots import image_grid, intensity_histogram
+        series_uid = pydicom.uid.generate_uid()
+        files = []
+        for i, img in enumerate(images):
+            lab = labels[int(ylab[i])] if ylab is not None else ""
+            p = write_image(out / (f"sample_{i:05d}" + (f"_{lab}" if lab else "")), img, fmt, lab, series_uid, i + 1)
+            files.append({"file": p.name, "label": lab})
+        from medgen.plots import image_grid, intensity_histogram
 
-    if each_label:  # one row per class, at most 8 images each
-        shown, ncols = np.concatenate([c * n + np.arange(min(n, 8)) for c in range(len(labels))]), min(n, 8)
-    else:
-        shown, ncols = np.arange(min(64, n)), 8
-    title = (f"{run.root.name}: " + (f"{sampler}, {steps or T} steps, " if T else "") + f"seed {seed}"
-             + (" (one row per class, same seed)" if each_label else ""))
-    grid = image_grid(images[shown], out / "grid.png", [files[i]["label"] for i in shown] if ylab is not None else None,
-                      ncols=ncols, title=title)
-    real = _real_training_images(run, 256)
-    hist = intensity_histogram(real, images, out / "histogram.png", title="intensities: real training vs generated") if real is not None else None
-    manifest = {"run": str(run.root), "n": n, "sampler": sampler, "steps": steps or T, "guidance": guidance, "seed": seed,
-                "format": fmt, "label": label, "each_label": each_label, "files": files, "grid": grid.name, "histogram": hist.name if hist else None}
-    (out / "samples.json").write_text(json.dumps(manifest, indent=2))
-    echo(f"{len(images)} samples in {out}; grid: {grid}")
-    return {"out": str(out), "grid": str(grid), "histogram": str(hist) if hist else None, "images": images, "labels": ylab}
+        if each_label:  # one row per class, at most 8 images each
+            shown, ncols = np.concatenate([c * n + np.arange(min(n, 8)) for c in range(len(labels))]), min(n, 8)
+        else:
+            shown, ncols = np.arange(min(64, n)), 8
+        title = (f"{run.root.name}: " + (f"{sampler}, {steps or T} steps, " if T else "") + f"seed {seed}"
+                 + (" (one row per class, same seed)" if each_label else ""))
+        grid = image_grid(images[shown], out / "grid.png", [files[i]["label"] for i in shown] if ylab is not None else None,
+                          ncols=ncols, title=title)
+        real = _real_training_images(run, 256)
+        hist = intensity_histogram(real, images, out / "histogram.png", title="intensities: real training vs generated") if real is not None else None
+        manifest = {"run": str(run.root), "n": n, "sampler": sampler, "steps": steps or T, "guidance": guidance, "seed": seed,
+                    "format": fmt, "label": label, "each_label": each_label, "files": files, "grid": grid.name, "histogram": hist.name if hist else None}
+        (out / "samples.json").write_text(json.dumps(manifest, indent=2))
+        echo(f"{len(images)} samples in {out}; grid: {grid}")
+        return {"out": str(out), "grid": str(grid), "histogram": str(hist) if hist else None, "images": images, "labels": ylab}
 
 
 def _real_training_images(run: RunDir, limit: int) -> np.ndarray | None:

@@ -29,6 +29,7 @@ from medgen.anomaly.detectors.base import Settings
 from medgen.anomaly.evaluation import image_metrics, pixel_metrics
 from medgen.data.imageset import is_prepared_dataset
 from medgen.errors import UserError
+from medgen.fsio import output_folder_lock
 
 TUNE_MODES = ("auto", "synthetic", "none")
 PIXEL_INTERVAL_LIMIT = 4_000_000  # above this many map pixels the per-image bootstrap of pixel numbers is skipped
@@ -269,148 +270,149 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
                         f"{(info.channels, *info.size)} (prepare the data at the run's size)", items.source)
 
     out_dir = Path(out) if out else rundir.root / "detect" / items.name
-    if out_dir.exists() and (out_dir.is_file() or any(out_dir.iterdir())) and not force:
-        raise UserError("detect output folder already exists; use --force to replace it or --out for another", out_dir)
+    with output_folder_lock(out_dir, "detect output folder"):  # held from the "already exists" check to the last write
+        if out_dir.exists() and (out_dir.is_file() or any(out_dir.iterdir())) and not force:
+            raise UserError("detect output folder already exists; use --force to replace it or --out for another", out_dir)
 
-    model_info = {"family": cfg.model.family, **model.describe()}
-    echo(f"detector: {det.headline()} ({cfg.model.family})")
-    if "encoder_weights" in model_info:
-        echo(f"encoder weights: {model_info['encoder_weights']}")
+        model_info = {"family": cfg.model.family, **model.describe()}
+        echo(f"detector: {det.headline()} ({cfg.model.family})")
+        if "encoder_weights" in model_info:
+            echo(f"encoder weights: {model_info['encoder_weights']}")
 
-    # fitting on normal training images (feature memories), calibration on normal validation images
-    if det.fits_on_normals:
-        if run_ds is None or not is_prepared_dataset(run_ds):
-            raise UserError(f"--detector {detector} learns from the run's normal training images, but its dataset is "
-                            "not available", run_ds or rundir.root)
-        det.fit(_from_prepared(run_ds, run_data.get("train_split", "train"), subset, "normal-train").images, echo)
-    calib = None
-    if run_ds is not None and is_prepared_dataset(run_ds):
-        try:
-            calib = _from_prepared(run_ds, run_data.get("val_split", "val"), subset, "normal-val")
-        except UserError:
-            calib = None
-    image_thr, pixel_thr = None, None
-    calib_scores = None
-    calib_info = {"source": None}
-    tuned, tune_notes = None, []
-    auto_levels = isinstance(noise_level, str) and noise_level.strip().lower() == "auto"
-    if auto_levels and (detector != "diffusion" or calib is None or calib.images.ndim != 4 or len(calib.images) < tuning.MIN_NORMALS):
-        raise UserError(f"--noise-level auto needs the diffusion detector and at least {tuning.MIN_NORMALS} normal 2D validation images "
-                        "in the run's dataset; give the levels, e.g. --noise-level 0.1")
-    if calib is not None:
-        lesioned, lesion_raw = None, None
+        # fitting on normal training images (feature memories), calibration on normal validation images
+        if det.fits_on_normals:
+            if run_ds is None or not is_prepared_dataset(run_ds):
+                raise UserError(f"--detector {detector} learns from the run's normal training images, but its dataset is "
+                                "not available", run_ds or rundir.root)
+            det.fit(_from_prepared(run_ds, run_data.get("train_split", "train"), subset, "normal-train").images, echo)
+        calib = None
+        if run_ds is not None and is_prepared_dataset(run_ds):
+            try:
+                calib = _from_prepared(run_ds, run_data.get("val_split", "val"), subset, "normal-val")
+            except UserError:
+                calib = None
+        image_thr, pixel_thr = None, None
+        calib_scores = None
+        calib_info = {"source": None}
+        tuned, tune_notes = None, []
+        auto_levels = isinstance(noise_level, str) and noise_level.strip().lower() == "auto"
+        if auto_levels and (detector != "diffusion" or calib is None or calib.images.ndim != 4 or len(calib.images) < tuning.MIN_NORMALS):
+            raise UserError(f"--noise-level auto needs the diffusion detector and at least {tuning.MIN_NORMALS} normal 2D validation images "
+                            "in the run's dataset; give the levels, e.g. --noise-level 0.1")
+        if calib is not None:
+            lesioned, lesion_raw = None, None
+            if auto_levels:
+                from medgen.anomaly.synthetic import add_lesions
+
+                lesioned, _ = add_lesions(calib.images, seed + 2)
+                normal_levels, _ = det.run_levels(calib.images, seed + 1, "calibrate (normal val)")
+                lesion_levels, _ = det.run_levels(lesioned, seed + 3, "tune (normal val + synthetic lesions)")
+                t_of = {v: tuning_t for v, tuning_t in zip(det.settings.noise_levels, det.t_starts)}
+                chosen, level_record = tuning.choose_noise_levels(
+                    normal_levels, calib.images, lesion_levels, lesioned, t_of, foreground,
+                    tuning.Scoring(smooth, score, top_percent, edge_margin))
+                det.use_levels(chosen, tuning.level_scales(normal_levels, calib.images, foreground))
+                raw, lesion_raw = det.combine(normal_levels), det.combine(lesion_levels)
+                echo(f"noise levels chosen on normal validation images with synthetic lesions: {', '.join(str(v) for v in chosen)} "
+                     f"(synthetic-lesion image AUROC {level_record['synthetic_auroc']:.3f})")
+            else:
+                raw = det.run(calib.images, seed + 1, "calibrate (normal val)").maps
+            if tune == "synthetic" or (tune == "auto" and det.tunes_by_default):
+                tuned, tune_note = _tune(det, calib, raw, tuning.Scoring(smooth, score, top_percent, edge_margin),
+                                         foreground, seed, echo, lesioned, lesion_raw)
+                if tuned is not None:
+                    choice = tuning.Scoring(**tuned["chosen"])
+                    smooth, score, top_percent, edge_margin = choice.smooth, choice.score, choice.top_percent, choice.edge_margin
+                if tune_note:
+                    tune_notes.append(tune_note)
+            cmaps, cfg_fg = scoring.postprocess(raw, calib.images, smooth, foreground)
+            calib_scores = scoring.image_scores(cmaps, score, top_percent, scoring.scoring_region(cfg_fg, edge_margin))
+            calib_pixels = cmaps.ravel() if cfg_fg is None else cmaps[cfg_fg]
+            calib_pixels = thresholds.subsample(calib_pixels, 5_000_000, seed)
+            calib_info = {"source": calib.source, "n": len(calib.images), "subset": subset,
+                          "score_mean": float(calib_scores.mean()), "score_std": float(calib_scores.std())}
+            if rule.kind == "fpr":
+                image_thr = thresholds.threshold_at_fpr(calib_scores, rule.value)
+                pixel_thr = thresholds.threshold_at_fpr(calib_pixels, rule.value)
+        if rule.kind == "value":
+            image_thr = pixel_thr = float(rule.value)
+        if image_thr is None:
+            raise UserError(f"--threshold {rule} needs the run's normal validation images ({run_ds}); give --threshold value:X")
+        settings = {"detector": detector, "smooth": smooth, "score": score,
+                    "top_percent": top_percent if score == "top-percentile" else None, "foreground": foreground,
+                    "edge_margin": edge_margin, "threshold_rule": str(rule), **det.record(),
+                    "tuning": tuned if tuned is not None else {"mode": tune, "applied": False}}
         if auto_levels:
-            from medgen.anomaly.synthetic import add_lesions
+            settings["noise_level_choice"] = level_record
 
-            lesioned, _ = add_lesions(calib.images, seed + 2)
-            normal_levels, _ = det.run_levels(calib.images, seed + 1, "calibrate (normal val)")
-            lesion_levels, _ = det.run_levels(lesioned, seed + 3, "tune (normal val + synthetic lesions)")
-            t_of = {v: tuning_t for v, tuning_t in zip(det.settings.noise_levels, det.t_starts)}
-            chosen, level_record = tuning.choose_noise_levels(
-                normal_levels, calib.images, lesion_levels, lesioned, t_of, foreground,
-                tuning.Scoring(smooth, score, top_percent, edge_margin))
-            det.use_levels(chosen, tuning.level_scales(normal_levels, calib.images, foreground))
-            raw, lesion_raw = det.combine(normal_levels), det.combine(lesion_levels)
-            echo(f"noise levels chosen on normal validation images with synthetic lesions: {', '.join(str(v) for v in chosen)} "
-                 f"(synthetic-lesion image AUROC {level_record['synthetic_auroc']:.3f})")
-        else:
-            raw = det.run(calib.images, seed + 1, "calibrate (normal val)").maps
-        if tune == "synthetic" or (tune == "auto" and det.tunes_by_default):
-            tuned, tune_note = _tune(det, calib, raw, tuning.Scoring(smooth, score, top_percent, edge_margin),
-                                     foreground, seed, echo, lesioned, lesion_raw)
-            if tuned is not None:
-                choice = tuning.Scoring(**tuned["chosen"])
-                smooth, score, top_percent, edge_margin = choice.smooth, choice.score, choice.top_percent, choice.edge_margin
-            if tune_note:
-                tune_notes.append(tune_note)
-        cmaps, cfg_fg = scoring.postprocess(raw, calib.images, smooth, foreground)
-        calib_scores = scoring.image_scores(cmaps, score, top_percent, scoring.scoring_region(cfg_fg, edge_margin))
-        calib_pixels = cmaps.ravel() if cfg_fg is None else cmaps[cfg_fg]
-        calib_pixels = thresholds.subsample(calib_pixels, 5_000_000, seed)
-        calib_info = {"source": calib.source, "n": len(calib.images), "subset": subset,
-                      "score_mean": float(calib_scores.mean()), "score_std": float(calib_scores.std())}
-        if rule.kind == "fpr":
-            image_thr = thresholds.threshold_at_fpr(calib_scores, rule.value)
-            pixel_thr = thresholds.threshold_at_fpr(calib_pixels, rule.value)
-    if rule.kind == "value":
-        image_thr = pixel_thr = float(rule.value)
-    if image_thr is None:
-        raise UserError(f"--threshold {rule} needs the run's normal validation images ({run_ds}); give --threshold value:X")
-    settings = {"detector": detector, "smooth": smooth, "score": score,
-                "top_percent": top_percent if score == "top-percentile" else None, "foreground": foreground,
-                "edge_margin": edge_margin, "threshold_rule": str(rule), **det.record(),
-                "tuning": tuned if tuned is not None else {"mode": tune, "applied": False}}
-    if auto_levels:
-        settings["noise_level_choice"] = level_record
+        # the input
+        output = det.run(items.images, seed, f"detect ({items.name})")
+        maps, fg = scoring.postprocess(output.maps, items.images, smooth, foreground)
+        scores = scoring.image_scores(maps, score, top_percent, scoring.scoring_region(fg, edge_margin))
+        predicted = scores > image_thr
+        truth = _anomalous(items, normal_values)
 
-    # the input
-    output = det.run(items.images, seed, f"detect ({items.name})")
-    maps, fg = scoring.postprocess(output.maps, items.images, smooth, foreground)
-    scores = scoring.image_scores(maps, score, top_percent, scoring.scoring_region(fg, edge_margin))
-    predicted = scores > image_thr
-    truth = _anomalous(items, normal_values)
+        result: dict = {"run": str(rundir.root), "input": items.source, "input_name": items.name, "n": len(scores),
+                        "settings": settings, "model": model_info, "normal_labels": normal_values,
+                        "calibration": calib_info,
+                        "threshold": {"rule": str(rule), "image": image_thr, "pixel": pixel_thr,
+                                      "target_fpr": rule.value if rule.kind == "fpr" else None},
+                        "predicted_anomalous": int(predicted.sum())}
+        if truth is not None:
+            result["image"] = {**image_metrics(scores, truth, image_thr), **uncertainty.image_intervals(scores, truth, image_thr, seed)}
+            if any(items.labels) and normal_values is not None:
+                result["image"]["by_label"] = _by_label(scores, items.labels, normal_values, predicted)
+        if items.masks is not None and items.masks.any():
+            result["pixel"] = pixel_metrics(maps, items.masks, pixel_thr, None, seed=seed)
+            result["pixel"]["region"] = "all pixels"
+            if fg is not None:
+                result["pixel_foreground"] = pixel_metrics(maps, items.masks, pixel_thr, fg, seed=seed)
+                result["pixel_foreground"]["region"] = f"foreground (input > {foreground})"
+            if truth is not None and maps.size <= PIXEL_INTERVAL_LIMIT:
+                result["pixel_foreground" if fg is not None else "pixel"].update(
+                    uncertainty.pixel_intervals(maps, items.masks, fg, truth, seed))
+        result["notes"] = list(items.notes) + tune_notes
+        if truth is not None and truth.all():
+            result["notes"].append(_no_normal_note(items, normal_values))
+        if calib is not None and input is None and split == run_data.get("val_split", "val"):
+            result["notes"].append("the scored split is the one whose normal images set the threshold: its FPR is not held-out")
+        if calib is not None and not subset:
+            result["notes"].append("the run has no training subset: its whole validation split (anomalies included, if any) "
+                                   "set the threshold; train with --subset label=NORMAL")
+        result["seconds"] = round(time.time() - t0, 1)
 
-    result: dict = {"run": str(rundir.root), "input": items.source, "input_name": items.name, "n": len(scores),
-                    "settings": settings, "model": model_info, "normal_labels": normal_values,
-                    "calibration": calib_info,
-                    "threshold": {"rule": str(rule), "image": image_thr, "pixel": pixel_thr,
-                                  "target_fpr": rule.value if rule.kind == "fpr" else None},
-                    "predicted_anomalous": int(predicted.sum())}
-    if truth is not None:
-        result["image"] = {**image_metrics(scores, truth, image_thr), **uncertainty.image_intervals(scores, truth, image_thr, seed)}
-        if any(items.labels) and normal_values is not None:
-            result["image"]["by_label"] = _by_label(scores, items.labels, normal_values, predicted)
-    if items.masks is not None and items.masks.any():
-        result["pixel"] = pixel_metrics(maps, items.masks, pixel_thr, None, seed=seed)
-        result["pixel"]["region"] = "all pixels"
-        if fg is not None:
-            result["pixel_foreground"] = pixel_metrics(maps, items.masks, pixel_thr, fg, seed=seed)
-            result["pixel_foreground"]["region"] = f"foreground (input > {foreground})"
-        if truth is not None and maps.size <= PIXEL_INTERVAL_LIMIT:
-            result["pixel_foreground" if fg is not None else "pixel"].update(
-                uncertainty.pixel_intervals(maps, items.masks, fg, truth, seed))
-    result["notes"] = list(items.notes) + tune_notes
-    if truth is not None and truth.all():
-        result["notes"].append(_no_normal_note(items, normal_values))
-    if calib is not None and input is None and split == run_data.get("val_split", "val"):
-        result["notes"].append("the scored split is the one whose normal images set the threshold: its FPR is not held-out")
-    if calib is not None and not subset:
-        result["notes"].append("the run has no training subset: its whole validation split (anomalies included, if any) "
-                               "set the threshold; train with --subset label=NORMAL")
-    result["seconds"] = round(time.time() - t0, 1)
+        # files
+        if out_dir.is_file():
+            raise UserError("--out is a file", out_dir)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        np.save(out_dir / "maps.npy", maps.astype(np.float32))
+        from medgen.fsio import spreadsheet_safe
 
-    # files
-    if out_dir.is_file():
-        raise UserError("--out is a file", out_dir)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    np.save(out_dir / "maps.npy", maps.astype(np.float32))
-    from medgen.fsio import spreadsheet_safe
+        with open(out_dir / "scores.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["id", "label", "score", "predicted", "anomalous"])
+            for i in range(len(scores)):
+                w.writerow([spreadsheet_safe(items.ids[i]), spreadsheet_safe(items.labels[i]), f"{scores[i]:.6g}", int(predicted[i]),
+                            "" if truth is None else int(truth[i])])
+        from medgen.anomaly.figures import detection_figure, score_histogram
 
-    with open(out_dir / "scores.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "label", "score", "predicted", "anomalous"])
-        for i in range(len(scores)):
-            w.writerow([spreadsheet_safe(items.ids[i]), spreadsheet_safe(items.labels[i]), f"{scores[i]:.6g}", int(predicted[i]),
-                        "" if truth is None else int(truth[i])])
-    from medgen.anomaly.figures import detection_figure, score_histogram
+        fig = detection_figure(items, output.reconstructions, maps, scores, predicted, truth, pixel_thr,
+                               out_dir / "figure.png", figure_items, title=f"{rundir.root.name}: {detector}" + (f", {map} map" if "map" in settings else ""))
+        hist = score_histogram(scores, truth, calib_scores, image_thr, out_dir / "scores.png",
+                               title=f"{rundir.root.name} on {items.name}: {score} scores, threshold {rule}")
+        result["files"] = {"metrics": "metrics.json", "scores": "scores.csv", "maps": "maps.npy",
+                           "figure": fig.name, "histogram": hist.name}
+        result["output"] = str(out_dir)
+        (out_dir / "metrics.json").write_text(json.dumps(result, indent=2, default=_json_default))
 
-    fig = detection_figure(items, output.reconstructions, maps, scores, predicted, truth, pixel_thr,
-                           out_dir / "figure.png", figure_items, title=f"{rundir.root.name}: {detector}" + (f", {map} map" if "map" in settings else ""))
-    hist = score_histogram(scores, truth, calib_scores, image_thr, out_dir / "scores.png",
-                           title=f"{rundir.root.name} on {items.name}: {score} scores, threshold {rule}")
-    result["files"] = {"metrics": "metrics.json", "scores": "scores.csv", "maps": "maps.npy",
-                       "figure": fig.name, "histogram": hist.name}
-    result["output"] = str(out_dir)
-    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2, default=_json_default))
-
-    section = rundir.metrics().get("anomaly") or {}
-    by_input = dict(section.get("by_input") or {})
-    by_input[items.name] = _summary(result)
-    rundir.update_metrics("anomaly", {**{k: v for k, v in result.items() if k != "notes"}, "by_input": by_input})
-    _echo_summary(result, echo)
-    return result
+        section = rundir.metrics().get("anomaly") or {}
+        by_input = dict(section.get("by_input") or {})
+        by_input[items.name] = _summary(result)
+        rundir.update_metrics("anomaly", {**{k: v for k, v in result.items() if k != "notes"}, "by_input": by_input})
+        _echo_summary(result, echo)
+        return result
 
 
 def _tune(det, calib: Images, raw: np.ndarray, given: tuning.Scoring, foreground, seed: int, echo,

@@ -33,7 +33,7 @@ from medgen.evaluation.generation import checkpoint_fingerprint, generate_cached
 from medgen.evaluation.groups import Context, RunInputs, all_groups, get_group, parse_groups
 from medgen.evaluation.groups.base import FeatureCache
 from medgen.evaluation.tables import summary_tables
-from medgen.fsio import acquire_lock
+from medgen.fsio import output_folder_lock
 
 __all__ = ["ImageSet", "evaluate", "load_image_set", "parse_sweep", "summary", "summary_tables"]
 
@@ -372,9 +372,7 @@ def evaluate(run: str | Path | None = None, real: Any = None, fake: Any = None, 
         raise UserError(f"--n must be at least 2 (FID needs 2 images per side), got {n}")
     # one evaluation of an output folder at a time: two would interleave its figures and caches and
     # the last to finish would replace the other's metrics.json section
-    target = plan.fig_dir.resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with acquire_lock(target.parent / f".{target.name}.lock", f"evaluation output {target}"):
+    with output_folder_lock(plan.fig_dir, "evaluation output"):
         return _evaluate(run, real, fake, n, resize, device, echo, plan, inputs, notes)
 
 
