@@ -78,3 +78,19 @@ def test_subset_size_clipped_and_seed_deterministic():
         kid(x[:1], y)
     with pytest.raises(ValueError):
         kid(x, rng.standard_normal((30, 5)))
+
+
+def test_subsets_read_from_whole_set_kernels_equal_subset_kernels(monkeypatch):
+    """The kernel-reuse route (whole-set kernels computed once) gives the per-subset route's numbers."""
+    import importlib
+
+    kid_module = importlib.import_module("medgen.metrics.kid")  # the package's `kid` attribute is the function
+    rng = np.random.default_rng(4)
+    x, y = rng.standard_normal((120, 7)), rng.standard_normal((90, 7)) + 0.2
+    reused = kid(x, y, subsets=25, subset_size=60, seed=3)
+    kernels = kid_module.kid_kernels(x, y)
+    assert kid(x, y, subsets=25, subset_size=60, seed=3, kernels=kernels) == reused
+    monkeypatch.setattr(kid_module, "FULL_KERNEL_ELEMENTS", 0)  # too big: one kernel product per subset
+    assert kid_module.kid_kernels(x, y) is None
+    per_subset = kid(x, y, subsets=25, subset_size=60, seed=3)
+    assert reused == pytest.approx(per_subset, rel=1e-10)

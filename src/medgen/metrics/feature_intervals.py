@@ -63,17 +63,18 @@ def one_blas_thread():
 
 
 def kid_ci(f_real: Any, f_fake: Any, *, n_resamples: int = 1000, level: float = 0.95, seed: int = 0,
-           degree: int = 3, gamma: float | None = None, coef0: float = 1.0) -> dict:
+           degree: int = 3, gamma: float | None = None, coef0: float = 1.0, kernels: tuple | None = None) -> dict:
     """Percentile-bootstrap interval of the unbiased MMD^2 (KID) between the whole feature sets.
 
     The value is the full-set estimate, which equals :func:`medgen.metrics.kid`'s mean when both
-    sets have the subset size (every subset is then the whole set).
+    sets have the subset size (every subset is then the whole set). ``kernels``: the whole-set
+    kernels (:func:`medgen.metrics.kid.kid_kernels`) when the caller computed them already.
     """
     x = as_features(f_real, "f_real")
     y = as_features(f_fake, "f_fake")
     if min(x.shape[0], y.shape[0]) < 2:
         raise ValueError("KID needs at least 2 samples in each set")
-    stat = KIDBootstrap(x, y, degree, gamma, coef0)
+    stat = KIDBootstrap(x, y, degree, gamma, coef0, kernels=kernels)
     with one_blas_thread():
         return bootstrap_ci(stat, np.arange(x.shape[0]), np.arange(y.shape[0]), n_resamples=n_resamples,
                             level=level, seed=seed, vectorized=True)

@@ -17,6 +17,15 @@ averaged over random subsets. This follows torch-fidelity's ``kid_features_to_me
 Difference from torch-fidelity: when a set has fewer samples than ``subset_size`` we clip the
 subset size to the smaller set (torch-fidelity raises). The kernel is one matrix product, written
 here directly (sklearn's ``polynomial_kernel`` computes the same) so all sums stay in float64.
+
+When the three whole-set kernels are small enough (``FULL_KERNEL_ELEMENTS``), they are computed once
+and every subset's sums are read from them (indicator vectors times the kernels) instead of
+recomputing three subset kernels per subset: same subsets, same estimator, sums in another order.
+With 999 and 1,001 images and 100 subsets of 999 that is 3 kernel products instead of 300
+(measured on the features of ``bench/bench_intervals.py``'s evaluation, one thread, the other core
+busy: 3.5 s -> 0.12 s of CPU for the 128-d domain features, 3.8 s -> 0.08 s for the 26-d texture
+features; same values to 1e-12). ``kid_kernels`` gives those kernels to a caller that needs them
+too (the KID interval).
 """
 from __future__ import annotations
 
@@ -26,7 +35,9 @@ import numpy as np
 
 from medgen.metrics._arrays import as_features
 
-__all__ = ["kid", "mmd2_unbiased", "polynomial_kernel"]
+__all__ = ["FULL_KERNEL_ELEMENTS", "kid", "kid_kernels", "mmd2_unbiased", "polynomial_kernel"]
+
+FULL_KERNEL_ELEMENTS = 3 * 3000 * 3000  # whole-set kernels up to ~216 MB of float64 are computed once
 
 
 def polynomial_kernel(
@@ -52,6 +63,16 @@ def mmd2_unbiased(k_xx: np.ndarray, k_xy: np.ndarray, k_yy: np.ndarray) -> float
     return float((sum_xx + sum_yy) / (m * (m - 1)) - 2.0 * k_xy.sum() / (m * m))
 
 
+def kid_kernels(x: np.ndarray, y: np.ndarray, degree: int = 3, gamma: float | None = None,
+                coef0: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(K_xx, K_xy, K_yy) of the whole sets, or None when they would exceed ``FULL_KERNEL_ELEMENTS``."""
+    n, m = x.shape[0], y.shape[0]
+    if n * n + n * m + m * m > FULL_KERNEL_ELEMENTS:
+        return None
+    return (polynomial_kernel(x, x, degree, gamma, coef0), polynomial_kernel(x, y, degree, gamma, coef0),
+            polynomial_kernel(y, y, degree, gamma, coef0))
+
+
 def kid(
     f_real: Any,
     f_fake: Any,
@@ -61,12 +82,14 @@ def kid(
     gamma: float | None = None,
     coef0: float = 1.0,
     seed: int = 0,
+    kernels: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> tuple[float, float]:
     """Kernel Inception Distance between feature matrices (N, F) and (M, F): (mean, std).
 
     ``subset_size`` is clipped to min(N, M); with subset_size equal to both set sizes every subset
     is the whole set (in a different order), so the std is ~0. Unbiased: can be slightly negative
-    when the two distributions are the same.
+    when the two distributions are the same. ``kernels``: the whole-set kernels from
+    :func:`kid_kernels` with the same kernel settings, when the caller has them already.
     """
     x = as_features(f_real, "f_real")
     y = as_features(f_fake, "f_fake")
@@ -78,13 +101,31 @@ def kid(
     if subsets < 1:
         raise ValueError("subsets must be >= 1")
     rng = np.random.RandomState(seed)
-    mmds = np.empty(subsets)
-    for i in range(subsets):
-        a = x[rng.choice(x.shape[0], size, replace=False)]
-        b = y[rng.choice(y.shape[0], size, replace=False)]
-        mmds[i] = mmd2_unbiased(
-            polynomial_kernel(a, a, degree, gamma, coef0),
-            polynomial_kernel(a, b, degree, gamma, coef0),
-            polynomial_kernel(b, b, degree, gamma, coef0),
-        )
+    draws = []
+    for _ in range(subsets):  # the reference's order: real, then fake, subset after subset
+        a = rng.choice(x.shape[0], size, replace=False)
+        draws.append((a, rng.choice(y.shape[0], size, replace=False)))
+    if kernels is None and subsets > 1:
+        kernels = kid_kernels(x, y, degree, gamma, coef0)
+    if kernels is not None:
+        mmds = _subset_mmds(kernels, draws, size)
+    else:
+        mmds = np.array([mmd2_unbiased(polynomial_kernel(x[a], x[a], degree, gamma, coef0),
+                                       polynomial_kernel(x[a], y[b], degree, gamma, coef0),
+                                       polynomial_kernel(y[b], y[b], degree, gamma, coef0)) for a, b in draws])
     return float(mmds.mean()), float(mmds.std())
+
+
+def _subset_mmds(kernels: tuple[np.ndarray, np.ndarray, np.ndarray], draws: list, m: int) -> np.ndarray:
+    """mmd2_unbiased of every subset pair (a, b) read from the whole-set kernels: with indicator rows
+    U_a, U_b, the sum over a x a of K_xx is the row sum of (U_a K_xx) * U_a (and so on)."""
+    kxx, kxy, kyy = kernels
+    ua = np.zeros((len(draws), kxx.shape[0]))
+    ub = np.zeros((len(draws), kyy.shape[0]))
+    for i, (a, b) in enumerate(draws):
+        ua[i, a] = 1.0
+        ub[i, b] = 1.0
+    sum_xx = np.einsum("si,si->s", ua @ kxx, ua) - ua @ np.diag(kxx)
+    sum_yy = np.einsum("si,si->s", ub @ kyy, ub) - ub @ np.diag(kyy)
+    sum_xy = np.einsum("si,si->s", ua @ kxy, ub)
+    return (sum_xx + sum_yy) / (m * (m - 1)) - 2.0 * sum_xy / (m * m)

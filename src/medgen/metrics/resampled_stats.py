@@ -168,10 +168,12 @@ class KIDBootstrap:
     inflate the resampled value.
     """
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, degree: int = 3, gamma: float | None = None, coef0: float = 1.0):
-        self.kxx = polynomial_kernel(x, x, degree, gamma, coef0)
-        self.kyy = polynomial_kernel(y, y, degree, gamma, coef0)
-        self.kxy = polynomial_kernel(x, y, degree, gamma, coef0)
+    def __init__(self, x: np.ndarray, y: np.ndarray, degree: int = 3, gamma: float | None = None, coef0: float = 1.0,
+                 kernels: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None):
+        """kernels: (K_xx, K_xy, K_yy) with these kernel settings, when the caller has them (medgen.metrics.kid_kernels)."""
+        if kernels is None:
+            kernels = tuple(polynomial_kernel(a, b, degree, gamma, coef0) for a, b in ((x, x), (x, y), (y, y)))
+        self.kxx, self.kxy, self.kyy = kernels
 
     def __call__(self, ix: np.ndarray, iy: np.ndarray) -> np.ndarray:
         wx, wy = counts(ix, self.kxx.shape[0]), counts(iy, self.kyy.shape[0])

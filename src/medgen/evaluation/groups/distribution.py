@@ -10,17 +10,28 @@ KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000
 HEADLINE_KEYS = ("fid", "kid_mean", "kid_std")
 
 
-def distances(f_real: np.ndarray, f_fake: np.ndarray) -> dict:
+def distances(f_real: np.ndarray, f_fake: np.ndarray, n_resamples: int = 0) -> dict:
+    """FID and KID (and their intervals with ``n_resamples``); the KID value and its interval read
+    the same whole-set kernels, computed once."""
     from medgen.metrics import fid_from_features, kid
+    from medgen.metrics._arrays import as_features
+    from medgen.metrics.kid import kid_kernels
 
     if len(f_real) < 2 or len(f_fake) < 2:
         return {"skipped": "FID and KID need at least 2 images on each side"}
     size = int(min(KID_SUBSET_SIZE, len(f_real), len(f_fake)))
     # Sets of equal size <= the subset size: every subset is both whole sets, so one is enough.
     subsets = 1 if len(f_real) == len(f_fake) == size else KID_SUBSETS
-    k_mean, k_std = kid(f_real, f_fake, subsets=subsets, subset_size=KID_SUBSET_SIZE)
-    return {"fid": fid_from_features(f_real, f_fake), "kid_mean": k_mean, "kid_std": k_std,
-            "kid_subsets": subsets, "kid_subset_size": size, "feature_dim": int(f_real.shape[1])}
+    kernels = kid_kernels(as_features(f_real), as_features(f_fake)) if subsets > 1 or n_resamples else None
+    k_mean, k_std = kid(f_real, f_fake, subsets=subsets, subset_size=KID_SUBSET_SIZE, kernels=kernels)
+    out = {"fid": fid_from_features(f_real, f_fake), "kid_mean": k_mean, "kid_std": k_std,
+           "kid_subsets": subsets, "kid_subset_size": size, "feature_dim": int(f_real.shape[1])}
+    if n_resamples:
+        from medgen.metrics.feature_intervals import fid_ci, kid_ci
+
+        out["intervals"] = {"fid": fid_ci(f_real, f_fake, n_resamples=n_resamples),
+                            "kid": kid_ci(f_real, f_fake, n_resamples=n_resamples, kernels=kernels)}
+    return out
 
 
 def _is_frd(key: str, extractor: str) -> bool:
@@ -41,12 +52,7 @@ class Distribution(MetricGroup):
     def compute(self, ctx: Context) -> dict:
         out = {}
         for name, f_real, f_fake, settings in feature_pairs(ctx):
-            d = distances(f_real, f_fake)
-            if "fid" in d and ctx.run.n_resamples:
-                from medgen.metrics.feature_intervals import fid_ci, kid_ci
-
-                d["intervals"] = {"fid": fid_ci(f_real, f_fake, n_resamples=ctx.run.n_resamples),
-                                  "kid": kid_ci(f_real, f_fake, n_resamples=ctx.run.n_resamples)}
+            d = distances(f_real, f_fake, ctx.run.n_resamples)
             if name == "radiomics" and "fid" in d:
                 d["frd"] = d["fid"]
             if "fid" in d:
