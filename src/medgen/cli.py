@@ -315,13 +315,12 @@ def weights_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON."
 @app.command("presets")
 def presets_cmd() -> None:
     """List the presets, the study each reproduces, and their profiles."""
-    import yaml
-
-    from medgen.config import PRESET_DIR, preset_names
+    from medgen.config import load_preset, preset_names
 
     for name in preset_names():
-        p = yaml.safe_load((PRESET_DIR / f"{name}.yaml").read_text())
-        typer.echo(f"{name:28s} {p.get('study', ''):6s} profiles: {', '.join(p.get('profiles', {}))}  — {p.get('description', '')}")
+        p = load_preset(name)  # with the profiles of the preset it extends
+        typer.echo(f"{name:28s} {p.get('study', ''):6s} profiles: {', '.join(p.get('profiles', {}))}  — {p.get('description', '')}"
+                   + (f" (extends {p['extends']})" if p.get("extends") else ""))
 
 
 @app.command("version")
