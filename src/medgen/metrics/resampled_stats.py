@@ -71,14 +71,15 @@ class _Moments:
         self.unpack = np.maximum(index, index.T).ravel()
         self.proj, self.outer = proj, None
         if self.n * len(upper[0]) * 8 <= OUTER_PRODUCTS_BYTES:
-            outer = proj[:, upper[0]] * proj[:, upper[1]]
-            self.full_gram = outer.sum(axis=0)
+            self.full_gram = (proj.T @ proj)[upper]  # the whole set's sum of outer products, in float64
             # float32 only for the resample's departure from the whole set (counts - 1, small integers,
             # exact in float32): that term is ~1/sqrt(N) of the covariance, so its rounding moves the
-            # covariance by ~1e-8 of itself, far below any bootstrap spread, at half the cost of float64.
+            # covariance by ~1e-8 of itself, far below any bootstrap spread, at half the cost of float64
+            # (and the outer products are built in float32 too: half the memory traffic).
             # Not with few rows per dimension: resampled covariances are then singular, and the square
             # roots of their zero eigenvalues would amplify that rounding.
-            self.outer = outer.astype(np.float32) if self.n >= FLOAT32_ROWS_PER_DIM * r else outer
+            rows = proj.astype(np.float32) if self.n >= FLOAT32_ROWS_PER_DIM * r else proj
+            self.outer = np.ascontiguousarray(rows[:, upper[0]] * rows[:, upper[1]])  # row-major: the faster product
 
     def __call__(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(means (b, F), traces of the covariances (b,), covariances in the subspace (b, r, r)) of the
@@ -92,8 +93,9 @@ class _Moments:
         else:
             gram = np.stack([(self.proj * wi[:, None]).T @ self.proj for wi in w]).reshape(w.shape[0], self.r, self.r)
         sp = shift @ self.basis
-        cov = (gram - total[:, None, None] * sp[:, :, None] * sp[:, None, :]) / (total - 1)[:, None, None]
-        return self.mean + shift, trace, cov
+        gram -= (sp * total[:, None])[:, :, None] * sp[:, None, :]  # in place: gram is this call's own array
+        gram /= (total - 1)[:, None, None]
+        return self.mean + shift, trace, gram
 
 
 def _trace_sqrt_products(s1: np.ndarray, s2: np.ndarray) -> np.ndarray:
