@@ -225,8 +225,10 @@ class _Balls:
         """(b, n) k-th neighbour distance of every point among the drawn points (counts c (b, n),
         with multiplicity); inf where fewer than k other points were drawn."""
         n = c.shape[1]
-        reached = np.cumsum(c[:, self.order[:, :self.width]], axis=2) >= self.k  # (b, n, width)
-        found = reached.any(axis=2)
+        # counts are small integers: gathered as int16, a quarter of float64's memory traffic
+        drawn = c.astype(np.int16)[:, self.order[:, :self.width]]  # (b, n, width)
+        reached = np.cumsum(drawn, axis=2, dtype=np.int16) >= self.k
+        found = reached[:, :, -1]  # a running count never falls: reached anywhere is reached at the end
         out = np.where(found, self.dist[np.arange(n), reached.argmax(axis=2)], np.inf)
         if self.width < n - 1:  # the few points with fewer than k drawn among their first neighbours
             for b, i in zip(*np.nonzero(~found)):
