@@ -24,10 +24,10 @@ resampled feature matrices (to rounding), so the intervals are those of the plai
   real/generated pairs within that distance are listed once and a resample reads only them, as
   sparse products; the rare wider ball reads its whole distance row.
 
-Cost per 1,000 resamples of 1,000 + 1,000 breast-phantom images (process CPU time, one BLAS
-thread, two shared cores under heavy load; docs/evaluation.md): 128-d domain features (126
-dimensions in the real span) FID 1.3 s, PRDC 0.76 s, KID 0.21 s; 26-d texture features FID 0.15 s,
-PRDC 0.76 s, KID 0.23 s. The FID's per-resample covariances and eigenvalues remain the largest part.
+Cost per 1,000 resamples of 999 + 1,001 breast-phantom images (process CPU time, one BLAS thread,
+the other core busy; docs/evaluation.md, 2026-12-07): 128-d domain features (126 dimensions in the
+real span) FID 1.6 s, PRDC 0.48 s, KID 0.25 s; 26-d texture features FID 0.12 s, PRDC 0.48 s, KID
+0.25 s. The FID's per-resample covariances (about 1 ms) and eigenvalues remain the largest part.
 """
 from __future__ import annotations
 
