@@ -37,20 +37,6 @@ def check_free_space(folder: str | Path, needed: int, what: str) -> None:
                         f"about {format_bytes(needed)} needed; free some space or choose another folder", folder)
 
 
-def replace_folder(path: str | Path, force: bool, what: str) -> Path:
-    """An empty folder at ``path`` for a command's outputs: a non-empty one is replaced only with
-    ``force``; a file there is never replaced. ``what`` names it in messages ("sample folder")."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise UserError(f"{what} is a file, not a folder; give a folder to --out", path)
-    if path.exists() and any(path.iterdir()):
-        if not force:
-            raise UserError(f"{what} already exists; use --force to replace it or --out for another", path)
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 @contextlib.contextmanager
 def output_folder_lock(path: str | Path, what: str):
     """Hold ``<parent>/.<name>.lock`` while a command fills the folder ``path``: a second command
@@ -62,6 +48,23 @@ def output_folder_lock(path: str | Path, what: str):
     target.parent.mkdir(parents=True, exist_ok=True)
     with acquire_lock(target.parent / f".{target.name}.lock", f"{what} {target}"):
         yield target
+
+
+@contextlib.contextmanager
+def fresh_output_folder(path: str | Path, force: bool, what: str):
+    """An empty folder at ``path`` for a command's outputs, held (``output_folder_lock``) until the
+    block ends: a non-empty one is replaced only with ``force``; a file there is never replaced.
+    ``what`` names it in messages ("sample folder"). Yields ``path``."""
+    path = Path(path)
+    with output_folder_lock(path, what):
+        if path.exists() and not path.is_dir():
+            raise UserError(f"{what} is a file, not a folder; give a folder to --out", path)
+        if path.exists() and any(path.iterdir()):
+            if not force:
+                raise UserError(f"{what} already exists; use --force to replace it or --out for another", path)
+            shutil.rmtree(path)
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
 
 
 def refuse_overwrite(path: str | Path, force: bool, what: str) -> None:

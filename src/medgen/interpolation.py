@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from medgen.errors import UserError
-from medgen.fsio import output_folder_lock, replace_folder
+from medgen.fsio import fresh_output_folder
 
 
 def _safe(name: str) -> str:
@@ -118,8 +118,7 @@ def interpolate(run_dir: str | Path, a: str, b: str, n: int = 8, out: str | Path
     images = model.decode(z, y.expand(n) if y is not None else None).clamp(0, 1).float().cpu().numpy()
 
     out = Path(out) if out else run.samples / f"interpolate-{_safe(name_a)}-{_safe(name_b)}"
-    with output_folder_lock(out, "interpolation folder"):  # one writer per folder
-        replace_folder(out, force, "interpolation folder")
+    with fresh_output_folder(out, force, "interpolation folder"):  # held until the last file is written
         ts = [float(v) for v in t.flatten().cpu()]
         files = [write_image(out / f"interp_{i:02d}", img, "png").name for i, img in enumerate(images)]
         strip = np.concatenate([img_a[None], images, img_b[None]])

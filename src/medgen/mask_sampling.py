@@ -20,7 +20,7 @@ from medgen.data.export import FORMATS
 from medgen.errors import UserError
 from medgen.masks import MaskSet, load_masks
 from medgen.progress import progress_bar
-from medgen.fsio import output_folder_lock, replace_folder
+from medgen.fsio import fresh_output_folder
 from medgen.sampling import load_run_model, resolve_labels
 
 
@@ -85,8 +85,7 @@ def sample_pairs(run_dir: str | Path, masks: str, inpaint: str | None = None, n:
         y = torch.tensor([model.info.labels.index(d["mask_label"]) for d in mask_set.details], dtype=torch.long)
     tag = ("inpaint" if inpaint else "masks") + f"-{sampler}-{steps or model.num_timesteps}-seed{seed}" + (f"-{label}" if label else "")
     out = Path(out) if out else run.samples / tag
-    with output_folder_lock(out, "sample folder"):  # one writer per sample folder
-        replace_folder(out, force, "sample folder")
+    with fresh_output_folder(out, force, "sample folder"):  # held until the last file is written
         bs = batch_size or sc.batch_size
         gen = torch.Generator(device=model.device).manual_seed(seed)
         results = []

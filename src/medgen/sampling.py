@@ -10,7 +10,7 @@ import torch
 from medgen.data.export import FORMATS, write_image
 from medgen import samplers
 from medgen.errors import UserError
-from medgen.fsio import output_folder_lock, replace_folder
+from medgen.fsio import fresh_output_folder
 from medgen.models.base import DataInfo, build_model
 from medgen.progress import progress_bar
 from medgen.rundir import RunDir
@@ -108,8 +108,7 @@ def sample(run_dir: str | Path, n: int = 16, label: str | None = None, sampler: 
     tag = (f"{sampler}-{steps or T or 'default'}-seed{seed}" + (f"-{label}" if label else "") + (f"-g{guidance:g}" if guidance != 1 else "")
            + ("-each-label" if each_label else ""))
     out = Path(out) if out else run.samples / tag
-    with output_folder_lock(out, "sample folder"):  # one writer per sample folder
-        replace_folder(out, force, "sample folder")
+    with fresh_output_folder(out, force, "sample folder"):  # held until the last file is written
         if each_label:  # the same seed for every class: the same z (or starting noise), a different label
             parts = [generate(model, n, torch.full((n,), c, dtype=torch.long), sampler, steps, guidance, seed, batch_size or sc.batch_size,
                               describe=f"sample {name}") for c, name in enumerate(labels)]

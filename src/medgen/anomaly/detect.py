@@ -29,7 +29,7 @@ from medgen.anomaly.detectors.base import Settings
 from medgen.anomaly.evaluation import image_metrics, pixel_metrics
 from medgen.data.imageset import is_prepared_dataset
 from medgen.errors import UserError
-from medgen.fsio import output_folder_lock
+from medgen.fsio import output_folder_lock, spreadsheet_safe
 
 TUNE_MODES = ("auto", "synthetic", "none")
 PIXEL_INTERVAL_LIMIT = 4_000_000  # above this many map pixels the per-image bootstrap of pixel numbers is skipped
@@ -388,8 +388,6 @@ def detect(run, input=None, masks=None, out=None, threshold="fpr:0.05", split="t
             shutil.rmtree(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         np.save(out_dir / "maps.npy", maps.astype(np.float32))
-        from medgen.fsio import spreadsheet_safe
-
         with open(out_dir / "scores.csv", "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["id", "label", "score", "predicted", "anomalous"])

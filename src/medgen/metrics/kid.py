@@ -63,11 +63,12 @@ def mmd2_unbiased(k_xx: np.ndarray, k_xy: np.ndarray, k_yy: np.ndarray) -> float
     return float((sum_xx + sum_yy) / (m * (m - 1)) - 2.0 * k_xy.sum() / (m * m))
 
 
-def kid_kernels(x: np.ndarray, y: np.ndarray, degree: int = 3, gamma: float | None = None,
-                coef0: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(K_xx, K_xy, K_yy) of the whole sets, or None when they would exceed ``FULL_KERNEL_ELEMENTS``."""
+def kid_kernels(x: np.ndarray, y: np.ndarray, degree: int = 3, gamma: float | None = None, coef0: float = 1.0,
+                bounded: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(K_xx, K_xy, K_yy) of the whole sets; with ``bounded``, None when they would hold more than
+    ``FULL_KERNEL_ELEMENTS`` elements."""
     n, m = x.shape[0], y.shape[0]
-    if n * n + n * m + m * m > FULL_KERNEL_ELEMENTS:
+    if bounded and n * n + n * m + m * m > FULL_KERNEL_ELEMENTS:
         return None
     return (polynomial_kernel(x, x, degree, gamma, coef0), polynomial_kernel(x, y, degree, gamma, coef0),
             polynomial_kernel(y, y, degree, gamma, coef0))

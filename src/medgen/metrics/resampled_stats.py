@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from medgen.metrics.frechet import frechet_distance
-from medgen.metrics.kid import polynomial_kernel
+from medgen.metrics.kid import kid_kernels
 
 __all__ = ["FIDBootstrap", "KIDBootstrap", "PRDCBootstrap", "counts"]
 
@@ -172,10 +172,8 @@ class KIDBootstrap:
 
     def __init__(self, x: np.ndarray, y: np.ndarray, degree: int = 3, gamma: float | None = None, coef0: float = 1.0,
                  kernels: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None):
-        """kernels: (K_xx, K_xy, K_yy) with these kernel settings, when the caller has them (medgen.metrics.kid_kernels)."""
-        if kernels is None:
-            kernels = tuple(polynomial_kernel(a, b, degree, gamma, coef0) for a, b in ((x, x), (x, y), (y, y)))
-        self.kxx, self.kxy, self.kyy = kernels
+        """kernels: (K_xx, K_xy, K_yy) with these kernel settings, when the caller has them (medgen.metrics.kid.kid_kernels)."""
+        self.kxx, self.kxy, self.kyy = kernels or kid_kernels(x, y, degree, gamma, coef0, bounded=False)
 
     def __call__(self, ix: np.ndarray, iy: np.ndarray) -> np.ndarray:
         wx, wy = counts(ix, self.kxx.shape[0]), counts(iy, self.kyy.shape[0])
