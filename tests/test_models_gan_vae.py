@@ -189,6 +189,42 @@ def test_ac_gan_class_head_learns_the_real_classes_and_is_not_told_the_label(los
     assert "class_acc_fake" in m.eval().validation_step(data, "main")
 
 
+def test_mode_seeking_term_pairs_two_noises_of_one_class_and_spreads_them():
+    from medgen.models.gan import mode_seeking_loss, real_spread
+
+    same = torch.rand(1, 1, 8, 8).repeat(8, 1, 1, 1)
+    varied = torch.rand(8, 1, 8, 8)  # |u - v| of two uniforms: 1/3 on average
+    assert real_spread(same, None) == 0
+    assert abs(float(real_spread(varied, None)) - 1 / 3) < 0.05
+    labels = torch.tensor([0, 0, 1, 2, 3, 4, 5, 6])
+    twins = varied.clone()
+    twins[1] = twins[0]
+    assert real_spread(twins, labels) == 0  # only the one same-class pair counts
+    assert real_spread(varied, torch.arange(8)) is None  # no two of one class
+    assert float(mode_seeking_loss(same, torch.tensor(1 / 3))) == pytest.approx(1.0)  # one image for every z
+    assert float(mode_seeking_loss(varied, torch.tensor(1 / 3))) < 0.2
+    assert float(mode_seeking_loss(varied, torch.tensor(0.1))) == 0  # as varied as real or more: no push
+    torch.manual_seed(0)
+    m = build("gan", conditional=True, loss="hinge", mode_seeking=1.0)
+    seen = []
+    m.generator.register_forward_hook(lambda mod, args, out: seen.append(args[1].clone()))
+    data = {"image": torch.rand(8, 1, 32, 32), "label": torch.tensor([0, 1, 2, 3, 3, 2, 1, 0]), "index": torch.arange(8)}
+    ctx = fake_ctx(m)
+    m.train()
+    logs = [m.training_step(data, "main", ctx) for _ in range(30)]
+    assert torch.equal(seen[-1], torch.tensor([0, 1, 2, 3, 0, 1, 2, 3]))  # the generator step's labels: halves paired
+    assert all(np.isfinite(r["mode_seeking"]) for r in logs)
+    z = torch.randn(16, 8)
+    spread = lambda mdl: float(mdl.generator.eval()(z, torch.zeros(16, dtype=torch.long)).detach().std(0).mean())  # noqa: E731
+    torch.manual_seed(0)
+    plain = build("gan", conditional=True, loss="hinge")
+    ctx = fake_ctx(plain)
+    plain.train()
+    for _ in range(30):
+        plain.training_step(data, "main", ctx)
+    assert spread(m) > 1.5 * spread(plain)  # the term keeps the images of one class apart
+
+
 def test_cvae_class_prior_learns_a_mean_per_class_and_samples_around_it():
     with pytest.raises(ValueError, match="class_prior.*conditional"):
         build("vae", class_prior=True)

@@ -51,6 +51,27 @@ def _spectral_norm(module: torch.nn.Module) -> None:
             torch.nn.utils.parametrizations.spectral_norm(child)
 
 
+def real_spread(x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
+    """Mean absolute pixel difference between two real images of one class in the batch (any two
+    images when unconditional); None when no two share a class."""
+    d = torch.cdist(x.flatten(1), x.flatten(1), p=1) / x[0].numel()
+    same = torch.ones_like(d, dtype=torch.bool) if labels is None else labels[:, None] == labels[None, :]
+    pairs = same & ~torch.eye(len(x), dtype=torch.bool, device=x.device)
+    return d[pairs].mean() if pairs.any() else None
+
+
+def mode_seeking_loss(fake: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Diversity term for a conditional generator that maps every z of a class to one image (the
+    collapse seen on a few hundred images): the first half of the batch is paired with the second
+    (same labels, other z), and two images of a pair should differ as much as two real images of
+    one class do (``target``, :func:`real_spread`). MSGAN (Mao et al. 2019) maximises the image
+    distance per unit of z distance without bound, which on these images drove pixels to saturation;
+    the reward is capped at the real spread instead, as DSGAN (Yang et al. 2019) caps it at a
+    constant: 0 once the pairs are as varied as real images."""
+    h = fake.shape[0] // 2
+    return torch.relu(1.0 - (fake[:h] - fake[h:2 * h]).abs().mean() / target)
+
+
 class GANParams(FamilyParams):
     conditional: bool = False
     loss: Literal["bce", "wgan-gp", "hinge"] = "bce"
@@ -69,6 +90,7 @@ class GANParams(FamilyParams):
     spectral_norm: bool = False  # spectral normalisation of the discriminator's conv and linear layers
     diffaugment: list[Literal["translation", "cutout", "brightness"]] = []  # DiffAugment policies
     r1_weight: float = Field(0.0, ge=0)  # R1 penalty (gamma / 2 * |grad D(x)|^2 on real images)
+    mode_seeking: float = Field(0.0, ge=0)  # diversity term (MSGAN / DSGAN), capped at the real spread: this weight
     gp_weight: float = Field(10.0, ge=0)
     n_critic: int | None = Field(None, ge=1)  # default 5 for wgan-gp, 1 for bce
     label_smoothing: float = Field(0.0, ge=0, lt=0.5)  # one-sided: real target 1 - s (bce)
@@ -117,7 +139,7 @@ class GAN(LatentPriorModel):
         return dict(self.monitor.warnings)
 
     def notes(self) -> list[str]:
-        kind = "WGAN-GP" if self.wgan else "GAN (BCE)"
+        kind = "WGAN-GP" if self.wgan else f"GAN ({self.params.loss.upper() if self.params.loss == 'bce' else self.params.loss})"
         return [f"{'conditional ' if self.conditional else ''}{kind}: {len(self.generator.blocks)} levels, "
                 f"{self.n_critic} discriminator step(s) per generator step"]
 
@@ -176,13 +198,23 @@ class GAN(LatentPriorModel):
             ctx.backward(d_loss, "discriminator")
         D.requires_grad_(False)  # the generator step needs gradients through D, not for it
         try:
-            fake = G(ctx.randn((b, p.latent_dim)), y)
+            z = ctx.randn((b, p.latent_dim))
+            pairs = p.mode_seeking > 0 and b >= 2
+            if pairs and y is not None:  # the second half repeats the first half's labels: pairs (z1, z2) of one class
+                h = b // 2
+                y = torch.cat([y[:h], y[:h], y[2 * h:]])
+            fake = G(z, y)
             _, logits, cls_fake = D.heads(self._aug(fake, ctx), y)
             g_loss = -logits.mean() if (self.wgan or p.loss == "hinge") else F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
             if cls_fake is not None:  # the generator is rewarded when its images are named as the class asked for
                 g_class = F.cross_entropy(cls_fake, y)
                 g_loss = g_loss + p.aux_weight * g_class
                 out["g_class_loss"] = float(g_class.detach())
+            spread = real_spread(x, batch.get("label") if self.conditional else None) if pairs else None
+            if spread is not None and spread > 0:
+                ms = mode_seeking_loss(fake, spread)
+                g_loss = g_loss + p.mode_seeking * ms
+                out["mode_seeking"] = float(ms.detach())
             ctx.backward(g_loss, "generator")
         finally:
             D.requires_grad_(True)
