@@ -145,6 +145,8 @@ def test_sweep_gives_one_row_per_setting(run):
         lo, hi = r["intervals"]["fid/domain"]["ci"]
         assert lo <= hi and r["intervals"]["fid/domain"]["n_resamples"] > 0
     assert rows[0]["intervals"]["fid/domain"] != rows[1]["intervals"]["fid/domain"]
+    assert [r["nfe"] for r in rows] == [2, 3]  # network evaluations per image: one per step for these samplers
+    assert res["sweep_figure"] == str(run / "evaluation" / "sweep.png") and (run / "evaluation" / "sweep.png").stat().st_size > 0
     from medgen.evaluation.tables import summary_tables
 
     from rich.console import Console

@@ -123,3 +123,16 @@ def test_the_docs_list_every_registered_sampler_with_its_summary():
     text = (Path(__file__).resolve().parents[1] / "docs" / "extending-models.md").read_text()
     rows = dict(re.findall(r"^\| `([\w-]+)` \| (.+?) \|$", text.split("The registered samplers today:", 1)[1], re.M))
     assert rows == {name: samplers.summary(name) for name in samplers.names()}
+
+
+def test_network_evaluations_per_image_and_the_sweep_curve(tmp_path):
+    from medgen.evaluation.sweep_figure import sweep_figure
+
+    assert [samplers.get(n).evaluations(10) for n in ("ddpm", "ddim", "rflow", "rflow-heun")] == [10, 10, 10, 19]
+    assert samplers.get("rflow-heun").evaluations(1) == 1  # a single step is Euler
+    rows = [{"sampler": s, "steps": k, "nfe": samplers.get(s).evaluations(k), "fid/domain": 10.0 / k,
+             "intervals": {"fid/domain": {"ci": [5.0 / k, 20.0 / k]}}} for s in ("ddim", "rflow-heun") for k in (2, 5)]
+    path = sweep_figure(rows, tmp_path / "sweep.png")
+    assert path == tmp_path / "sweep.png" and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sweep_figure([{"sampler": None, "steps": None, "fid/domain": 1.0}], tmp_path / "none.png") is None  # a GAN: no steps
+    assert not (tmp_path / "none.png").exists()

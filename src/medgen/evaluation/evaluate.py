@@ -27,11 +27,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from medgen import samplers
 from medgen.data.imageset import ImageSet, load_image_set, rows_set
 from medgen.errors import UserError
 from medgen.evaluation.generation import checkpoint_fingerprint, generate_cached, parse_sweep, proportional
 from medgen.evaluation.groups import Context, RunInputs, all_groups, get_group, parse_groups
 from medgen.evaluation.groups.base import FeatureCache
+from medgen.evaluation.sweep_figure import sweep_figure
 from medgen.evaluation.tables import summary_tables
 from medgen.fsio import output_folder_lock
 
@@ -190,6 +192,13 @@ def _synthetic_set(row: dict, n: int | None, model, inputs: RunInputs, echo) -> 
                                    "quantised": "16-bit, like an exported PNG"}), seconds, cached
 
 
+def _evaluations(settings: dict) -> int | None:
+    """Network evaluations per image of a diffusion setting (None without a sampler and steps)."""
+    if settings.get("sampler") in samplers.SAMPLERS and settings.get("steps"):
+        return samplers.get(settings["sampler"]).evaluations(int(settings["steps"]))
+    return None
+
+
 def _fake_settings(fake: ImageSet) -> dict:
     src = fake.source
     return {"sampler": src.get("sampler"), "steps": src.get("steps"), "seed": src.get("seed"), "guidance": src.get("guidance")}
@@ -329,7 +338,8 @@ def _compare_synthetic(rows: list[dict], plan: _Plan, side: _RealSide, feats: Fe
             if "fake" in row:
                 inputs.given_fake = fake_set
         if plan.sweep_list:
-            sweep_rows.append({**settings, "n_fake": len(fake_set), "seconds_per_image": seconds, "reused_from_cache": cached,
+            sweep_rows.append({**settings, "nfe": _evaluations(settings), "n_fake": len(fake_set), "seconds_per_image": seconds,
+                               "reused_from_cache": cached,
                                **summary(res), "intervals": _intervals(res)})
     return sweep_rows
 
@@ -399,6 +409,8 @@ def _evaluate(run, real, fake, n, resize, device, echo, plan: _Plan, inputs: Run
     result["features"] = feats.describe()
     if sweep_rows:
         result["sweep"] = sweep_rows
+        figure = sweep_figure(sweep_rows, plan.fig_dir / "sweep.png")
+        result["sweep_figure"] = str(figure) if figure is not None else None
     ctx = Context(side.real, feats, echo, memorisation_sets=side.memorisation_sets, train=side.train, test=side.test,
                   model=plan.model, run=inputs, fig_dir=plan.fig_dir)
     for name in plan.names:

@@ -48,6 +48,11 @@ class Sampler:
     name: ClassVar[str] = ""
     stochastic: ClassVar[bool] = False  # whether step draws noise (the generator matters beyond x_T)
 
+    def evaluations(self, steps: int) -> int:
+        """Network evaluations per image for ``steps`` steps (classifier-free guidance runs each on a
+        doubled batch, not counted twice): the cost axis of ``medgen evaluate --sweep``."""
+        return steps
+
     def step(self, den: NoisePredictor, x: torch.Tensor, eps: torch.Tensor, t: int, t_prev: int,
              clip: tuple[float, float] | None, generator: torch.Generator | None) -> torch.Tensor:
         raise NotImplementedError

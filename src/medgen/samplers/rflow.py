@@ -63,3 +63,6 @@ class RFlowEuler(Sampler):
 class RFlowHeun(RFlowEuler):
     name = "rflow-heun"
     heun = True
+
+    def evaluations(self, steps: int) -> int:
+        return max(1, 2 * steps - 1)  # two per step, the last step Euler
