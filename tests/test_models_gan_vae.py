@@ -190,20 +190,24 @@ def test_ac_gan_class_head_learns_the_real_classes_and_is_not_told_the_label(los
 
 
 def test_mode_seeking_term_pairs_two_noises_of_one_class_and_spreads_them():
-    from medgen.models.gan import mode_seeking_loss, real_spread
+    from medgen.models.gan import mode_seeking_loss, real_spread, standardised
 
+    torch.manual_seed(0)
     same = torch.rand(1, 1, 8, 8).repeat(8, 1, 1, 1)
-    varied = torch.rand(8, 1, 8, 8)  # |u - v| of two uniforms: 1/3 on average
+    varied = torch.rand(8, 1, 8, 8)
     assert real_spread(same, None) == 0
-    assert abs(float(real_spread(varied, None)) - 1 / 3) < 0.05
+    assert real_spread(0.5 * same + 0.2 * torch.arange(8.0).view(8, 1, 1, 1), None) < 1e-3  # brightness and contrast do not count
+    assert abs(float(real_spread(varied, None)) - 2 / 3 ** 0.5) < 0.1  # |u - v| / std of two uniforms: (1/3) * sqrt(12)
     labels = torch.tensor([0, 0, 1, 2, 3, 4, 5, 6])
     twins = varied.clone()
     twins[1] = twins[0]
     assert real_spread(twins, labels) == 0  # only the one same-class pair counts
     assert real_spread(varied, torch.arange(8)) is None  # no two of one class
-    assert float(mode_seeking_loss(same, torch.tensor(1 / 3))) == pytest.approx(1.0)  # one image for every z
-    assert float(mode_seeking_loss(varied, torch.tensor(1 / 3))) < 0.2
-    assert float(mode_seeking_loss(varied, torch.tensor(0.1))) == 0  # as varied as real or more: no push
+    spread = real_spread(varied, None)
+    assert float(mode_seeking_loss(same, spread)) == pytest.approx(1.0)  # one image for every z
+    assert float(mode_seeking_loss(varied.flip(0), spread)) < 0.2
+    assert float(mode_seeking_loss(varied, 0.5 * spread)) == 0  # more varied than the target: no push
+    assert torch.allclose(standardised(3 * varied + 1), standardised(varied), atol=1e-2)
     torch.manual_seed(0)
     m = build("gan", conditional=True, loss="hinge", mode_seeking=1.0)
     seen = []

@@ -51,10 +51,18 @@ def _spectral_norm(module: torch.nn.Module) -> None:
             torch.nn.utils.parametrizations.spectral_norm(child)
 
 
+def standardised(x: torch.Tensor) -> torch.Tensor:
+    """Each image minus its mean, over its standard deviation: differences between two such images
+    are differences of structure (where tissue and edges are), not of overall brightness or contrast."""
+    flat = x.flatten(1)
+    return ((flat - flat.mean(1, keepdim=True)) / (flat.std(1, keepdim=True) + 1e-3)).view_as(x)
+
+
 def real_spread(x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
-    """Mean absolute pixel difference between two real images of one class in the batch (any two
-    images when unconditional); None when no two share a class."""
-    d = torch.cdist(x.flatten(1), x.flatten(1), p=1) / x[0].numel()
+    """Mean absolute difference between two :func:`standardised` real images of one class in the
+    batch (any two images when unconditional); None when no two share a class."""
+    x = standardised(x).flatten(1)
+    d = torch.cdist(x, x, p=1) / x.shape[1]
     same = torch.ones_like(d, dtype=torch.bool) if labels is None else labels[:, None] == labels[None, :]
     pairs = same & ~torch.eye(len(x), dtype=torch.bool, device=x.device)
     return d[pairs].mean() if pairs.any() else None
@@ -63,12 +71,15 @@ def real_spread(x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | 
 def mode_seeking_loss(fake: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Diversity term for a conditional generator that maps every z of a class to one image (the
     collapse seen on a few hundred images): the first half of the batch is paired with the second
-    (same labels, other z), and two images of a pair should differ as much as two real images of
-    one class do (``target``, :func:`real_spread`). MSGAN (Mao et al. 2019) maximises the image
-    distance per unit of z distance without bound, which on these images drove pixels to saturation;
-    the reward is capped at the real spread instead, as DSGAN (Yang et al. 2019) caps it at a
-    constant: 0 once the pairs are as varied as real images."""
+    (same labels, other z), and two :func:`standardised` images of a pair should differ as much as
+    two real images of one class do (``target``, :func:`real_spread`); 0 once they do.
+
+    MSGAN (Mao et al. 2019) maximises the image distance per unit of z distance without bound; on
+    brain slices that, and a cap on raw pixel differences (DSGAN, Yang et al. 2019, caps the ratio at
+    a constant), both bought variety with brightness: saturated white heads. Standardising each image
+    first leaves structure as the only way to differ (docs/sample-quality.md)."""
     h = fake.shape[0] // 2
+    fake = standardised(fake)
     return torch.relu(1.0 - (fake[:h] - fake[h:2 * h]).abs().mean() / target)
 
 
@@ -90,7 +101,7 @@ class GANParams(FamilyParams):
     spectral_norm: bool = False  # spectral normalisation of the discriminator's conv and linear layers
     diffaugment: list[Literal["translation", "cutout", "brightness"]] = []  # DiffAugment policies
     r1_weight: float = Field(0.0, ge=0)  # R1 penalty (gamma / 2 * |grad D(x)|^2 on real images)
-    mode_seeking: float = Field(0.0, ge=0)  # diversity term (MSGAN / DSGAN), capped at the real spread: this weight
+    mode_seeking: float = Field(0.0, ge=0)  # diversity term (MSGAN / DSGAN) capped at the real within-class spread: weight
     gp_weight: float = Field(10.0, ge=0)
     n_critic: int | None = Field(None, ge=1)  # default 5 for wgan-gp, 1 for bce
     label_smoothing: float = Field(0.0, ge=0, lt=0.5)  # one-sided: real target 1 - s (bce)
