@@ -147,6 +147,9 @@ def test_sweep_gives_one_row_per_setting(run):
     assert rows[0]["intervals"]["fid/domain"] != rows[1]["intervals"]["fid/domain"]
     assert [r["nfe"] for r in rows] == [2, 3]  # network evaluations per image: one per step for these samplers
     assert res["sweep_figure"] == str(run / "evaluation" / "sweep.png") and (run / "evaluation" / "sweep.png").stat().st_size > 0
+    from medgen.commands.evaluate import _figures
+
+    assert res["sweep_figure"] in list(_figures(res))  # the terminal lists it with the other figures
     from medgen.evaluation.tables import summary_tables
 
     from rich.console import Console

@@ -94,3 +94,5 @@ def _figures(result: dict):
         section = result.get(group.name)
         if isinstance(section, dict):
             yield from group.figures(section)
+    if result.get("sweep_figure"):  # the curve of --sweep
+        yield result["sweep_figure"]
