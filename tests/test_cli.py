@@ -17,11 +17,11 @@ def test_help_lists_commands():
         assert cmd in r.stdout
 
 
-
 def test_presets_lists_the_profiles_a_preset_inherits():
     lines = {line.split()[0]: line for line in medgen("presets").stdout.splitlines() if line.strip()}
     assert "profiles: paper, small, tiny" in lines["brain-tumor-ldm"] and "(extends demo-brain-ldm)" in lines["brain-tumor-ldm"]
     assert "pretrain" in lines["demo-brain-ldm"] and "pretrain" not in lines["brain-tumor-ldm"]
+
 
 @pytest.mark.parametrize("args,needle", [
     (["data", "prepare", "--source", "nope:x", "--out", "o"], "bad --source 'nope:x'"),

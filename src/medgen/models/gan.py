@@ -150,7 +150,7 @@ class GAN(LatentPriorModel):
         return dict(self.monitor.warnings)
 
     def notes(self) -> list[str]:
-        kind = "WGAN-GP" if self.wgan else f"GAN ({self.params.loss.upper() if self.params.loss == 'bce' else self.params.loss})"
+        kind = "WGAN-GP" if self.wgan else f"GAN ({'BCE' if self.params.loss == 'bce' else 'hinge'})"
         return [f"{'conditional ' if self.conditional else ''}{kind}: {len(self.generator.blocks)} levels, "
                 f"{self.n_critic} discriminator step(s) per generator step"]
 
@@ -221,7 +221,7 @@ class GAN(LatentPriorModel):
                 g_class = F.cross_entropy(cls_fake, y)
                 g_loss = g_loss + p.aux_weight * g_class
                 out["g_class_loss"] = float(g_class.detach())
-            spread = real_spread(x, batch.get("label") if self.conditional else None) if pairs else None
+            spread = real_spread(x, self._labels(batch)) if pairs else None  # the real batch's own labels
             if spread is not None and spread > 0:
                 ms = mode_seeking_loss(fake, spread)
                 g_loss = g_loss + p.mode_seeking * ms
