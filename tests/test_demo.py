@@ -24,6 +24,8 @@ def test_pretrained_export_and_install_round_trip(tmp_path):
     import torch
     from safetensors.torch import load_file
 
+    from medgen.data.prepare import PrepareOptions, prepare
+    from medgen.data.sources import SourceOptions
     from medgen.demo import export_pretrained, install_pretrained
     from medgen.engine.checkpoint import load_checkpoint
     from medgen.errors import UserError
@@ -34,10 +36,17 @@ def test_pretrained_export_and_install_round_trip(tmp_path):
     asset = export_pretrained(run, tmp_path / "asset")
     shipped = load_file(str(asset))
     assert all(v.dtype == torch.float16 for v in shipped.values() if v.is_floating_point())
-    assert "dataset" not in json.loads((tmp_path / "asset" / "data.json").read_text())
+    info = json.loads((tmp_path / "asset" / "data.json").read_text())
+    assert "dataset" not in info and info["trained_on"]["source"] == "builtin:mni152" and info["trained_on"]["seed"] == 0
 
-    installed = install_pretrained(tmp_path / "pre", tmp_path / "demo" / "data", asset_dir=tmp_path / "asset")
-    assert json.loads((installed / "data.json").read_text())["dataset"] == str((tmp_path / "demo" / "data").resolve())
+    # the demo's own data (seed 0) holds the images this checkpoint trained on: its test split is no test, refused
+    assert install_pretrained(tmp_path / "seen", tmp_path / "demo" / "data", asset_dir=tmp_path / "asset") is None
+    assert not (tmp_path / "seen").exists()
+    # the same built-in atlas drawn with another seed: other items, accepted
+    other = tmp_path / "other-data"
+    prepare("builtin:mni152", other, PrepareOptions(size=(32, 32), seed=1, source=SourceOptions(n=9)), force=True)
+    installed = install_pretrained(tmp_path / "pre", other, asset_dir=tmp_path / "asset")
+    assert json.loads((installed / "data.json").read_text())["dataset"] == str(other.resolve())
     _, model, _ = load_run_model(installed, device="cpu")
     ema = load_checkpoint(run / "checkpoints" / "final")["ema"]
     name = next(k for k in ema if k.startswith("denoiser") and ema[k].is_floating_point() and ema[k].numel() > 10)
@@ -45,7 +54,7 @@ def test_pretrained_export_and_install_round_trip(tmp_path):
     assert got.dtype == torch.float32 and torch.allclose(got, ema[name].float(), atol=1e-2, rtol=1e-2)
     res = sample(installed, n=3, steps=2, seed=0, out=tmp_path / "s", force=True, echo=lambda m: None)
     assert (tmp_path / "s" / "grid.png").exists(), res
-    assert install_pretrained(tmp_path / "none", tmp_path / "demo" / "data", asset_dir=tmp_path / "missing") is None
+    assert install_pretrained(tmp_path / "none", other, asset_dir=tmp_path / "missing") is None
 
     (run / "status.json").write_text(json.dumps({"state": "running"}))
     with pytest.raises(UserError, match="not finished"):

@@ -30,8 +30,11 @@ def _step(echo, n: int, text: str) -> float:
 def export_pretrained(run_dir: str | Path, dest: str | Path = ASSET_DIR) -> Path:
     """Write a finished demo run as the shipped checkpoint: EMA weights folded into the model's,
     stored as float16 safetensors (half the size; sampling casts back to float32), plus the run's
-    config and data description. How the shipped file was made:
-    ``medgen train demo-brain-ldm --profile pretrain --data DATA --out RUN`` then
+    config and data description, with the source, seed and content hash of its training data (so
+    the demo refuses it for data it has seen). How the shipped file was made, on data drawn with
+    another seed than the demo's (seed 0), so that none of the demo's images is in its training set:
+    ``medgen data prepare --source builtin:mni152 --n 2400 --size 64 64 --seed 1 --out DATA``,
+    ``medgen train demo-brain-ldm --profile pretrain --data DATA --out RUN``, then
     ``python -m medgen.demo export RUN``."""
     import json
 
@@ -54,14 +57,34 @@ def export_pretrained(run_dir: str | Path, dest: str | Path = ASSET_DIR) -> Path
     save_file(half, str(dest / "model.safetensors"), metadata={"source": "medgen demo-brain-ldm", "profile": str(cfg.profile)})
     shutil.copy(run.root / "config.yaml", dest / "config.yaml")
     info = json.loads((run.root / "data.json").read_text())
-    info.pop("dataset", None)  # a path on the machine that trained it; install_pretrained sets the user's
+    stats = json.loads((Path(info.pop("dataset")) / "stats.json").read_text())  # a path on the machine that trained it
+    # what install_pretrained needs to refuse a dataset this checkpoint has seen (its test images would be in training)
+    info["trained_on"] = {k: stats.get(k) for k in ("source", "seed", "n", "content_hash")}
     info["steps"] = status.get("steps")
     (dest / "data.json").write_text(json.dumps(info, indent=2))
     return dest / "model.safetensors"
 
 
+def trained_on_this(trained_on: dict | None, dataset: Path) -> bool:
+    """Whether a checkpoint trained on ``trained_on`` (source, seed, content hash of its training data)
+    has seen images of ``dataset``: the same content, or the same built-in source drawn with the same
+    seed (a built-in item depends only on the seed and its index, so two sizes share their first items).
+    Then ``dataset``'s test split is no test for it."""
+    import json
+
+    stats_file = Path(dataset) / "stats.json"
+    if not trained_on or not stats_file.exists():
+        return False
+    stats = json.loads(stats_file.read_text())
+    if trained_on.get("content_hash") and trained_on["content_hash"] == stats.get("content_hash"):
+        return True
+    source = trained_on.get("source") or ""
+    return source.startswith("builtin:") and source == stats.get("source") and trained_on.get("seed") == stats.get("seed")
+
+
 def install_pretrained(run_dir: Path, dataset: Path, asset_dir: Path = ASSET_DIR) -> Path | None:
-    """A run directory for the shipped pretrained checkpoint (safetensors only), pointing at ``dataset``."""
+    """A run directory for the shipped pretrained checkpoint (safetensors only), pointing at ``dataset``;
+    None when none is shipped, or when it was trained on ``dataset``'s images (``trained_on_this``)."""
     import json
 
     from medgen.fsio import atomic_write_json
@@ -69,12 +92,14 @@ def install_pretrained(run_dir: Path, dataset: Path, asset_dir: Path = ASSET_DIR
     asset_dir = Path(asset_dir)
     if not (asset_dir / "model.safetensors").exists():
         return None
+    info = json.loads((asset_dir / "data.json").read_text())
+    if trained_on_this(info.get("trained_on"), Path(dataset)):
+        return None
     if (run_dir / "checkpoints" / "final" / "model.safetensors").exists():
         return run_dir
     (run_dir / "checkpoints" / "final").mkdir(parents=True, exist_ok=True)
     (run_dir / "samples").mkdir(exist_ok=True)
     shutil.copy(asset_dir / "config.yaml", run_dir / "config.yaml")
-    info = json.loads((asset_dir / "data.json").read_text())
     info["dataset"] = str(Path(dataset).resolve())
     atomic_write_json(run_dir / "data.json", info)
     shutil.copy(asset_dir / "model.safetensors", run_dir / "checkpoints" / "final" / "model.safetensors")
@@ -126,6 +151,8 @@ def run_demo(out: str | Path = "demo-output", force: bool = False, echo=print, p
 
     runs = [(run_dir, "trained by this demo (a few CPU minutes)")]
     pre = install_pretrained(out / "runs" / "demo-pretrained", data_dir) if profile != "tiny" else None
+    if pre is None and profile != "tiny" and (ASSET_DIR / "model.safetensors").exists():
+        echo("    the shipped pretrained checkpoint is not shown: it was trained on this data's images")
     if pre is not None:
         runs.append((pre, "pretrained checkpoint shipped with medgen (same networks, trained longer with --profile pretrain)"))
 
