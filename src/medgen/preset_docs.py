@@ -54,9 +54,10 @@ def run_commands(name: str, profile: str) -> list[str]:
     lines = []
     if cfg.data.builtin:
         norm = (cfg.data.prepare or {}).get("normalize")
-        n = (cfg.data.prepare or {}).get("n")
+        n, seed = (cfg.data.prepare or {}).get("n"), (cfg.data.prepare or {}).get("seed")
         lines.append(f"medgen data prepare --source builtin:{data} " + (f"--size {size} " if size else "")
-                     + (f"--normalize {norm} " if norm else "") + (f"--n {n} " if n else "") + f"--out data/{data}")
+                     + (f"--normalize {norm} " if norm else "") + (f"--n {n} " if n else "")
+                     + (f"--seed {seed} " if seed is not None else "") + f"--out data/{data}")
     base = load_preset(name).get("base")  # a preset trained on top of another run (--init-from)
     init = ""
     if base:
