@@ -29,10 +29,14 @@ def test_pretrained_export_and_install_round_trip(tmp_path):
     from medgen.demo import export_pretrained, install_pretrained
     from medgen.engine.checkpoint import load_checkpoint
     from medgen.errors import UserError
+    from medgen.report import write_report
     from medgen.sampling import load_run_model, sample
 
     run_demo(tmp_path / "demo", profile="tiny", n_images=45, echo=lambda m: None)
     run = tmp_path / "demo" / "runs" / "demo-small"
+    info = json.loads((run / "data.json").read_text())  # as `medgen train` records it from the command line
+    info["command"] = "medgen train demo-brain-ldm --profile tiny --data /home/someone/mni --out /home/someone/run"
+    (run / "data.json").write_text(json.dumps(info))
     asset = export_pretrained(run, tmp_path / "asset")
     shipped = load_file(str(asset))
     assert all(v.dtype == torch.float16 for v in shipped.values() if v.is_floating_point())
@@ -54,6 +58,8 @@ def test_pretrained_export_and_install_round_trip(tmp_path):
     assert got.dtype == torch.float32 and torch.allclose(got, ema[name].float(), atol=1e-2, rtol=1e-2)
     res = sample(installed, n=3, steps=2, seed=0, out=tmp_path / "s", force=True, echo=lambda m: None)
     assert (tmp_path / "s" / "grid.png").exists(), res
+    page = write_report(installed).read_text()  # labelled for what it is, with the command that made it
+    assert "Pretrained checkpoint shipped with medgen" in page and "--data DATA --out RUN" in page and "seed 0" in page
     assert install_pretrained(tmp_path / "none", other, asset_dir=tmp_path / "missing") is None
 
     (run / "status.json").write_text(json.dumps({"state": "running"}))

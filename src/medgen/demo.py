@@ -61,6 +61,10 @@ def export_pretrained(run_dir: str | Path, dest: str | Path = ASSET_DIR) -> Path
     # what install_pretrained needs to refuse a dataset this checkpoint has seen (its test images would be in training)
     info["trained_on"] = {k: stats.get(k) for k in ("source", "seed", "n", "content_hash")}
     info["steps"] = status.get("steps")
+    if info.get("command"):  # the trainer's own paths mean nothing on a user's machine
+        import re
+
+        info["command"] = re.sub(r"--out \S+", "--out RUN", re.sub(r"--data \S+", "--data DATA", info["command"]))
     (dest / "data.json").write_text(json.dumps(info, indent=2))
     return dest / "model.safetensors"
 

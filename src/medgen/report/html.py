@@ -166,6 +166,12 @@ def write_report(run_dir: str | Path) -> Path:
                 ("model family", (cfg.get("model") or {}).get("family")), ("status", run_status(run.root)),
                 ("training steps", status.get("steps", "-")), ("description", cfg.get("description", ""))]
     notes = [f"WARNING: {w}" for w in status.get("warnings", [])]  # medgen.engine.guards: a model that does not follow its input
+    if status.get("pretrained"):  # medgen.demo.install_pretrained: weights shipped in the package, not trained here
+        made = data.get("trained_on") or {}
+        notes.append("Pretrained checkpoint shipped with medgen (made with medgen itself: "
+                     f"`{data.get('command') or 'medgen train ... --profile pretrain'}`, {data.get('steps', '?')} steps, on "
+                     f"{made.get('source', 'unknown data')} drawn with seed {made.get('seed', '?')}, {made.get('n', '?')} images); "
+                     "not trained on this machine.")
     init = data.get("init_from")
     if init:
         notes.append(f"Fine-tuned from {init['from']} ({init['loaded']} tensors loaded, {len(init['skipped'])} skipped).")
