@@ -45,6 +45,12 @@ class LDMParams(FamilyParams):
     # loss of Mathieu et al. 2016): pixel losses alone let the decoder average edges away (blur, lost
     # grey/white-matter boundaries); this term needs no pretrained network
     edge_weight: float = Field(0.0, ge=0)
+    # Pixels at the data range's floor (0: a background of exact zeros, as skull-stripped MRI or a
+    # mammogram's air after min-max scaling) are penalised only while their reconstruction lies above
+    # -floor_margin. Sampling clips the decoder's output to [0, 1]; a decoder that keeps such a
+    # background below the floor by this margin stays exactly 0 under the small latent errors of
+    # generated latents, instead of a haze of faint grey that texture features read as noise.
+    floor_margin: float = Field(0.0, ge=0, le=1)
     perceptual_network: Literal["alex", "resnet50", "radimagenet_resnet50"] = "alex"
     perceptual_weights: str | None = None  # local weights file for the perceptual network
     allow_missing_perceptual: bool = False  # continue without it when the file is missing
@@ -54,6 +60,15 @@ class LDMParams(FamilyParams):
 
     def sampler_drives(self) -> tuple[str, str]:
         return self.scheduler.drives, f"model.scheduler.objective: {self.scheduler.objective}"
+
+
+def floor_margin_l1(recon: torch.Tensor, x: torch.Tensor, margin: float) -> torch.Tensor:
+    """L1 reconstruction loss, except that a pixel whose target is at the floor (0) costs only its
+    excess above -margin: sampling clips at 0, so anything below it decodes to exactly the floor."""
+    if margin <= 0:
+        return F.l1_loss(recon, x)
+    at_floor = x <= 0
+    return torch.where(at_floor, F.relu(recon + margin), (recon - x).abs()).mean()
 
 
 def edge_loss(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -175,7 +190,7 @@ class LatentDiffusion(DiffusionFamily):
         with ctx.autocast():
             recon, z_mu, z_sigma = self.autoencoder(x)
         recon = recon.float()
-        l1 = F.l1_loss(recon, x)
+        l1 = floor_margin_l1(recon, x, p.floor_margin)
         dims = list(range(1, z_mu.dim()))
         kl = 0.5 * torch.sum(z_mu.float() ** 2 + z_sigma.float() ** 2 - torch.log(z_sigma.float() ** 2 + 1e-12) - 1, dim=dims).mean()
         loss = l1 + p.kl_weight * kl
@@ -206,7 +221,7 @@ class LatentDiffusion(DiffusionFamily):
     def validation_step(self, batch, stage):
         x = batch["image"]
         if stage == "autoencoder":
-            return {"mae": float(F.l1_loss(self.reconstruct(x), x))}
+            return {"mae": float(F.l1_loss(self.reconstruct(x).clamp(0, 1), x))}  # as sampling clips it
         gen = torch.Generator(device="cpu").manual_seed(1234)
         mu, sigma = self.autoencoder.encode(x)
         z = mu * self.scale_factor
