@@ -62,6 +62,13 @@ def test_pretrained_export_and_install_round_trip(tmp_path):
     assert "Pretrained checkpoint shipped with medgen" in page and "--data DATA --out RUN" in page and "seed 0" in page
     assert install_pretrained(tmp_path / "none", other, asset_dir=tmp_path / "missing") is None
 
+    moved = tmp_path / "demo" / "data-moved"
+    (tmp_path / "demo" / "data").rename(moved)
+    with pytest.raises(UserError, match="training data is not available"):
+        export_pretrained(run, tmp_path / "asset3")
+    assert not (tmp_path / "asset3").exists()  # refused before anything is written
+    moved.rename(tmp_path / "demo" / "data")
+
     (run / "status.json").write_text(json.dumps({"state": "running"}))
     with pytest.raises(UserError, match="not finished"):
         export_pretrained(run, tmp_path / "asset2")

@@ -50,14 +50,12 @@ def export_pretrained(run_dir: str | Path, dest: str | Path = ASSET_DIR) -> Path
     cfg = run.config()
     if cfg.preset != DEMO_PRESET:
         raise UserError(f"not a {DEMO_PRESET} run (preset: {cfg.preset})", run.root)
-    _, model, _ = load_run_model(run.root, device="cpu", checkpoint="final")  # the EMA weights, as sampling uses them
-    half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    save_file(half, str(dest / "model.safetensors"), metadata={"source": "medgen demo-brain-ldm", "profile": str(cfg.profile)})
-    shutil.copy(run.root / "config.yaml", dest / "config.yaml")
     info = json.loads((run.root / "data.json").read_text())
-    stats = json.loads((Path(info.pop("dataset")) / "stats.json").read_text())  # a path on the machine that trained it
+    stats_file = Path(info.pop("dataset")) / "stats.json"  # a path on the machine that trained it
+    if not stats_file.exists():
+        raise UserError("the run's training data is not available: export records what the checkpoint was trained on",
+                        stats_file)
+    stats = json.loads(stats_file.read_text())
     # what install_pretrained needs to refuse a dataset this checkpoint has seen (its test images would be in training)
     info["trained_on"] = {k: stats.get(k) for k in ("source", "seed", "n", "content_hash")}
     info["steps"] = status.get("steps")
@@ -65,6 +63,12 @@ def export_pretrained(run_dir: str | Path, dest: str | Path = ASSET_DIR) -> Path
         import re
 
         info["command"] = re.sub(r"--out \S+", "--out RUN", re.sub(r"--data \S+", "--data DATA", info["command"]))
+    _, model, _ = load_run_model(run.root, device="cpu", checkpoint="final")  # the EMA weights, as sampling uses them
+    half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    save_file(half, str(dest / "model.safetensors"), metadata={"source": "medgen demo-brain-ldm", "profile": str(cfg.profile)})
+    shutil.copy(run.root / "config.yaml", dest / "config.yaml")
     (dest / "data.json").write_text(json.dumps(info, indent=2))
     return dest / "model.safetensors"
 
