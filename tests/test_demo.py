@@ -64,7 +64,7 @@ def test_pretrained_export_and_install_round_trip(tmp_path):
 
     moved = tmp_path / "demo" / "data-moved"
     (tmp_path / "demo" / "data").rename(moved)
-    with pytest.raises(UserError, match="training data is not available"):
+    with pytest.raises(UserError, match="not a prepared dataset"):
         export_pretrained(run, tmp_path / "asset3")
     assert not (tmp_path / "asset3").exists()  # refused before anything is written
     moved.rename(tmp_path / "demo" / "data")

@@ -11,10 +11,12 @@ resumed, so running the demo again picks up where it stopped; ``--force`` starts
 """
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from pathlib import Path
 
+from medgen.data.dataset import PreparedDataset
 from medgen.errors import UserError
 
 DEMO_SOURCE = "builtin:mni152"
@@ -51,17 +53,11 @@ def export_pretrained(run_dir: str | Path, dest: str | Path = ASSET_DIR) -> Path
     if cfg.preset != DEMO_PRESET:
         raise UserError(f"not a {DEMO_PRESET} run (preset: {cfg.preset})", run.root)
     info = json.loads((run.root / "data.json").read_text())
-    stats_file = Path(info.pop("dataset")) / "stats.json"  # a path on the machine that trained it
-    if not stats_file.exists():
-        raise UserError("the run's training data is not available: export records what the checkpoint was trained on",
-                        stats_file)
-    stats = json.loads(stats_file.read_text())
+    stats = PreparedDataset(info.pop("dataset")).stats  # a path on the machine that trained it; must still be there
     # what install_pretrained needs to refuse a dataset this checkpoint has seen (its test images would be in training)
     info["trained_on"] = {k: stats.get(k) for k in ("source", "seed", "n", "content_hash")}
     info["steps"] = status.get("steps")
     if info.get("command"):  # the trainer's own paths mean nothing on a user's machine
-        import re
-
         info["command"] = re.sub(r"--out \S+", "--out RUN", re.sub(r"--data \S+", "--data DATA", info["command"]))
     _, model, _ = load_run_model(run.root, device="cpu", checkpoint="final")  # the EMA weights, as sampling uses them
     half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
@@ -73,17 +69,13 @@ def export_pretrained(run_dir: str | Path, dest: str | Path = ASSET_DIR) -> Path
     return dest / "model.safetensors"
 
 
-def trained_on_this(trained_on: dict | None, dataset: Path) -> bool:
+def trained_on_this(trained_on: dict | None, stats: dict) -> bool:
     """Whether a checkpoint trained on ``trained_on`` (source, seed, content hash of its training data)
-    has seen images of ``dataset``: the same content, or the same built-in source drawn with the same
-    seed (a built-in item depends only on the seed and its index, so two sizes share their first items).
-    Then ``dataset``'s test split is no test for it."""
-    import json
-
-    stats_file = Path(dataset) / "stats.json"
-    if not trained_on or not stats_file.exists():
+    has seen images of the dataset described by ``stats`` (its stats.json): the same content, or the
+    same built-in source drawn with the same seed (a built-in item depends only on the seed and its
+    index, so two sizes share their first items). Then that dataset's test split is no test for it."""
+    if not trained_on:
         return False
-    stats = json.loads(stats_file.read_text())
     if trained_on.get("content_hash") and trained_on["content_hash"] == stats.get("content_hash"):
         return True
     source = trained_on.get("source") or ""
@@ -101,7 +93,7 @@ def install_pretrained(run_dir: Path, dataset: Path, asset_dir: Path = ASSET_DIR
     if not (asset_dir / "model.safetensors").exists():
         return None
     info = json.loads((asset_dir / "data.json").read_text())
-    if trained_on_this(info.get("trained_on"), Path(dataset)):
+    if trained_on_this(info.get("trained_on"), PreparedDataset(dataset).stats):
         return None
     if (run_dir / "checkpoints" / "final" / "model.safetensors").exists():
         return run_dir
