@@ -12,7 +12,10 @@ train PRESET --profile P --set ...`` (unless ``--run`` names a finished run) and
 * class consistency per class (Shmelkov et al.'s GAN-test, as in ``medgen evaluate --utility``):
   the real-trained domain classifier that ``medgen evaluate`` trains and caches for the dataset
   names the class of every generated image; exact binomial (Clopper-Pearson) 95 % intervals. The
-  same classifier's score on the real test images is the ceiling;
+  same classifier's score on the real test images is the ceiling. For a model that reconstructs
+  (VAE, VAE-GAN: encoder mean through the decoder, given the true label; latent diffusion: its
+  autoencoder), the same score on the reconstructed real test images is the ceiling of the model
+  itself: a class its reconstructions lose, no sampling from its latent space can draw;
 * precision / recall / density / coverage (``medgen.metrics.prdc``) and Fréchet distance / KID in
   the domain features AND in pyradiomics features (the label-trained domain features are blind to
   texture), the latter twice: over the whole image (``radiomics``, what ``medgen evaluate
@@ -81,6 +84,25 @@ def _consistency(logits_of, images: np.ndarray, asked: np.ndarray, names: list[s
                           "n": int((asked == c).sum())} for c in sorted(set(asked))}
     return {"value": float(hit.mean()), "ci95": _interval(int(hit.sum()), len(hit)), "per_class": per_class,
             "min_per_class": min(v["value"] for v in per_class.values())}
+
+
+def _reconstructed(model, images: np.ndarray, ids: np.ndarray, batch: int = 32) -> np.ndarray | None:
+    """The model's reconstructions of ``images`` (true labels given where it takes them), or None."""
+    import inspect
+
+    import torch
+
+    try:
+        takes_labels = "labels" in inspect.signature(model.reconstruct).parameters
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(images), batch):
+                x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch])).to(model.device)
+                kw = {"labels": torch.from_numpy(ids[i:i + batch]).long().to(model.device)} if takes_labels else {}
+                out.append(model.reconstruct(x, **kw).float().cpu().numpy())
+    except NotImplementedError:  # GANs and pixel diffusion do not reconstruct
+        return None
+    return np.clip(np.concatenate(out), 0, 1)
 
 
 def _diversity(f_fake: np.ndarray, fake_labels: np.ndarray, f_real: np.ndarray, real_labels: np.ndarray) -> dict:
@@ -205,6 +227,11 @@ def main() -> None:
             "classifier": {"what": "the domain extractor's SmallCNN, trained on the real train split (early stopping on val)",
                            "val_accuracy": domain.meta["report"]["accuracy"], "weights": str(domain.weights)},
         }
+    if "class_consistency" in result:
+        model.eval()
+        recon = _reconstructed(model, real, np.asarray([names.index(c) for c in real_labels]))
+        if recon is not None:
+            result["class_consistency"]["reconstructed_test"] = _consistency(logits_of, recon, real_labels, ds.labels)
     for name, (f_real, f_fake, f_real2) in feats.items():
         gen, ref = _compare(f_real, f_fake), _compare(f_real, f_real2)
         row = {"generated": gen, "real_vs_real": ref}
