@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_sample_quality import _consistency, _domain_classifier
+from bench_sample_quality import _classifier_logits, _consistency, _domain_classifier
 from common import machine
 
 
@@ -28,7 +28,6 @@ def main() -> None:
     import torch
 
     from medgen.data.dataset import PreparedDataset
-    from medgen.evaluation.domain import to_work
     from medgen.evaluation.features import RadiomicsExtractor, standardise
     from medgen.metrics import fid_from_features, prdc
     from medgen.progress import set_quiet
@@ -55,10 +54,7 @@ def main() -> None:
     drawn, _ = generate(model, len(real), ids, sc.sampler, sc.steps, sc.guidance, sc.seed, sc.batch_size)
     domain = _domain_classifier(ds, "train", "val", ds.root / "cache")
 
-    def logits_of(x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return domain.net(to_work(torch.from_numpy(np.ascontiguousarray(x)), domain.size)).numpy()
-
+    logits_of = _classifier_logits(domain)
     extractors = {m: RadiomicsExtractor(mask=m) for m in ("whole", "foreground")}
     reals = {m: (e(real), e(real2)) for m, e in extractors.items()}
     rows = {}

@@ -76,6 +76,18 @@ def _interval(k: int, n: int) -> list[float]:
     return [float(ci.low), float(ci.high)]
 
 
+def _classifier_logits(domain):
+    """The domain classifier's logits for a batch of images in [0, 1] (N, C, H, W)."""
+    import torch
+
+    from medgen.evaluation.domain import to_work
+
+    def logits_of(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return domain.net(to_work(torch.from_numpy(np.ascontiguousarray(x)), domain.size)).numpy()
+    return logits_of
+
+
 def _consistency(logits_of, images: np.ndarray, asked: np.ndarray, names: list[str]) -> dict:
     """Share of images the classifier names as the class asked for, overall and per class."""
     named = np.asarray(names, dtype=object)[logits_of(images).argmax(1)]
@@ -158,7 +170,6 @@ def main() -> None:
 
     from medgen.data.dataset import PreparedDataset
     from medgen.data.prepare import PrepareOptions, prepare
-    from medgen.evaluation.domain import to_work
     from medgen.evaluation.features import RadiomicsExtractor, standardise
     from medgen.progress import set_quiet
     from medgen.rundir import RunDir
@@ -213,10 +224,7 @@ def main() -> None:
         radiomics = RadiomicsExtractor(mask=mask)
         feats[name], std_info[name] = standardise(*[radiomics(x) for x in (real, fake, real2)])
 
-    def logits_of(x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return domain.net(to_work(torch.from_numpy(np.ascontiguousarray(x)), domain.size)).numpy()
-
+    logits_of = _classifier_logits(domain)
     result: dict = {"preset": preset, "profile": profile, "overrides": sets, "run": str(run), "dataset": str(ds.root),
                     "sampling": {"sampler": sampler, "steps": steps, "guidance": guidance, "seed": seed, "n": n},
                     "real": {"test": len(real), "val (second real split)": len(real2)}}
@@ -228,7 +236,6 @@ def main() -> None:
                            "val_accuracy": domain.meta["report"]["accuracy"], "weights": str(domain.weights)},
         }
     if "class_consistency" in result:
-        model.eval()
         recon = _reconstructed(model, real, np.asarray([names.index(c) for c in real_labels]))
         if recon is not None:
             result["class_consistency"]["reconstructed_test"] = _consistency(logits_of, recon, real_labels, ds.labels)

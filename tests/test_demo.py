@@ -30,6 +30,7 @@ def test_pretrained_export_and_install_round_trip(tmp_path):
     from medgen.engine.checkpoint import load_checkpoint
     from medgen.errors import UserError
     from medgen.report import write_report
+    from medgen.rundir import RunDir
     from medgen.sampling import load_run_model, sample
 
     run_demo(tmp_path / "demo", profile="tiny", n_images=45, echo=lambda m: None)
@@ -42,6 +43,7 @@ def test_pretrained_export_and_install_round_trip(tmp_path):
     assert all(v.dtype == torch.float16 for v in shipped.values() if v.is_floating_point())
     info = json.loads((tmp_path / "asset" / "data.json").read_text())
     assert "dataset" not in info and info["trained_on"]["source"] == "builtin:mni152" and info["trained_on"]["seed"] == 0
+    assert "path: null" in (tmp_path / "asset" / "config.yaml").read_text()  # no path of the machine that trained it
 
     # the demo's own data (seed 0) holds the images this checkpoint trained on: its test split is no test, refused
     assert install_pretrained(tmp_path / "seen", tmp_path / "demo" / "data", asset_dir=tmp_path / "asset") is None
@@ -51,6 +53,7 @@ def test_pretrained_export_and_install_round_trip(tmp_path):
     prepare("builtin:mni152", other, PrepareOptions(size=(32, 32), seed=1, source=SourceOptions(n=9)), force=True)
     installed = install_pretrained(tmp_path / "pre", other, asset_dir=tmp_path / "asset")
     assert json.loads((installed / "data.json").read_text())["dataset"] == str(other.resolve())
+    assert RunDir(installed).config().data.path == str(other.resolve())  # config and data.json agree
     _, model, _ = load_run_model(installed, device="cpu")
     ema = load_checkpoint(run / "checkpoints" / "final")["ema"]
     name = next(k for k in ema if k.startswith("denoiser") and ema[k].is_floating_point() and ema[k].numel() > 10)

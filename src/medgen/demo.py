@@ -64,7 +64,8 @@ def export_pretrained(run_dir: str | Path, dest: str | Path = ASSET_DIR) -> Path
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     save_file(half, str(dest / "model.safetensors"), metadata={"source": "medgen demo-brain-ldm", "profile": str(cfg.profile)})
-    shutil.copy(run.root / "config.yaml", dest / "config.yaml")
+    cfg.data.path = None  # like the command's paths: install_pretrained sets the user's dataset
+    (dest / "config.yaml").write_text(cfg.to_yaml())
     (dest / "data.json").write_text(json.dumps(info, indent=2))
     return dest / "model.safetensors"
 
@@ -87,7 +88,9 @@ def install_pretrained(run_dir: Path, dataset: Path, asset_dir: Path = ASSET_DIR
     None when none is shipped, or when it was trained on ``dataset``'s images (``trained_on_this``)."""
     import json
 
+    from medgen.config import resolve
     from medgen.fsio import atomic_write_json
+    from medgen.rundir import RunDir
 
     asset_dir = Path(asset_dir)
     if not (asset_dir / "model.safetensors").exists():
@@ -99,9 +102,11 @@ def install_pretrained(run_dir: Path, dataset: Path, asset_dir: Path = ASSET_DIR
         return run_dir
     (run_dir / "checkpoints" / "final").mkdir(parents=True, exist_ok=True)
     (run_dir / "samples").mkdir(exist_ok=True)
-    shutil.copy(asset_dir / "config.yaml", run_dir / "config.yaml")
-    info["dataset"] = str(Path(dataset).resolve())
-    atomic_write_json(run_dir / "data.json", info)
+    run = RunDir(run_dir)
+    cfg = resolve(str(asset_dir / "config.yaml"))
+    cfg.data.path = info["dataset"] = str(Path(dataset).resolve())  # config and data.json name the same data
+    run.write_config(cfg)
+    run.write_data(info)
     shutil.copy(asset_dir / "model.safetensors", run_dir / "checkpoints" / "final" / "model.safetensors")
     atomic_write_json(run_dir / "checkpoints" / "final" / "state.json", {"pretrained": True, "finished": True})
     atomic_write_json(run_dir / "status.json", {"state": "finished", "steps": info.get("steps"), "pretrained": True})
