@@ -81,7 +81,7 @@ def repaint(model, images: torch.Tensor, masks: torch.Tensor, labels: torch.Tens
             t_prev = ts[i + 1] if i + 1 < len(ts) else -1
             for u in range(resample):
                 eps = den.guided_eps(x, t, labels, guidance).float()
-                x_unknown = ddpm.step(den, x, eps, t, t_prev, (-1.0, 1.0) if not _latent(model) else None, generator)
+                x_unknown = ddpm.step(den, x, eps, t, t_prev, None if _latent(model) else model.clip, generator)
                 x = merge_known(den, x_unknown, x0, unknown, t_prev, generator)
                 if u + 1 < resample and t_prev >= 0:  # back to step t: q(x_t | x_t'), then denoise again
                     ratio = abar(den, t) / abar(den, t_prev)

@@ -84,7 +84,7 @@ def patch_reconstruct(model, x: torch.Tensor, t_start: int, steps: int | None = 
         for i, t in enumerate(ts):
             t_prev = ts[i + 1] if i + 1 < len(ts) else -1
             eps = den.guided_eps(xt, t, None, 1.0).float()
-            xt = merge_known(den, walk.step(den, xt, eps, t, t_prev, (-1.0, 1.0), generator), x0, region, t_prev, generator)
+            xt = merge_known(den, walk.step(den, xt, eps, t, t_prev, model.clip, generator), x0, region, t_prev, generator)
         total += region * xt
         count += region
     return model.from_diffusion_space(total / count)

@@ -122,7 +122,7 @@ class MaskDiffusion(DiffusionFamily):
 
     def training_step(self, batch, stage, ctx):
         with self.denoiser.conditioned_on(self._masks(batch)):
-            loss = self.denoiser.training_loss(batch["image"] * 2 - 1, batch["label"], ctx)
+            loss = self.denoiser.training_loss(self.to_diffusion_space(batch["image"]), batch["label"], ctx)
         ctx.backward(loss)
         return {"loss": float(loss.detach())}
 
@@ -130,7 +130,7 @@ class MaskDiffusion(DiffusionFamily):
         gen = torch.Generator(device="cpu").manual_seed(1234)
         labels = batch["label"] if self.conditional else None
         with self.denoiser.conditioned_on(self._masks(batch)):
-            return {"mse": float(self.denoiser.validation_loss(batch["image"] * 2 - 1, labels, gen))}
+            return {"mse": float(self.denoiser.validation_loss(self.to_diffusion_space(batch["image"]), labels, gen))}
 
     @torch.no_grad()
     def sample(self, n, labels=None, steps=None, generator=None, sampler="ddim", guidance=1.0, progress=None, masks=None):
@@ -141,9 +141,10 @@ class MaskDiffusion(DiffusionFamily):
         shape = (n, self.info.channels, *self.info.size)
         y = sample_labels(self, n, labels, self.device)
         with self.denoiser.conditioned_on(masks.to(self.device)):
-            x = self.denoiser.sample(shape, y, sampler, steps, guidance, generator, clip=(-1.0, 1.0), progress=progress)
-        return ((x + 1) / 2).clamp(0, 1)
+            x = self.denoiser.sample(shape, y, sampler, steps, guidance, generator, clip=self.clip, progress=progress)
+        return self.from_diffusion_space(x)
 
-    # the same [0, 1] <-> [-1, 1] map as the plain pixel DDPM (used by RePaint inpainting)
+    # the same [0, 1] <-> [-1, 1] map (and floor margin) as the plain pixel DDPM (also used by RePaint inpainting)
+    clip = PixelDiffusion.clip
     to_diffusion_space = PixelDiffusion.to_diffusion_space
     from_diffusion_space = PixelDiffusion.from_diffusion_space
