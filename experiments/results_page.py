@@ -338,7 +338,7 @@ def s003(p: Page) -> None:
 
 
 S004_RUNS = {"cGAN": "s004-cgan", "conditional WGAN-GP": "s004-cwgan-gp", "CVAE": "s004-cvae", "CVAE-transfer": "s004-cvae-transfer",
-             "conditional LDM": "s004-ldm"}
+             "conditional LDM": "s004-ldm", "conditional pixel DDPM": "s004-ddpm"}
 
 
 def s004(p: Page) -> None:
