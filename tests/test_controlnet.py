@@ -130,6 +130,8 @@ def test_missing_or_unfit_init_from_is_exit_2_one_line(mask_lesions, base_run, m
     assert "the base run's model.unet.channels is [8,16], this config's [8,8]" in err and "--set model.unet.channels=[8,16]" in err
     err = _exit_2_one_line([*train, "--init-from", base_run, "--set", "model.scheduler.num_train_timesteps=100"], capsys)
     assert "model.scheduler.num_train_timesteps is 40" in err
+    err = _exit_2_one_line([*train, "--init-from", base_run, "--set", "model.floor_margin=0.1"], capsys)
+    assert "the base run's model.floor_margin is 0.0, this config's 0.1" in err
     assert not (tmp_path / "r").exists()
 
 

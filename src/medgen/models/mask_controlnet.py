@@ -100,14 +100,14 @@ class MaskControlNet(MaskDiffusion):
                 f"({trained / 1e6:.2f} M parameters)"]
 
     def on_init_from(self, source) -> None:
-        """The base run must be the U-Net this model steers: same U-Net, schedule, class conditioning, image
-        size and channels, class names (when conditional). Then the ControlNet starts as a copy of its encoder."""
+        """The base run must be the U-Net this model steers: same U-Net, schedule, class conditioning, floor
+        margin (the map of pixels to diffusion space), image size and channels, class names (when conditional). Then the ControlNet starts as a copy of its encoder."""
         where = source.folder
         if source.params is None:
             raise UserError("--init-from needs the base run's directory (its config.yaml holds the U-Net and noise "
                             "schedule the ControlNet must match), not a checkpoint file", where)
         mine, theirs = self.params.model_dump(mode="json"), source.params.model_dump(mode="json")
-        for key in ("unet", "scheduler", "conditional"):
+        for key in ("unet", "scheduler", "conditional", "floor_margin"):
             a, b = flatten({"model": {key: mine[key]}}), flatten({"model": {key: theirs[key]}})
             for name in a:
                 if a[name] != b.get(name):
