@@ -39,10 +39,12 @@ docs: setup
 bench: setup
 	PY=$(abspath $(PY)) bench/run_all.sh
 
-# reruns each study's protocol on the built-in data (small profiles; about an hour or more on 2
-# cores; resumable) and regenerates docs/results.md from the outputs
+# reruns each study's protocol on the built-in data (small profiles; several hours on 2 cores;
+# resumable) and regenerates docs/results.md from the outputs. JOBS=N runs N independent steps at
+# once (each command gets cores / N threads): worth it with cores to spare
+JOBS ?= 1
 experiments: setup
-	-$(PY) experiments/run.py --out experiments-output   # a failed step is reported on the page, not hidden
+	-$(PY) experiments/run.py --out experiments-output --jobs $(JOBS)   # a failed step is reported on the page, not hidden
 	$(PY) experiments/results_page.py --out experiments-output --page docs/results.md
 
 clean:

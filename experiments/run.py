@@ -1,10 +1,12 @@
 """Rerun each study's protocol with medgen on the built-in data, through the public CLI only.
 
-    python experiments/run.py [--out experiments-output] [--profile small|tiny] [--only S000,S004] [--force]
+    python experiments/run.py [--out experiments-output] [--profile small|tiny] [--only S000,S004] [--jobs N] [--force]
 
 Every step is one ``medgen`` command; its output folder marks it done, so an interrupted run
-picks up where it stopped (``--force`` starts again). Several runners may share one OUT (e.g. one
-per study, on a machine with cores to spare): a step another runner is running is waited for, not
+picks up where it stopped (``--force`` starts again). ``--jobs N`` runs up to N steps at once,
+each as soon as the steps whose outputs it reads are finished (a training before its evaluation,
+a base run before the run that starts from it); each command then gets cores / N threads.
+Several runners may share one OUT too: a step another runner is running is waited for, not
 run twice. Each command, its wall time and exit code are appended to OUT/commands.jsonl;
 ``experiments/results_page.py`` turns OUT into docs/results.md.
 ``make experiments`` runs both.
@@ -12,12 +14,15 @@ run twice. Each command, its wall time and exit code are appended to OUT/command
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,23 +184,65 @@ def source_commit() -> str | None:
     return proc.stdout.strip() or None
 
 
-def run_step(step: Step, out: Path, log: Path, echo=print) -> dict:
+def output_root(step: Step) -> str:
+    """The folder or file a step writes (runs/NAME, data/NAME, or a top-level file such as a pick list)."""
+    parts = Path(step.done).parts
+    return "/".join(parts[:2]) if parts[0] in ("runs", "data") and len(parts) > 2 else step.done
+
+
+def needs(step: Step, earlier: Step) -> bool:
+    """Does STEP have to wait for EARLIER? Yes if it reads what EARLIER writes (a path among its
+    arguments, also inside ``id=@FILE``) or writes into the same run folder."""
+    root = output_root(earlier)
+    if output_root(step) == root:
+        return True
+    refs = {a.rsplit("@", 1)[-1] for a in step.args}
+    return any(r == root or r.startswith(root + "/") for r in refs)
+
+
+_log_lock = threading.Lock()  # --jobs: steps finish in worker threads, one log line at a time
+
+
+def run_step(step: Step, out: Path, log: Path, echo=print, threads: int | None = None) -> dict:
     cmd = [sys.executable, "-m", "medgen", *step.args]
     shown = "medgen " + " ".join(step.args)
     echo(f"[{step.study}] {shown}")
     commit = source_commit()  # the code the step starts with (the checkout may move on while it runs)
+    env = {**os.environ, **step.env}
+    if threads and "OMP_NUM_THREADS" not in os.environ:  # a user's own setting wins
+        env["OMP_NUM_THREADS"] = str(threads)
     t0 = time.time()
-    proc = subprocess.run(cmd, cwd=out, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=out, capture_output=True, text=True, env=env)
     rec = {"study": step.study, "name": step.name, "command": shown, "seconds": round(time.time() - t0, 1),
            "returncode": proc.returncode, "commit": commit}
     if proc.returncode != 0:
         rec["error"] = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
     elif step.done.endswith(".done"):  # evaluate: keep its JSON answer beside the run
         (out / step.done).write_text(proc.stdout)
-    with open(log, "a") as fh:
+    with _log_lock, open(log, "a") as fh:
         fh.write(json.dumps(rec) + "\n")
-    echo(f"    {'ok' if proc.returncode == 0 else 'FAILED'} in {rec['seconds']:.0f} s" + ("" if proc.returncode == 0 else ": " + " | ".join(rec["error"])))
+    # the step is named again: with --jobs other steps' lines come in between
+    echo(f"[{step.study}] {step.name}: {'ok' if proc.returncode == 0 else 'FAILED'} in {rec['seconds']:.0f} s" + ("" if proc.returncode == 0 else ": " + " | ".join(rec["error"])))
     return rec
+
+
+def _lock_path(out: Path, step: Step) -> Path:
+    path = out / ".locks" / (re.sub(r"[^A-Za-z0-9_.=-]+", "_", step.name) + ".lock")
+    path.parent.mkdir(exist_ok=True)
+    return path
+
+
+def try_lock(out: Path, step: Step):
+    """This step's lock in OUT as an open file (closing it releases the lock), or None while another runner holds it."""
+    import fcntl
+
+    handle = open(_lock_path(out, step), "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
 
 
 @contextlib.contextmanager
@@ -203,9 +250,7 @@ def step_lock(out: Path, step: Step, echo=print):
     """Hold this step's lock in OUT; while another runner holds it, wait (then the step is usually done)."""
     import fcntl
 
-    path = out / ".locks" / (re.sub(r"[^A-Za-z0-9_.=-]+", "_", step.name) + ".lock")
-    path.parent.mkdir(exist_ok=True)
-    with open(path, "a") as handle:  # closing the file releases the lock
+    with open(_lock_path(out, step), "a") as handle:  # closing the file releases the lock
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -214,13 +259,77 @@ def step_lock(out: Path, step: Step, echo=print):
         yield
 
 
+def run_sequential(steps: list[Step], out: Path) -> list[str]:
+    failed = []
+    for step in steps:
+        with step_lock(out, step):
+            if (out / step.done).exists():
+                print(f"[{step.study}] {step.name}: done before, kept")
+                continue
+            if run_step(step, out, out / "commands.jsonl")["returncode"] != 0:
+                failed.append(step.name)
+    return failed
+
+
+def run_parallel(steps: list[Step], out: Path, jobs: int, poll: float = 5.0) -> list[str]:
+    """Up to JOBS steps at once, in plan order as far as each step's inputs allow. A failed step's
+    dependants still run (as in the sequential runner), so each failure is reported where it shows."""
+    waits = [[j for j in range(i) if needs(steps[i], steps[j])] for i in range(len(steps))]
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    pending, finished, failed, running = list(range(len(steps))), set(), [], {}
+    held_elsewhere = set()  # steps another runner holds: looked at again every POLL seconds
+
+    def work(i, handle):
+        try:
+            return run_step(steps[i], out, out / "commands.jsonl", threads=threads)
+        finally:
+            handle.close()
+
+    with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+        while pending or running:
+            for i in list(pending):
+                if len(running) >= jobs:
+                    break
+                if not all(j in finished for j in waits[i]):
+                    continue
+                step = steps[i]
+                handle = try_lock(out, step)
+                if handle is None:
+                    if i not in held_elsewhere:
+                        print(f"[{step.study}] {step.name}: another runner is running it; waiting for it")
+                        held_elsewhere.add(i)
+                    continue
+                pending.remove(i)
+                if (out / step.done).exists():
+                    handle.close()
+                    print(f"[{step.study}] {step.name}: done before, kept")
+                    finished.add(i)
+                    continue
+                running[pool.submit(work, i, handle)] = i
+            if not running:
+                if pending:
+                    time.sleep(poll)  # only steps another runner holds are left
+                continue
+            done, _ = concurrent.futures.wait(running, timeout=poll if held_elsewhere else None,
+                                              return_when=concurrent.futures.FIRST_COMPLETED)
+            for fut in done:
+                i = running.pop(fut)
+                finished.add(i)
+                if fut.result()["returncode"] != 0:
+                    failed.append(steps[i].name)
+    return failed
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="experiments-output", help="working folder (data, runs, commands.jsonl)")
     ap.add_argument("--profile", default="small", choices=["small", "tiny"], help="preset profile for every training")
     ap.add_argument("--only", default="", help="comma list of studies (S000,S002,S003,S004,SCARCE,MASKS); default all")
+    ap.add_argument("--jobs", type=int, default=1, help="steps run at once, each when its inputs are ready (default 1)")
     ap.add_argument("--force", action="store_true", help="delete OUT first and run every step again")
     args = ap.parse_args(argv)
+    if args.jobs < 1:
+        ap.error("--jobs must be at least 1")
     out = Path(args.out).resolve()
     if args.force and out.exists():
         shutil.rmtree(out)
@@ -230,15 +339,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"error: {out} holds a {json.loads(meta.read_text())['profile']} run; use another --out or --force")
     meta.write_text(json.dumps({"profile": args.profile}))
     only = {s.strip() for s in args.only.split(",") if s.strip()}
-    failed = []
     t0 = time.time()
-    for step in select(plan(args.profile), only):
-        with step_lock(out, step):
-            if (out / step.done).exists():
-                print(f"[{step.study}] {step.name}: done before, kept")
-                continue
-            if run_step(step, out, out / "commands.jsonl")["returncode"] != 0:
-                failed.append(step.name)
+    steps = select(plan(args.profile), only)
+    failed = run_parallel(steps, out, args.jobs) if args.jobs > 1 else run_sequential(steps, out)
     print(f"finished in {time.time() - t0:.0f} s; {len(failed)} failed step(s)" + (": " + ", ".join(failed) if failed else ""))
     return 1 if failed else 0
 

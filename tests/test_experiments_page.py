@@ -365,3 +365,68 @@ def test_a_step_another_runner_holds_is_waited_for_not_run_twice(tmp_path, monke
     assert not t.is_alive() and not ran
     said = capsys.readouterr().out
     assert "another runner is running it; waiting for it" in said and "train a: done before, kept" in said
+
+
+def test_a_step_waits_for_the_steps_whose_outputs_it_reads_and_no_other():
+    run_mod = _module("run")
+    steps = {s.name: s for s in run_mod.plan("small")}
+    needs = lambda a, b: run_mod.needs(steps[a], steps[b])  # noqa: E731
+    assert needs("train s004-cgan", "prepare data/brain-lesions-64x64")
+    assert needs("evaluate s004-cgan evaluation", "train s004-cgan")
+    assert needs("train s004-cvae-transfer", "train s004-vae-pretrain")  # --init-from
+    assert not needs("train s004-cvae-transfer", "train s004-cvae")  # a name that starts alike is another run
+    assert not needs("evaluate s004-cvae evaluation", "train s004-cvae-transfer")
+    assert not needs("train s004-ldm", "train s004-cgan")
+    assert needs("train scarce-ldm-k20", "pick K=20")  # --subset id=@kept-k20.txt
+    assert needs("compare fine-tuned vs beta-only", "evaluate s000-beta-only evaluation")
+
+
+def test_jobs_run_independent_steps_together_and_dependants_after_their_inputs(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    run_mod = _module("run")
+    steps = [run_mod.Step("X", "train a", ["train", "p", "--out", "runs/a"], "runs/a/state.json"),
+             run_mod.Step("X", "train b", ["train", "p", "--out", "runs/b"], "runs/b/state.json"),
+             run_mod.Step("X", "evaluate a", ["evaluate", "runs/a"], "runs/a/evaluation.done"),
+             run_mod.Step("X", "train c", ["train", "p", "--init-from", "runs/b", "--out", "runs/c"], "runs/c/state.json")]
+    monkeypatch.setattr(run_mod, "plan", lambda profile: steps)
+    events, lock = [], threading.Lock()
+
+    def fake_run_step(step, out, log, echo=print, threads=None):
+        with lock:
+            events.append(("start", step.name, threads))
+        time.sleep(0.3)
+        (out / step.done).parent.mkdir(parents=True, exist_ok=True)
+        (out / step.done).write_text("")
+        with lock:
+            events.append(("end", step.name, threads))
+        return {"returncode": 2 if step.name == "train b" else 0}
+
+    monkeypatch.setattr(run_mod, "run_step", fake_run_step)
+    monkeypatch.setattr(run_mod.os, "cpu_count", lambda: 4)
+    assert run_mod.main(["--out", str(tmp_path), "--jobs", "2"]) == 1  # train b failed
+    order = [(kind, name) for kind, name, _ in events]
+    # a and b start together; each dependant starts only after the step it reads has ended
+    assert set(order[:2]) == {("start", "train a"), ("start", "train b")}
+    assert order.index(("start", "evaluate a")) > order.index(("end", "train a"))
+    assert order.index(("start", "train c")) > order.index(("end", "train b"))  # run although b failed
+    assert {t for _, _, t in events} == {2}  # 4 cores over 2 jobs
+    # run again: every step is done, none runs
+    events.clear()
+    assert run_mod.main(["--out", str(tmp_path), "--jobs", "2"]) == 0 and events == []
+
+
+def test_jobs_give_each_command_its_share_of_threads_unless_the_user_set_them(tmp_path, monkeypatch):
+    import subprocess
+
+    run_mod = _module("run")
+    seen = []
+    monkeypatch.setattr(run_mod, "source_commit", lambda: None)
+    monkeypatch.setattr(run_mod.subprocess, "run", lambda cmd, **kw: seen.append(kw["env"].get("OMP_NUM_THREADS")) or subprocess.CompletedProcess(cmd, 0, "", ""))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    step = run_mod.Step("S000", "x", ["runs", "--help"], "never")
+    run_mod.run_step(step, tmp_path, tmp_path / "log.jsonl", echo=lambda *a: None, threads=3)
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    run_mod.run_step(step, tmp_path, tmp_path / "log.jsonl", echo=lambda *a: None, threads=3)
+    assert seen[-2:] == ["3", "7"]
