@@ -151,16 +151,17 @@ def plan(profile: str) -> list[Step]:
     ]
     # S004: generators judged by a tumour classifier trained on real, synthetic and mixed data.
     steps += [
+        # the class-conditional diffusion families beside the study's GANs and VAEs: latent and pixel
+        # space. First because they take longest: with --jobs the short runs fill the other cores.
+        train("S004", "s004-ddpm", "brain-tumor-ddpm", lesions, profile),
+        train("S004", "s004-ldm", "brain-tumor-ldm", lesions, profile),
         train("S004", "s004-cgan", "brain-tumor-cgan", lesions, profile),
         train("S004", "s004-cwgan-gp", "brain-tumor-cwgan-gp", lesions, profile),
         train("S004", "s004-cvae", "brain-tumor-cvae", lesions, profile),
         train("S004", "s004-vae-pretrain", "brain-tumor-vae-pretrain", lesions, profile),
         train("S004", "s004-cvae-transfer", "brain-tumor-cvae-transfer", lesions, profile, "--init-from", "runs/s004-vae-pretrain"),
-        # the class-conditional diffusion families beside the study's GANs and VAEs: latent and pixel space
-        train("S004", "s004-ldm", "brain-tumor-ldm", lesions, profile),
-        train("S004", "s004-ddpm", "brain-tumor-ddpm", lesions, profile),
     ]
-    for run in ("s004-cgan", "s004-cwgan-gp", "s004-cvae", "s004-cvae-transfer", "s004-ldm", "s004-ddpm"):
+    for run in ("s004-ddpm", "s004-ldm", "s004-cgan", "s004-cwgan-gp", "s004-cvae", "s004-cvae-transfer"):
         steps.append(evaluate("S004", run, "--metrics", "fidelity,distribution,intensity,memorisation,utility", "--utility",
                               "--utility-seeds", "1" if profile == "tiny" else "3"))
     steps += masks_steps(profile, lesions)
