@@ -166,6 +166,39 @@ def test_sweep_gives_one_row_per_setting(run):
         evaluate(run, metrics="distribution", sweep=f"{other}:5000", echo=QUIET)
 
 
+def test_a_guidance_sweep_samples_each_scale(run):
+    configured, _ = _samplers(run)
+    res = evaluate(run, metrics="distribution", sweep=f"{configured}:2:1,{configured}:2:3", n=6, echo=QUIET)
+    rows = res["sweep"]
+    assert [(r["steps"], r["guidance"]) for r in rows] == [(2, 1.0), (2, 3.0)]
+    assert rows[0]["fid/domain"] != rows[1]["fid/domain"]  # two different synthetic sets
+    assert (run / "evaluation" / f"{configured}-2-g3").is_dir()  # the second set's figures, named by its scale
+    from medgen.evaluation.tables import summary_tables
+
+    from rich.console import Console
+    console = Console(record=True, width=200)
+    for t in summary_tables(res):
+        console.print(t)
+    assert f"{configured} 2 g3" in console.export_text()
+    assert parse_sweep(f"{configured}:50:1.5") == [{"sampler": configured, "steps": 50, "guidance": 1.5}]
+    with pytest.raises(UserError, match="GUIDANCE must be a number"):
+        parse_sweep(f"{configured}:50:high")
+    with pytest.raises(UserError, match="GUIDANCE must be >= 0"):
+        parse_sweep(f"{configured}:50:-1")
+    # an unconditional model has nothing to guide
+    from types import SimpleNamespace
+
+    from medgen.config import validate
+    from medgen.evaluation.evaluate import _settings_rows
+
+    cfg = validate(yaml.safe_load((run / "config.yaml").read_text()), "config.yaml")
+    side = SimpleNamespace(real=[0] * 4, test_ids=np.zeros(4, int))
+    unconditional = SimpleNamespace(num_timesteps=10, conditional=False)
+    assert _settings_rows(run, None, unconditional, cfg, side, parse_sweep(f"{configured}:2"), 4, None)[0]["guidance"] == cfg.sample.guidance
+    with pytest.raises(UserError, match="a guidance scale needs a class-conditional run"):
+        _settings_rows(run, None, unconditional, cfg, side, parse_sweep(f"{configured}:2:3"), 4, None)
+
+
 def test_utility_table_for_a_conditional_run(run):
     fast = replace(DomainSettings(), epochs=6, patience=3)
     res = evaluate(run, metrics="utility", utility_seeds=2, utility_mix=0.5, utility_settings=fast, echo=QUIET)

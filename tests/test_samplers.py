@@ -126,7 +126,7 @@ def test_the_docs_list_every_registered_sampler_with_its_summary():
 
 
 def test_network_evaluations_per_image_and_the_sweep_curve(tmp_path):
-    from medgen.evaluation.sweep_figure import sweep_figure
+    from medgen.evaluation.sweep_figure import sweep_figure, x_axis
 
     assert [samplers.get(n).evaluations(10) for n in ("ddpm", "ddim", "rflow", "rflow-heun")] == [10, 10, 10, 19]
     assert samplers.get("rflow-heun").evaluations(1) == 1  # a single step is Euler
@@ -134,5 +134,11 @@ def test_network_evaluations_per_image_and_the_sweep_curve(tmp_path):
              "intervals": {"fid/domain": {"ci": [5.0 / k, 20.0 / k]}}} for s in ("ddim", "rflow-heun") for k in (2, 5)]
     path = sweep_figure(rows, tmp_path / "sweep.png")
     assert path == tmp_path / "sweep.png" and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert x_axis(rows) == "evaluations"
+    # a guidance sweep at one number of steps is drawn against the guidance scale
+    scales = [{"sampler": "ddim", "steps": 50, "nfe": 50, "guidance": g, "fid/domain": 10.0 / g} for g in (1.0, 2.0, 3.0)]
+    assert x_axis(scales) == "guidance" and sweep_figure(scales, tmp_path / "g.png").stat().st_size > 0
+    assert x_axis(scales + [{**scales[0], "steps": 25, "nfe": 25}]) == "evaluations"  # both vary: one line per scale
+    assert sweep_figure(scales + [{**scales[0], "steps": 25, "nfe": 25}], tmp_path / "both.png").stat().st_size > 0
     assert sweep_figure([{"sampler": None, "steps": None, "fid/domain": 1.0}], tmp_path / "none.png") is None  # a GAN: no steps
     assert not (tmp_path / "none.png").exists()

@@ -154,7 +154,7 @@ class EvaluateConfig(Strict):
     features: str = "domain,texture"  # texture sees blur and lost contrast, which a label classifier may ignore
     n_resamples: int = Field(1000, ge=0)  # bootstrap resamples of every interval (0: no intervals)
     n_samples: int | None = Field(None, ge=2)
-    sweep: list[dict[str, Any]] = Field(default_factory=list)  # e.g. [{sampler: ddpm, steps: 1000}, ...]
+    sweep: list[dict[str, Any]] = Field(default_factory=list)  # e.g. [{sampler: ddpm, steps: 1000}, {sampler: ddim, steps: 50, guidance: 3}]
     utility: bool = False
 
 

@@ -23,7 +23,7 @@ def evaluate_cmd(
     features: Optional[str] = typer.Option(None, "--features", help=f"Feature extractor NAME[:PATH]: {extractor_usage()} (domain: the offline default); comma list for several."),
     utility: bool = typer.Option(False, "--utility", help="Add the train-on-real/synthetic/mixed, test-on-real classifier table (conditional runs)."),
     n: Optional[int] = typer.Option(None, "--n", min=2, help="Number of synthetic images (default: min(test split size, evaluate.n_samples or 200))."),
-    sweep: Optional[str] = typer.Option(None, "--sweep", help=f"Sampler settings to compare: SAMPLER:STEPS, comma-separated, one synthetic set each (SAMPLER: {sampler_help()}; 'none' turns the config's sweep off)."),
+    sweep: Optional[str] = typer.Option(None, "--sweep", help=f"Sampler settings to compare: SAMPLER:STEPS[:GUIDANCE], comma-separated, one synthetic set each (SAMPLER: {sampler_help()}; GUIDANCE: a classifier-free guidance scale for a conditional run, default the run's; 'none' turns the config's sweep off)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (progress goes to stderr)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Without a RUN: output folder for metrics.json and figures (default ./evaluation)."),
     utility_ratio: float = typer.Option(1.0, "--utility-ratio", min=0.0, help="Utility: synthetic images per real training image, per class."),

@@ -30,7 +30,7 @@ import numpy as np
 from medgen import samplers
 from medgen.data.imageset import ImageSet, load_image_set, rows_set
 from medgen.errors import UserError
-from medgen.evaluation.generation import checkpoint_fingerprint, generate_cached, parse_sweep, proportional
+from medgen.evaluation.generation import checkpoint_fingerprint, generate_cached, parse_sweep, proportional, setting_name
 from medgen.evaluation.groups import Context, RunInputs, all_groups, get_group, parse_groups
 from medgen.evaluation.groups.base import FeatureCache
 from medgen.evaluation.sweep_figure import sweep_figure
@@ -169,8 +169,10 @@ def _settings_rows(run, fake, model, cfg, side: _RealSide, sweep_list: list[dict
         steps = s["steps"] or sc.steps or T
         if T is not None and steps is not None and steps > T:
             raise UserError(f"sweep/steps {steps} exceeds the {T} timesteps this model was trained with")
-        rows.append({"sampler": s["sampler"], "steps": steps, "seed": sc.seed, "guidance": sc.guidance, "n": n_fake,
-                     "labels": gen_labels})
+        if s.get("guidance") is not None and not model.conditional:
+            raise UserError(f"sweep setting {s['sampler']}:{s['steps']}:{s['guidance']:g}: a guidance scale needs a class-conditional run")
+        rows.append({"sampler": s["sampler"], "steps": steps, "seed": sc.seed, "guidance": s.get("guidance", sc.guidance),
+                     "n": n_fake, "labels": gen_labels})
     return rows
 
 
@@ -329,7 +331,7 @@ def _compare_synthetic(rows: list[dict], plan: _Plan, side: _RealSide, feats: Fe
         if len(fake_set) < 2:
             raise UserError(f"the synthetic set has {len(fake_set)} image(s); at least 2 are needed")
         settings = _fake_settings(fake_set)
-        fig_dir = plan.fig_dir if i == 0 else plan.fig_dir / f"{fake_set.source.get('sampler')}-{fake_set.source.get('steps')}"
+        fig_dir = plan.fig_dir if i == 0 else plan.fig_dir / setting_name(settings, rows).replace(" ", "-")
         ctx = Context(side.real, feats, echo, fake_set, settings, fig_dir, side.memorisation_sets, run=inputs)
         res = {name: get_group(name).compute(ctx) for name in plan.names if get_group(name).scope == "synthetic"}
         if i == 0:

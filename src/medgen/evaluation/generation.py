@@ -17,7 +17,7 @@ import numpy as np
 
 from medgen.errors import UserError
 
-__all__ = ["checkpoint_fingerprint", "generate_cached", "parse_sweep", "proportional", "sampler_names"]
+__all__ = ["checkpoint_fingerprint", "generate_cached", "parse_sweep", "proportional", "sampler_names", "setting_name"]
 
 
 def sampler_names() -> tuple[str, ...]:
@@ -27,7 +27,8 @@ def sampler_names() -> tuple[str, ...]:
 
 
 def parse_sweep(spec: str | Sequence[Any] | None) -> list[dict]:
-    """'SAMPLER:STEPS,...' or [{sampler, steps}, ...] -> [{"sampler", "steps"}, ...]."""
+    """'SAMPLER:STEPS[:GUIDANCE],...' or [{sampler, steps[, guidance]}, ...] -> [{"sampler", "steps"[, "guidance"]}, ...].
+    A setting without a guidance scale uses the run's (``sample.guidance``)."""
     if spec is None:
         return []
     items: list[Any]
@@ -41,21 +42,38 @@ def parse_sweep(spec: str | Sequence[Any] | None) -> list[dict]:
     out = []
     for item in items:
         if isinstance(item, dict):
-            sampler, steps = item.get("sampler"), item.get("steps")
+            sampler, steps, guidance = item.get("sampler"), item.get("steps"), item.get("guidance")
         else:
-            sampler, _, steps = str(item).partition(":")
+            sampler, _, rest = str(item).partition(":")
+            steps, _, guidance = rest.partition(":")
         sampler = str(sampler or "").strip().lower()
         if sampler not in known:
             example = ",".join(f"{s}:{k}" for s, k in zip(known, (1000, 50)))
-            raise UserError(f"bad sweep setting '{item}': expected SAMPLER:STEPS with SAMPLER {' or '.join(known)}, e.g. {example}")
+            raise UserError(f"bad sweep setting '{item}': expected SAMPLER:STEPS[:GUIDANCE] with SAMPLER {' or '.join(known)}, e.g. {example}")
         try:
             steps = int(steps) if steps not in (None, "") else None
         except (TypeError, ValueError):
             raise UserError(f"bad sweep setting '{item}': STEPS must be an integer") from None
         if steps is not None and steps < 1:
             raise UserError(f"bad sweep setting '{item}': STEPS must be >= 1")
-        out.append({"sampler": sampler, "steps": steps})
+        setting = {"sampler": sampler, "steps": steps}
+        if guidance not in (None, ""):
+            try:
+                setting["guidance"] = float(guidance)
+            except (TypeError, ValueError):
+                raise UserError(f"bad sweep setting '{item}': GUIDANCE must be a number") from None
+            if not setting["guidance"] >= 0:
+                raise UserError(f"bad sweep setting '{item}': GUIDANCE must be >= 0")
+        out.append(setting)
     return out
+
+
+def setting_name(row: dict, rows: list[dict]) -> str:
+    """'ddim 50', or 'ddim 50 g3' when the guidance scale differs between the sweep's settings."""
+    name = f"{row.get('sampler')} {row.get('steps')}"
+    if len({r.get("guidance") for r in rows}) > 1:
+        name += f" g{row.get('guidance'):g}" if row.get("guidance") is not None else ""
+    return name
 
 
 def checkpoint_fingerprint(run) -> str:

@@ -27,8 +27,10 @@ def _data_rows(t, result: dict) -> None:
 def _sweep_table(rows: list[dict]):
     from rich.table import Table
 
+    from medgen.evaluation.generation import setting_name
+
     keys = [k for k in rows[0] if "/" in k]
-    st = Table("metric", *(f"{r['sampler']} {r['steps']}" for r in rows), title="sweep (one column per setting)",
+    st = Table("metric", *(setting_name(r, rows) for r in rows), title="sweep (one column per setting)",
                title_justify="left")
     add_row(st, "seconds / image", *(fmt(r.get("seconds_per_image")) for r in rows))
     for k in keys:  # with its 95 % interval where the row has one
