@@ -391,6 +391,9 @@ def s004(p: Page) -> None:
     p.add(f"Target: at least one generator's mixed-data classifier >= the real-only classifier: {verdict(ok)}"
           + (" (accuracy, " + ", ".join(f"{n}: {m:.3f} vs {r:.3f}" for n, m, r, _ in best_gap) + how
              + "). The study: mixed 0.936, real only 0.963." if best_gap else "."), "")
+    p.add("How each family's small profile was chosen (the old and new recipes side by side, the MONAI tutorial's "
+          "recipe as an outside reference, radiomics features, per-class numbers and grids): "
+          "[sample-quality.md](sample-quality.md).", "")
     p.study_footer("S004")
 
 
