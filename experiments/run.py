@@ -204,7 +204,7 @@ def needs(step: Step, earlier: Step) -> bool:
 _log_lock = threading.Lock()  # --jobs: steps finish in worker threads, one log line at a time
 
 
-def run_step(step: Step, out: Path, log: Path, echo=print, threads: int | None = None) -> dict:
+def run_step(step: Step, out: Path, log: Path, echo=print, threads: int | None = None, jobs: int = 1) -> dict:
     cmd = [sys.executable, "-m", "medgen", *step.args]
     shown = "medgen " + " ".join(step.args)
     echo(f"[{step.study}] {shown}")
@@ -215,7 +215,9 @@ def run_step(step: Step, out: Path, log: Path, echo=print, threads: int | None =
     t0 = time.time()
     proc = subprocess.run(cmd, cwd=out, capture_output=True, text=True, env=env)
     rec = {"study": step.study, "name": step.name, "command": shown, "seconds": round(time.time() - t0, 1),
-           "returncode": proc.returncode, "commit": commit}
+           "returncode": proc.returncode, "commit": commit, "started": round(t0, 1)}
+    if jobs > 1:  # run beside other steps: the results page then gives the wall time too
+        rec["jobs"] = jobs
     if proc.returncode != 0:
         rec["error"] = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
     elif step.done.endswith(".done"):  # evaluate: keep its JSON answer beside the run
@@ -282,7 +284,7 @@ def run_parallel(steps: list[Step], out: Path, jobs: int, poll: float = 5.0) -> 
 
     def work(i, handle):
         try:
-            return run_step(steps[i], out, out / "commands.jsonl", threads=threads)
+            return run_step(steps[i], out, out / "commands.jsonl", threads=threads, jobs=jobs)
         finally:
             handle.close()
 

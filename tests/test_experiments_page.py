@@ -393,7 +393,7 @@ def test_jobs_run_independent_steps_together_and_dependants_after_their_inputs(t
     monkeypatch.setattr(run_mod, "plan", lambda profile: steps)
     events, lock = [], threading.Lock()
 
-    def fake_run_step(step, out, log, echo=print, threads=None):
+    def fake_run_step(step, out, log, echo=print, threads=None, jobs=1):
         with lock:
             events.append(("start", step.name, threads))
         time.sleep(0.3)
@@ -430,3 +430,14 @@ def test_jobs_give_each_command_its_share_of_threads_unless_the_user_set_them(tm
     monkeypatch.setenv("OMP_NUM_THREADS", "7")
     run_mod.run_step(step, tmp_path, tmp_path / "log.jsonl", echo=lambda *a: None, threads=3)
     assert seen[-2:] == ["3", "7"]
+
+
+def test_steps_run_side_by_side_show_their_wall_time_too(tmp_path):
+    page_mod = _module("results_page")
+    recs = [{"study": "S004", "name": f"train {n}", "command": f"medgen train {n}", "seconds": 600.0, "returncode": 0,
+             "started": 1000.0 + i * 300, "jobs": 2} for i, n in enumerate("ab")]
+    (tmp_path / "commands.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    p = page_mod.Page(tmp_path, tmp_path / "r.md")
+    p.study_footer("S004")
+    said = "\n".join(p.lines)
+    assert "*S004: 20.0 min of commands, 15.0 min of wall time (2 steps at a time, `experiments/run.py --jobs 2`).*" in said
