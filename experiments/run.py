@@ -6,8 +6,9 @@ Every step is one ``medgen`` command; its output folder marks it done, so an int
 picks up where it stopped (``--force`` starts again). ``--jobs N`` runs up to N steps at once,
 each as soon as the steps whose outputs it reads are finished (a training before its evaluation,
 a base run before the run that starts from it); each command then gets cores / N threads.
-Several runners may share one OUT too: a step another runner is running is waited for, not
-run twice. Each command, its wall time and exit code are appended to OUT/commands.jsonl;
+Several runners may share one OUT too: a step another runner is running is left to it (the
+steps that read its output wait), not run twice. Each command, its wall time and exit code are
+appended to OUT/commands.jsonl;
 ``experiments/results_page.py`` turns OUT into docs/results.md.
 ``make experiments`` runs both.
 """
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import contextlib
 import json
 import os
 import re
@@ -204,14 +204,16 @@ def needs(step: Step, earlier: Step) -> bool:
 _log_lock = threading.Lock()  # --jobs: steps finish in worker threads, one log line at a time
 
 
-def run_step(step: Step, out: Path, log: Path, echo=print, threads: int | None = None, jobs: int = 1) -> dict:
+def run_step(step: Step, out: Path, log: Path, echo=print, jobs: int = 1) -> dict:
+    """Run one step's command in OUT and append its record to LOG. With JOBS > 1 (steps side by side)
+    the command gets cores / JOBS threads, unless the user set OMP_NUM_THREADS."""
     cmd = [sys.executable, "-m", "medgen", *step.args]
     shown = "medgen " + " ".join(step.args)
     echo(f"[{step.study}] {shown}")
     commit = source_commit()  # the code the step starts with (the checkout may move on while it runs)
     env = {**os.environ, **step.env}
-    if threads and "OMP_NUM_THREADS" not in os.environ:  # a user's own setting wins
-        env["OMP_NUM_THREADS"] = str(threads)
+    if jobs > 1 and "OMP_NUM_THREADS" not in os.environ:  # a user's own setting wins
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
     t0 = time.time()
     proc = subprocess.run(cmd, cwd=out, capture_output=True, text=True, env=env)
     rec = {"study": step.study, "name": step.name, "command": shown, "seconds": round(time.time() - t0, 1),
@@ -248,43 +250,20 @@ def try_lock(out: Path, step: Step):
     return handle
 
 
-@contextlib.contextmanager
-def step_lock(out: Path, step: Step, echo=print):
-    """Hold this step's lock in OUT; while another runner holds it, wait (then the step is usually done)."""
-    import fcntl
-
-    with open(_lock_path(out, step), "a") as handle:  # closing the file releases the lock
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            echo(f"[{step.study}] {step.name}: another runner is running it; waiting for it")
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
+POLL_SECONDS = 5.0  # how often steps that another runner holds are looked at again
 
 
-def run_sequential(steps: list[Step], out: Path) -> list[str]:
-    failed = []
-    for step in steps:
-        with step_lock(out, step):
-            if (out / step.done).exists():
-                print(f"[{step.study}] {step.name}: done before, kept")
-                continue
-            if run_step(step, out, out / "commands.jsonl")["returncode"] != 0:
-                failed.append(step.name)
-    return failed
-
-
-def run_parallel(steps: list[Step], out: Path, jobs: int, poll: float = 5.0) -> list[str]:
-    """Up to JOBS steps at once, in plan order as far as each step's inputs allow. A failed step's
-    dependants still run (as in the sequential runner), so each failure is reported where it shows."""
+def run_steps(steps: list[Step], out: Path, jobs: int = 1) -> list[str]:
+    """Up to JOBS steps at once, in plan order as far as each step's inputs allow (JOBS 1: one after
+    the other). A step another runner holds is left to it and its dependants wait. A failed step's
+    dependants still run, so each failure is reported where it shows. Returns the failed steps' names."""
     waits = [[j for j in range(i) if needs(steps[i], steps[j])] for i in range(len(steps))]
-    threads = max(1, (os.cpu_count() or 1) // jobs)
     pending, finished, failed, running = list(range(len(steps))), set(), [], {}
-    held_elsewhere = set()  # steps another runner holds: looked at again every POLL seconds
+    held_elsewhere = set()  # steps another runner holds: looked at again every POLL_SECONDS
 
     def work(i, handle):
         try:
-            return run_step(steps[i], out, out / "commands.jsonl", threads=threads, jobs=jobs)
+            return run_step(steps[i], out, out / "commands.jsonl", jobs=jobs)
         finally:
             handle.close()
 
@@ -311,9 +290,9 @@ def run_parallel(steps: list[Step], out: Path, jobs: int, poll: float = 5.0) -> 
                 running[pool.submit(work, i, handle)] = i
             if not running:
                 if pending:
-                    time.sleep(poll)  # only steps another runner holds are left
+                    time.sleep(POLL_SECONDS)  # only steps another runner holds are left
                 continue
-            done, _ = concurrent.futures.wait(running, timeout=poll if held_elsewhere else None,
+            done, _ = concurrent.futures.wait(running, timeout=POLL_SECONDS if held_elsewhere else None,
                                               return_when=concurrent.futures.FIRST_COMPLETED)
             for fut in done:
                 i = running.pop(fut)
@@ -344,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     t0 = time.time()
     steps = select(plan(args.profile), only)
-    failed = run_parallel(steps, out, args.jobs) if args.jobs > 1 else run_sequential(steps, out)
+    failed = run_steps(steps, out, args.jobs)
     print(f"finished in {time.time() - t0:.0f} s; {len(failed)} failed step(s)" + (": " + ", ".join(failed) if failed else ""))
     return 1 if failed else 0
 

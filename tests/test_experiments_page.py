@@ -345,24 +345,29 @@ def test_only_renders_a_shared_section_again_when_the_output_folder_holds_its_ru
     assert "| S002 MSE | 0.02 [0.01, 0.05] |" in text and "| S002 L1 | not run |" in text
 
 
-def test_a_step_another_runner_holds_is_waited_for_not_run_twice(tmp_path, monkeypatch, capsys):
+def test_a_step_another_runner_holds_is_left_to_it_and_its_dependants_wait(tmp_path, monkeypatch, capsys):
     import threading
     import time
 
     run_mod = _module("run")
-    step = run_mod.Step("S000", "train a", ["train", "no-such-preset"], "runs/a/done")
-    monkeypatch.setattr(run_mod, "plan", lambda profile: [step])
+    held = run_mod.Step("S000", "train a", ["train", "p", "--out", "runs/a"], "runs/a/done")
+    steps = [held, run_mod.Step("S000", "evaluate a", ["evaluate", "runs/a"], "runs/a/evaluation.done"),
+             run_mod.Step("S000", "train b", ["train", "p", "--out", "runs/b"], "runs/b/done")]
+    monkeypatch.setattr(run_mod, "plan", lambda profile: steps)
+    monkeypatch.setattr(run_mod, "POLL_SECONDS", 0.05)
     ran = []
-    monkeypatch.setattr(run_mod, "run_step", lambda *a, **k: ran.append(a) or {"returncode": 0})
-    with run_mod.step_lock(tmp_path, step, echo=lambda *a: None):  # another runner is busy with the step
-        t = threading.Thread(target=run_mod.main, args=(["--out", str(tmp_path), "--only", "S000"],))
-        t.start()
-        time.sleep(0.5)
-        assert t.is_alive() and not ran  # waiting, not running it
-        (tmp_path / "runs" / "a").mkdir(parents=True)
-        (tmp_path / "runs" / "a" / "done").write_text("")  # the other runner finishes it
+    monkeypatch.setattr(run_mod, "run_step", lambda step, *a, **k: ran.append(step.name) or {"returncode": 0})
+    handle = run_mod.try_lock(tmp_path, held)  # another runner is busy with train a
+    assert handle is not None and run_mod.try_lock(tmp_path, held) is None
+    t = threading.Thread(target=run_mod.main, args=(["--out", str(tmp_path), "--only", "S000"],))
+    t.start()
+    time.sleep(0.5)
+    assert t.is_alive() and ran == ["train b"]  # the independent step ran; train a and its evaluation wait
+    (tmp_path / "runs" / "a").mkdir(parents=True)
+    (tmp_path / "runs" / "a" / "done").write_text("")  # the other runner finishes it
+    handle.close()
     t.join(10)
-    assert not t.is_alive() and not ran
+    assert not t.is_alive() and ran == ["train b", "evaluate a"]  # train a was never run twice
     said = capsys.readouterr().out
     assert "another runner is running it; waiting for it" in said and "train a: done before, kept" in said
 
@@ -393,25 +398,24 @@ def test_jobs_run_independent_steps_together_and_dependants_after_their_inputs(t
     monkeypatch.setattr(run_mod, "plan", lambda profile: steps)
     events, lock = [], threading.Lock()
 
-    def fake_run_step(step, out, log, echo=print, threads=None, jobs=1):
+    def fake_run_step(step, out, log, echo=print, jobs=1):
         with lock:
-            events.append(("start", step.name, threads))
+            events.append(("start", step.name, jobs))
         time.sleep(0.3)
         (out / step.done).parent.mkdir(parents=True, exist_ok=True)
         (out / step.done).write_text("")
         with lock:
-            events.append(("end", step.name, threads))
+            events.append(("end", step.name, jobs))
         return {"returncode": 2 if step.name == "train b" else 0}
 
     monkeypatch.setattr(run_mod, "run_step", fake_run_step)
-    monkeypatch.setattr(run_mod.os, "cpu_count", lambda: 4)
     assert run_mod.main(["--out", str(tmp_path), "--jobs", "2"]) == 1  # train b failed
     order = [(kind, name) for kind, name, _ in events]
     # a and b start together; each dependant starts only after the step it reads has ended
     assert set(order[:2]) == {("start", "train a"), ("start", "train b")}
     assert order.index(("start", "evaluate a")) > order.index(("end", "train a"))
     assert order.index(("start", "train c")) > order.index(("end", "train b"))  # run although b failed
-    assert {t for _, _, t in events} == {2}  # 4 cores over 2 jobs
+    assert {j for _, _, j in events} == {2}  # each step knows it runs beside another
     # run again: every step is done, none runs
     events.clear()
     assert run_mod.main(["--out", str(tmp_path), "--jobs", "2"]) == 0 and events == []
@@ -424,12 +428,15 @@ def test_jobs_give_each_command_its_share_of_threads_unless_the_user_set_them(tm
     seen = []
     monkeypatch.setattr(run_mod, "source_commit", lambda: None)
     monkeypatch.setattr(run_mod.subprocess, "run", lambda cmd, **kw: seen.append(kw["env"].get("OMP_NUM_THREADS")) or subprocess.CompletedProcess(cmd, 0, "", ""))
+    monkeypatch.setattr(run_mod.os, "cpu_count", lambda: 6)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     step = run_mod.Step("S000", "x", ["runs", "--help"], "never")
-    run_mod.run_step(step, tmp_path, tmp_path / "log.jsonl", echo=lambda *a: None, threads=3)
+    run = lambda jobs: run_mod.run_step(step, tmp_path, tmp_path / "log.jsonl", echo=lambda *a: None, jobs=jobs)  # noqa: E731
+    run(2)
+    run(1)  # one step at a time: torch's own default
     monkeypatch.setenv("OMP_NUM_THREADS", "7")
-    run_mod.run_step(step, tmp_path, tmp_path / "log.jsonl", echo=lambda *a: None, threads=3)
-    assert seen[-2:] == ["3", "7"]
+    run(2)
+    assert seen == ["3", None, "7"]
 
 
 def test_steps_run_side_by_side_show_their_wall_time_too(tmp_path):
