@@ -75,3 +75,48 @@ def test_pretrained_export_and_install_round_trip(tmp_path):
     (run / "status.json").write_text(json.dumps({"state": "running"}))
     with pytest.raises(UserError, match="not finished"):
         export_pretrained(run, tmp_path / "asset2")
+
+
+def test_export_of_a_continued_run_records_the_whole_chain(tmp_path):
+    """A checkpoint trained further with --init-from ships the commands of every run in its chain, the
+    steps of all of them and no path of the training machine; a chain over two data sets is refused."""
+    import pytest
+
+    from medgen.data.prepare import PrepareOptions, prepare
+    from medgen.data.sources import SourceOptions
+    from medgen.demo import DEMO_PRESET, export_pretrained
+    from medgen.errors import UserError
+    from medgen.training import train
+
+    data = tmp_path / "data"
+    prepare("builtin:mni152", data, PrepareOptions(size=(32, 32), seed=1, source=SourceOptions(n=30)), force=True)
+    quiet = dict(profile="tiny", echo=lambda m: None)
+
+    def made_by(run, command):  # as `medgen train` records its command line (here: pytest's)
+        info = json.loads((run / "data.json").read_text())
+        info["command"] = command
+        (run / "data.json").write_text(json.dumps(info))
+
+    train(DEMO_PRESET, data, tmp_path / "first", **quiet)
+    made_by(tmp_path / "first", f"medgen train demo-brain-ldm --profile tiny --data {data} --out {tmp_path / 'first'}")
+    train(DEMO_PRESET, data, tmp_path / "second", init_from=tmp_path / "first",
+          overrides=["train.stages.autoencoder.epochs=0"], **quiet)
+    made_by(tmp_path / "second", f"medgen train demo-brain-ldm --profile tiny --data {data} --init-from "
+            f"{tmp_path / 'first'} --set train.stages.autoencoder.epochs=0 --out {tmp_path / 'second'}")
+
+    export_pretrained(tmp_path / "second", tmp_path / "asset")
+    info = json.loads((tmp_path / "asset" / "data.json").read_text())
+    assert info["command"] == ("medgen train demo-brain-ldm --profile tiny --data DATA --out RUN1 && "
+                               "medgen train demo-brain-ldm --profile tiny --data DATA --init-from RUN1 "
+                               "--set train.stages.autoencoder.epochs=0 --out RUN")
+    steps = [json.loads((tmp_path / r / "status.json").read_text())["steps"] for r in ("first", "second")]
+    assert info["steps"] == sum(steps) and steps[1] < sum(steps)
+    assert info["init_from"] is None and str(tmp_path) not in (tmp_path / "asset" / "data.json").read_text()
+
+    other = tmp_path / "other"
+    prepare("builtin:mni152", other, PrepareOptions(size=(32, 32), seed=2, source=SourceOptions(n=30)), force=True)
+    train(DEMO_PRESET, other, tmp_path / "third", init_from=tmp_path / "first",
+          overrides=["train.stages.autoencoder.epochs=0"], **quiet)
+    with pytest.raises(UserError, match="other data"):
+        export_pretrained(tmp_path / "third", tmp_path / "asset2")
+    assert not (tmp_path / "asset2").exists()

@@ -37,7 +37,8 @@ def export_pretrained(run_dir: str | Path, dest: str | Path = ASSET_DIR) -> Path
     another seed than the demo's (seed 0), so that none of the demo's images is in its training set:
     ``medgen data prepare --source builtin:mni152 --n 2400 --size 64 64 --seed 1 --out DATA``,
     ``medgen train demo-brain-ldm --profile pretrain --data DATA --out RUN``, then
-    ``python -m medgen.demo export RUN``."""
+    ``python -m medgen.demo export RUN``. A run trained further from another with ``--init-from``
+    ships the commands of the whole chain and the steps of all its runs."""
     import json
 
     from safetensors.torch import save_file
@@ -56,9 +57,13 @@ def export_pretrained(run_dir: str | Path, dest: str | Path = ASSET_DIR) -> Path
     stats = PreparedDataset(info.pop("dataset")).stats  # a path on the machine that trained it; must still be there
     # what install_pretrained needs to refuse a dataset this checkpoint has seen (its test images would be in training)
     info["trained_on"] = {k: stats.get(k) for k in ("source", "seed", "n", "content_hash")}
-    info["steps"] = status.get("steps")
-    if info.get("command"):  # the trainer's own paths mean nothing on a user's machine
-        info["command"] = re.sub(r"--out \S+", "--out RUN", re.sub(r"--data \S+", "--data DATA", info["command"]))
+    chain = _training_chain(run, info, stats)
+    info["steps"] = sum(steps for _, steps in chain)
+    # the trainer's own paths mean nothing on a user's machine: the commands name DATA and RUN1, RUN2, ...
+    names = [f"RUN{i + 1}" for i in range(len(chain) - 1)] + ["RUN"]
+    info["command"] = " && ".join(_portable_command(cmd, names[i], names[i - 1] if i else None)
+                                  for i, (cmd, _) in enumerate(chain)) or None
+    info["init_from"] = None  # a path of the training machine; the chain of commands above says it
     _, model, _ = load_run_model(run.root, device="cpu", checkpoint="final")  # the EMA weights, as sampling uses them
     half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
     dest = Path(dest)
@@ -68,6 +73,34 @@ def export_pretrained(run_dir: str | Path, dest: str | Path = ASSET_DIR) -> Path
     (dest / "config.yaml").write_text(cfg.to_yaml())
     (dest / "data.json").write_text(json.dumps(info, indent=2))
     return dest / "model.safetensors"
+
+
+def _training_chain(run, info: dict, stats: dict) -> list[tuple[str, int]]:
+    """(command, steps) of each run that made this one, oldest first: a run started with --init-from
+    continues the run it names, so the shipped checkpoint's command is the whole chain. Every run of
+    the chain must have trained on the same data, or ``trained_on`` would not cover what it has seen."""
+    import json
+
+    from medgen.rundir import RunDir
+
+    chain = [(info.get("command") or "", int(run.status().get("steps") or 0))]
+    init = info.get("init_from")
+    while init:
+        src = Path(init["from"])
+        src = next((p for p in (src, *src.parents) if (p / "config.yaml").exists()), src)
+        source = RunDir.open(src)
+        src_info = json.loads((source.root / "data.json").read_text())
+        if PreparedDataset(src_info["dataset"]).stats.get("content_hash") != stats.get("content_hash"):
+            raise UserError("it was started (--init-from) from a run trained on other data; the shipped "
+                            "checkpoint records one training set, so train the whole chain on one", source.root)
+        chain.insert(0, (src_info.get("command") or "", int(source.status().get("steps") or 0)))
+        init = src_info.get("init_from")
+    return chain
+
+
+def _portable_command(command: str, out: str, init_from: str | None) -> str:
+    command = re.sub(r"--out \S+", f"--out {out}", re.sub(r"--data \S+", "--data DATA", command))
+    return re.sub(r"--init-from \S+", f"--init-from {init_from}", command) if init_from else command
 
 
 def trained_on_this(trained_on: dict | None, stats: dict) -> bool:
