@@ -15,7 +15,10 @@ train PRESET --profile P --set ...`` (unless ``--run`` names a finished run) and
   same classifier's score on the real test images is the ceiling. For a model that reconstructs
   (VAE, VAE-GAN: encoder mean through the decoder, given the true label; latent diffusion: its
   autoencoder), the same score on the reconstructed real test images is the ceiling of the model
-  itself: a class its reconstructions lose, no sampling from its latent space can draw;
+  itself: a class its reconstructions lose, no sampling from its latent space can draw. Their
+  radiomics FRD (``reconstructed_test`` under ``radiomics`` and ``radiomics:foreground``) is the
+  same ceiling for texture: a latent model's samples are no closer to real than its autoencoder's
+  reconstructions of real images;
 * precision / recall / density / coverage (``medgen.metrics.prdc``) and Fréchet distance / KID in
   the domain features AND in pyradiomics features (the label-trained domain features are blind to
   texture), the latter twice: over the whole image (``radiomics``, what ``medgen evaluate
@@ -98,14 +101,14 @@ def _consistency(logits_of, images: np.ndarray, asked: np.ndarray, names: list[s
             "min_per_class": min(v["value"] for v in per_class.values())}
 
 
-def _reconstructed(model, images: np.ndarray, ids: np.ndarray, batch: int = 32) -> np.ndarray | None:
-    """The model's reconstructions of ``images`` (true labels given where it takes them), or None."""
+def _reconstructed(model, images: np.ndarray, ids: np.ndarray | None, batch: int = 32) -> np.ndarray | None:
+    """The model's reconstructions of ``images`` (true labels ``ids`` given where it takes them), or None."""
     import inspect
 
     import torch
 
     try:
-        takes_labels = "labels" in inspect.signature(model.reconstruct).parameters
+        takes_labels = ids is not None and "labels" in inspect.signature(model.reconstruct).parameters
         out = []
         with torch.no_grad():
             for i in range(0, len(images), batch):
@@ -171,6 +174,7 @@ def main() -> None:
     from medgen.data.dataset import PreparedDataset
     from medgen.data.prepare import PrepareOptions, prepare
     from medgen.evaluation.features import RadiomicsExtractor, standardise
+    from medgen.metrics import fid_from_features
     from medgen.progress import set_quiet
     from medgen.rundir import RunDir
     from medgen.sampling import generate, load_run_model
@@ -218,11 +222,18 @@ def main() -> None:
     fake_labels = np.asarray([names[int(i)] for i in fake_ids], dtype=object) if fake_ids is not None else None
 
     w0 = time.time()
+    recon = _reconstructed(model, real, np.asarray([names.index(c) for c in real_labels]) if conditional else None)
+    if recon is not None:
+        recon = np.round(recon * 65535) / 65535  # quantised as the generated images are
     domain = _domain_classifier(ds, "train", "val", ds.root / "cache")
-    feats, std_info = {"domain": [domain(x) for x in (real, fake, real2)]}, {}
+    feats, std_info, recon_feats = {"domain": [domain(x) for x in (real, fake, real2)]}, {}, {}
     for name, mask in (("radiomics", "whole"), ("radiomics:foreground", "foreground")):
         radiomics = RadiomicsExtractor(mask=mask)
-        feats[name], std_info[name] = standardise(*[radiomics(x) for x in (real, fake, real2)])
+        images = (real, fake, real2) if recon is None else (real, fake, real2, recon)
+        standardised, std_info[name] = standardise(*[radiomics(x) for x in images])
+        feats[name] = standardised[:3]
+        if recon is not None:
+            recon_feats[name] = standardised[3]
 
     logits_of = _classifier_logits(domain)
     result: dict = {"preset": preset, "profile": profile, "overrides": sets, "run": str(run), "dataset": str(ds.root),
@@ -235,10 +246,8 @@ def main() -> None:
             "classifier": {"what": "the domain extractor's SmallCNN, trained on the real train split (early stopping on val)",
                            "val_accuracy": domain.meta["report"]["accuracy"], "weights": str(domain.weights)},
         }
-    if "class_consistency" in result:
-        recon = _reconstructed(model, real, np.asarray([names.index(c) for c in real_labels]))
-        if recon is not None:
-            result["class_consistency"]["reconstructed_test"] = _consistency(logits_of, recon, real_labels, ds.labels)
+    if "class_consistency" in result and recon is not None:
+        result["class_consistency"]["reconstructed_test"] = _consistency(logits_of, recon, real_labels, ds.labels)
     for name, (f_real, f_fake, f_real2) in feats.items():
         gen, ref = _compare(f_real, f_fake), _compare(f_real, f_real2)
         row = {"generated": gen, "real_vs_real": ref}
@@ -249,6 +258,10 @@ def main() -> None:
             row.update(frd=gen["fd"], frd_ci95=_frd_interval(f_real, f_fake), frd_real_vs_real=ref["fd"],
                        frd_real_vs_real_ci95=_frd_interval(f_real, f_real2), frd_ratio=gen["fd"] / ref["fd"],
                        standardisation=std_info[name])
+            if name in recon_feats:  # the ceiling of a model that reconstructs (see the module's docstring)
+                frd_recon = float(fid_from_features(f_real, recon_feats[name]))
+                row["reconstructed_test"] = {"frd": frd_recon, "frd_ci95": _frd_interval(f_real, recon_feats[name]),
+                                             "frd_ratio": frd_recon / ref["fd"]}
         result[name] = row
     times["metrics"] = {"wall_seconds": time.time() - w0}
     result["time"] = times
