@@ -125,6 +125,9 @@ def test_run_evaluation_writes_metrics_with_settings_and_figures(run, lesions):
     for k in ("mae", "mse", "psnr", "ssim", "ms_ssim"):
         assert np.isfinite(ev["reconstruction"][k]["mean"])
     assert ev["reconstruction"]["ms_ssim"]["settings"]["scales"] >= 1
+    floor = ev["reconstruction"]["feature_distance"]  # the reconstructions' distance to the real images, per extractor
+    assert set(floor) == set(ev["distribution"]) and all(np.isfinite(d["fd"]) and d["fd"] >= 0 for d in floor.values())
+    assert ev["summary"]["reconstruction/fd/domain"] == floor["domain"]["fd"]
     assert ev["summary"]["fid/domain"] == ev["distribution"]["domain"]["fid"]
     for name in ("histograms.png", "closest_pairs.png", "closest_pairs_domain.png"):
         assert (run / "evaluation" / name).stat().st_size > 0
@@ -337,3 +340,23 @@ def test_an_output_folder_another_evaluation_is_writing_is_refused(tmp_path):
     assert not out.exists()
     res = evaluate(real=images, fake=images, metrics="intensity", out=out, echo=QUIET)  # free again
     assert (out / "metrics.json").exists() and "intensity" in res and not (tmp_path / ".ev.lock").exists()
+
+
+def test_reconstruction_feature_distance_is_zero_for_a_perfect_autoencoder(lesions):
+    """The floor the reconstruction group reports: reconstructions equal to the real images are at
+    distance 0 in every extractor; blurred, noisy ones are far from them."""
+    from types import SimpleNamespace
+
+    from medgen.data.dataset import PreparedDataset
+    from medgen.evaluation.groups.base import FeatureCache
+    from medgen.evaluation.groups.reconstruction import _feature_distances
+
+    ds = PreparedDataset(lesions)
+    real = np.asarray(ds.images[ds.select("test")], dtype=np.float32)
+    features = FeatureCache([("texture", None), ("radiomics", None)], domain_factory=None, device="cpu", echo=QUIET)
+    ctx = SimpleNamespace(features=features, real=SimpleNamespace(images=real), run=SimpleNamespace(n_resamples=20), echo=QUIET)
+    perfect, blurred = _feature_distances(ctx, real.copy()), _feature_distances(ctx, _blur_and_noise(real))
+    for name in ("texture", "radiomics"):
+        assert perfect[name]["fd"] == pytest.approx(0.0, abs=1e-6)
+        ci = blurred[name]["interval"]
+        assert blurred[name]["fd"] > 1.0 and 0 < ci["low"] <= ci["high"]

@@ -8,7 +8,8 @@ evaluation code wrote before its metric groups and extractors became registered 
 relative tolerance of 1e-6: a metric that changes, appears or disappears fails here.
 To re-record after a deliberate change of a metric, print ``_numbers(result)`` and paste it below.
 The evidence added since (intervals, the sensitivity check, the memorisation baseline test, the
-default texture extractor beside domain, the utility table's accuracy and F1 as summary numbers) is new values beside the pinned ones, left out by
+default texture extractor beside domain, the utility table's accuracy and F1 as summary numbers, the reconstructions'
+feature distances) is new values beside the pinned ones, left out by
 ``ADDED`` (their own tests are in tests/metrics/ and tests/test_evaluation_evidence.py); every
 pinned value must still be there and unchanged.
 """
@@ -29,8 +30,9 @@ from medgen.evaluation.domain import DomainSettings
 from medgen.training import train
 
 QUIET = lambda *a, **k: None  # noqa: E731
-ADDED = re.compile(r"(^|/)(intervals?|sensitivity|texture|fraction_flagged_ci|baseline_test|summary_intervals)(/|$)"
-                   r"|^summary/(accuracy|f1_macro)/utility-")  # the utility table's headline numbers, in the summary since
+ADDED = re.compile(r"(^|/)(intervals?|sensitivity|texture|fraction_flagged_ci|baseline_test|summary_intervals|feature_distance)(/|$)"
+                   r"|^summary/(accuracy|f1_macro)/utility-"  # the utility table's headline numbers, in the summary since
+                   r"|^summary/reconstruction/(fd|frd)/")  # the reconstructions' feature distances, since
 
 TIMING_KEYS = {"seconds_per_image", "created"}
 

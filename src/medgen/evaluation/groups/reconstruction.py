@@ -1,4 +1,8 @@
-"""reconstruction: how well an autoencoding model reconstructs the real images (MAE, MSE, PSNR, SSIM, MS-SSIM)."""
+"""reconstruction: how well an autoencoding model reconstructs the real images (MAE, MSE, PSNR, SSIM, MS-SSIM),
+and the Fréchet distance between the reconstructions and the real images in every chosen extractor's
+features (the FRD on radiomics): a latent model's samples come no closer to the real images than its
+autoencoder's reconstructions of them, so this is the floor of the distribution group's distances. A
+sample distance far above it points at the generative stage; one near it, at the autoencoder."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,6 +12,37 @@ from medgen.evaluation.groups.base import Context, MetricGroup, fmt, fmt_ci, int
 
 def _metrics(section: dict):
     return [(k, d) for k, d in section.items() if isinstance(d, dict) and "mean" in d]
+
+
+def _feature_distances(ctx: Context, recon: np.ndarray) -> dict:
+    """Per extractor: the Fréchet distance of the reconstructions to the real images they reconstruct
+    (z-scored with the real images' statistics where the extractor asks for it, as the distribution
+    group does), with its bootstrap interval."""
+    from medgen.evaluation.features import standardise
+    from medgen.metrics import fid_from_features
+
+    out = {}
+    for name in ctx.features.names():
+        ext = ctx.features.get(name)
+        f_real = ctx.features.of(name, "real", ctx.real.images)
+        ctx.echo(f"features: {name} of {len(recon)} reconstructed images")
+        f_rec = ext(recon)
+        if ext.standardise:
+            (f_real, f_rec), _ = standardise(f_real, f_rec)
+        if len(f_real) < 2:
+            out[name] = {"skipped": "a Fréchet distance needs at least 2 images"}
+            continue
+        d = {"fd": float(fid_from_features(f_real, f_rec))}
+        if ctx.run.n_resamples:
+            from medgen.metrics.feature_intervals import fid_ci
+
+            d["interval"] = fid_ci(f_real, f_rec, n_resamples=ctx.run.n_resamples)
+        out[name] = d
+    return out
+
+
+def _fd_label(name: str) -> str:
+    return "FRD" if name == "radiomics" else "FD"  # the Fréchet distance of radiomics features is the FRD
 
 
 class Reconstruction(MetricGroup):
@@ -33,7 +68,8 @@ class Reconstruction(MetricGroup):
             for start in range(0, len(real), batch_size):
                 x = torch.from_numpy(np.ascontiguousarray(real.images[start:start + batch_size])).to(model.device)
                 recon.append(model.reconstruct(x).float().clamp(0, 1).cpu().numpy())
-        scores = paired_metrics(real.images, np.concatenate(recon))
+        recon = np.concatenate(recon)
+        scores = paired_metrics(real.images, recon)
         out = {name: {"mean": s.mean, "std": float(np.std(s.per_image)), "settings": s.settings} for name, s in scores.items()}
         if ctx.run.n_resamples and len(real) >= 2:
             from medgen.metrics.intervals import bootstrap_ci
@@ -42,11 +78,20 @@ class Reconstruction(MetricGroup):
                 out[name]["interval"] = bootstrap_ci(lambda v: v.mean(axis=1), np.asarray(s.per_image, dtype=np.float64),
                                                      n_resamples=ctx.run.n_resamples, vectorized=True)
         out["settings"] = {"n_images": len(real), "split": real.source.get("split")}
+        out["feature_distance"] = _feature_distances(ctx, recon)
         return out
 
     def headline(self, section: dict) -> dict[str, dict]:
-        return {f"reconstruction/{k}": interval_headline(d["mean"], d.get("interval")) for k, d in _metrics(section)}
+        out = {f"reconstruction/{k}": interval_headline(d["mean"], d.get("interval")) for k, d in _metrics(section)}
+        for name, d in (section.get("feature_distance") or {}).items():
+            if "fd" in d:
+                out[f"reconstruction/{_fd_label(name).lower()}/{name}"] = interval_headline(d["fd"], d.get("interval"))
+        return out
 
     def table_rows(self, section: dict) -> list[tuple[str, str, str]]:
         rows = [("", "skipped", section["skipped"])] if "skipped" in section else []
-        return rows + [(k.upper() if k != "ms_ssim" else "MS-SSIM", fmt_ci(d["mean"], d.get("interval")), f"± {fmt(d['std'])} (sd over images)") for k, d in _metrics(section)]
+        rows += [(k.upper() if k != "ms_ssim" else "MS-SSIM", fmt_ci(d["mean"], d.get("interval")), f"± {fmt(d['std'])} (sd over images)") for k, d in _metrics(section)]
+        for name, d in (section.get("feature_distance") or {}).items():
+            rows.append((f"{_fd_label(name)} [{name}]", d["skipped"] if "skipped" in d else fmt_ci(d["fd"], d.get("interval")),
+                         "of the reconstructions: the samples' floor"))
+        return rows
