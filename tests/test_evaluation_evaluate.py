@@ -128,6 +128,9 @@ def test_run_evaluation_writes_metrics_with_settings_and_figures(run, lesions):
     floor = ev["reconstruction"]["feature_distance"]  # the reconstructions' distance to the real images, per extractor
     assert set(floor) == set(ev["distribution"]) and all(np.isfinite(d["fd"]) and d["fd"] >= 0 for d in floor.values())
     assert ev["summary"]["reconstruction/fd/domain"] == floor["domain"]["fd"]
+    from medgen.report.html import _meaning
+
+    assert "reconstructions" in _meaning("reconstruction/fd/domain")  # the report says what the number is
     assert ev["summary"]["fid/domain"] == ev["distribution"]["domain"]["fid"]
     for name in ("histograms.png", "closest_pairs.png", "closest_pairs_domain.png"):
         assert (run / "evaluation" / name).stat().st_size > 0

@@ -50,6 +50,10 @@ class Reconstruction(MetricGroup):
     needs = frozenset({"model"})
     scope = "run"
     title = "autoencoder reconstruction of the real images"
+    meanings = {
+        "reconstruction/fd/": "Fréchet distance of the model's reconstructions to the real images: the samples come no closer",
+        "reconstruction/frd/": "FRD of the model's reconstructions to the real images: the samples' FRD comes no lower",
+    }
 
     def compute(self, ctx: Context) -> dict:
         import torch
