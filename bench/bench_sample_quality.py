@@ -16,9 +16,10 @@ train PRESET --profile P --set ...`` (unless ``--run`` names a finished run) and
   (VAE, VAE-GAN: encoder mean through the decoder, given the true label; latent diffusion: its
   autoencoder), the same score on the reconstructed real test images is the ceiling of the model
   itself: a class its reconstructions lose, no sampling from its latent space can draw. Their
-  radiomics FRD (``reconstructed_test`` under ``radiomics`` and ``radiomics:foreground``) is the
-  same ceiling for texture: a latent model's samples are no closer to real than its autoencoder's
-  reconstructions of real images;
+  radiomics FRD (``reconstructed_test`` under ``radiomics`` and ``radiomics:foreground``) is, for a
+  latent diffusion model, the ceiling for texture in practice: its samples come no closer to real
+  than its autoencoder's reconstructions of real images (not a bound, and not for a VAE or VAE-GAN
+  sampled from its prior, whose samples can land closer than the reconstructions);
 * precision / recall / density / coverage (``medgen.metrics.prdc``) and Fréchet distance / KID in
   the domain features AND in pyradiomics features (the label-trained domain features are blind to
   texture), the latter twice: over the whole image (``radiomics``, what ``medgen evaluate

@@ -1,8 +1,11 @@
 """reconstruction: how well an autoencoding model reconstructs the real images (MAE, MSE, PSNR, SSIM, MS-SSIM),
 and the Fréchet distance between the reconstructions and the real images in every chosen extractor's
-features (the FRD on radiomics): a latent model's samples come no closer to the real images than its
-autoencoder's reconstructions of them, so this is the floor of the distribution group's distances. A
-sample distance far above it points at the generative stage; one near it, at the autoencoder."""
+features (the FRD on radiomics). A latent diffusion model's diffusion stage learns the distribution of
+the encoded images, so in practice its samples come no closer to the real images than these
+reconstructions: the distance is the floor of the distribution group's, and a sample distance far
+above it points at the diffusion stage, one near it at the autoencoder. It is a heuristic floor, not a
+bound, and not one for a VAE or VAE-GAN sampled from its prior: their samples can land closer than the
+reconstructions of the encoder's means (docs/sample-quality.md)."""
 from __future__ import annotations
 
 import numpy as np
@@ -51,8 +54,10 @@ class Reconstruction(MetricGroup):
     scope = "run"
     title = "autoencoder reconstruction of the real images"
     meanings = {
-        "reconstruction/fd/": "Fréchet distance of the model's reconstructions to the real images: the samples come no closer",
-        "reconstruction/frd/": "FRD of the model's reconstructions to the real images: the samples' FRD comes no lower",
+        "reconstruction/fd/": "Fréchet distance of the model's reconstructions to the real images (latent diffusion: "
+                              "the samples' distance comes no lower in practice)",
+        "reconstruction/frd/": "FRD of the model's reconstructions to the real images (latent diffusion: the samples' "
+                               "FRD comes no lower in practice)",
     }
 
     def compute(self, ctx: Context) -> dict:
@@ -97,5 +102,5 @@ class Reconstruction(MetricGroup):
         rows += [(k.upper() if k != "ms_ssim" else "MS-SSIM", fmt_ci(d["mean"], d.get("interval")), f"± {fmt(d['std'])} (sd over images)") for k, d in _metrics(section)]
         for name, d in (section.get("feature_distance") or {}).items():
             rows.append((f"{_fd_label(name)} [{name}]", d["skipped"] if "skipped" in d else fmt_ci(d["fd"], d.get("interval")),
-                         "of the reconstructions: the samples' floor"))
+                         "of the reconstructions (latent diffusion: the samples' floor)"))
         return rows
