@@ -107,11 +107,11 @@ class Page:
         fails = self.failures(study)
         for f in fails:
             self.add(f"**Failed:** `{f['command']}`: {' '.join(f.get('error', []))[-300:]}", "")
-        ran = [c for c in self.commands if c["study"] == study]
-        jobs = max((c.get("jobs", 1) for c in ran), default=1)
+        own = [c for c in self.commands if c["study"] == study]
+        jobs = max((c.get("jobs", 1) for c in own), default=1)
         wall = ""
-        if jobs > 1 and all("started" in c for c in ran):  # steps ran side by side: their seconds overlap
-            span = max(c["started"] + c["seconds"] for c in ran) - min(c["started"] for c in ran)
+        if jobs > 1 and all("started" in c for c in own):  # steps ran side by side: their seconds overlap
+            span = max(c["started"] + c["seconds"] for c in own) - min(c["started"] for c in own)
             wall = f", {span / 60:.1f} min of wall time ({jobs} steps at a time, `experiments/run.py --jobs {jobs}`)"
         self.add(f"*{study}: {self.seconds(study) / 60:.1f} min of commands{wall}.*", "")
         if self.only:  # the page's header and command list are from another run: this section names its own

@@ -57,7 +57,7 @@ def export_pretrained(run_dir: str | Path, dest: str | Path = ASSET_DIR) -> Path
     stats = PreparedDataset(info.pop("dataset")).stats  # a path on the machine that trained it; must still be there
     # what install_pretrained needs to refuse a dataset this checkpoint has seen (its test images would be in training)
     info["trained_on"] = {k: stats.get(k) for k in ("source", "seed", "n", "content_hash")}
-    chain = _training_chain(run, info, stats)
+    chain = _training_chain(run, stats)
     info["steps"] = sum(steps for _, steps in chain)
     # the trainer's own paths mean nothing on a user's machine: the commands name DATA and RUN1, RUN2, ...
     names = [f"RUN{i + 1}" for i in range(len(chain) - 1)] + ["RUN"]
@@ -75,27 +75,19 @@ def export_pretrained(run_dir: str | Path, dest: str | Path = ASSET_DIR) -> Path
     return dest / "model.safetensors"
 
 
-def _training_chain(run, info: dict, stats: dict) -> list[tuple[str, int]]:
+def _training_chain(run, stats: dict) -> list[tuple[str, int]]:
     """(command, steps) of each run that made this one, oldest first: a run started with --init-from
     continues the run it names, so the shipped checkpoint's command is the whole chain. Every run of
     the chain must have trained on the same data, or ``trained_on`` would not cover what it has seen."""
-    import json
+    from medgen.rundir import init_chain
 
-    from medgen.rundir import RunDir
-
-    chain = [(info.get("command") or "", int(run.status().get("steps") or 0))]
-    init = info.get("init_from")
-    while init:
-        src = Path(init["from"])
-        src = next((p for p in (src, *src.parents) if (p / "config.yaml").exists()), src)
-        source = RunDir.open(src)
-        src_info = json.loads((source.root / "data.json").read_text())
-        if PreparedDataset(src_info["dataset"]).stats.get("content_hash") != stats.get("content_hash"):
+    chain = init_chain(run.root, "it was started (--init-from) from weights that are not a medgen run: "
+                                 "what the shipped checkpoint was trained on could not be told")
+    for source in chain[1:]:
+        if PreparedDataset(source.data()["dataset"]).stats.get("content_hash") != stats.get("content_hash"):
             raise UserError("it was started (--init-from) from a run trained on other data; the shipped "
                             "checkpoint records one training set, so train the whole chain on one", source.root)
-        chain.insert(0, (src_info.get("command") or "", int(source.status().get("steps") or 0)))
-        init = src_info.get("init_from")
-    return chain
+    return [(r.data().get("command") or "", int(r.status().get("steps") or 0)) for r in reversed(chain)]
 
 
 def _portable_command(command: str, out: str, init_from: str | None) -> str:

@@ -157,3 +157,29 @@ class RunDir:
 
     def status(self) -> dict:
         return read_json(self.status_path, {})
+
+
+def run_root(path: str | Path) -> Path | None:
+    """The run directory holding ``path`` (a run, or a checkpoint folder inside one), or None."""
+    path = Path(path)
+    for p in (path, *path.parents):
+        if (p / "config.yaml").exists() and (p / "data.json").exists():
+            return p
+    return None
+
+
+def init_chain(run: str | Path, not_a_run: str) -> list[RunDir]:
+    """The run and every run it was started from with ``--init-from``, newest first. A link that is
+    not a medgen run (weights from elsewhere) is a UserError with the caller's ``not_a_run`` reason:
+    what such weights were trained on cannot be told."""
+    chain: list[RunDir] = []
+    link: Path | None = Path(run)
+    while link is not None:
+        root = run_root(link)
+        if root is None:
+            raise UserError(not_a_run, link)
+        if any(r.root == root for r in chain):  # a chain that loops back: each run once
+            break
+        chain.append(RunDir(root))
+        link = Path(started["from"]) if (started := chain[-1].data().get("init_from")) else None
+    return chain

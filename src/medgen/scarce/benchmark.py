@@ -33,13 +33,6 @@ SCENARIOS = ("cut", "cut+classical", "cut+synthetic", "cut+both")
 METRICS = ("class_recall", "class_f1", "balanced_accuracy")
 
 
-def _run_root(path: Path) -> Path | None:
-    for p in (path, *path.parents):
-        if (p / "config.yaml").exists() and (p / "data.json").exists():
-            return p
-    return None
-
-
 def generator_exposure(run: str | Path) -> dict:
     """Which prepared images a generator run (and every run it was initialised from) trained on.
 
@@ -48,20 +41,13 @@ def generator_exposure(run: str | Path) -> dict:
     validation split both count as seen (validation picks checkpoints).
     """
     from medgen.data.dataset import PreparedDataset
-    from medgen.rundir import RunDir
+    from medgen.rundir import init_chain
 
     seen: set[str] = set()
     by_run: dict = {}
-    todo = [Path(run)]
-    while todo:
-        start = todo.pop()
-        root = _run_root(start)
-        if root is None:  # weights from outside medgen: what they were trained on cannot be checked
-            raise UserError("the generator was initialised from weights that are not a medgen run: "
-                            "which images they saw cannot be checked", start)
-        if str(root) in by_run:
-            continue
-        info = RunDir(root).data()
+    for run_dir in init_chain(run, "the generator was initialised from weights that are not a medgen run: "
+                                   "which images they saw cannot be checked"):
+        root, info = run_dir.root, run_dir.data()
         if not info.get("dataset"):
             raise UserError("data.json names no dataset: cannot tell which images the generator saw", root / "data.json")
         ds = PreparedDataset(info["dataset"])
@@ -71,8 +57,6 @@ def generator_exposure(run: str | Path) -> dict:
         seen.update(ids)
         by_run[str(root)] = {"dataset": str(ds.root), "splits": [info.get("train_split"), info.get("val_split")],
                              "subset": where, "n": len(ids)}
-        if info.get("init_from"):
-            todo.append(Path(info["init_from"]["from"]))
     return {"runs": list(by_run), "datasets": sorted({v["dataset"] for v in by_run.values()}), "ids": sorted(seen),
             "by_run": by_run}
 

@@ -9,16 +9,22 @@ import numpy as np
 from medgen.evaluation.groups.base import Context, feature_ref
 
 
-def feature_pairs(ctx: Context) -> Iterator[tuple[str, np.ndarray, np.ndarray, dict]]:
+def against_real(ctx: Context, name: str, f_other: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict | None]:
+    """(real features, ``f_other``, standardisation info): both z-scored with the real images'
+    statistics where extractor ``name`` asks for it (info None where it does not)."""
     from medgen.evaluation.features import standardise
 
+    f_real = ctx.features.of(name, "real", ctx.real.images)
+    if not ctx.features.get(name).standardise:
+        return f_real, f_other, None
+    (f_real, f_other), info = standardise(f_real, f_other)
+    return f_real, f_other, info
+
+
+def feature_pairs(ctx: Context) -> Iterator[tuple[str, np.ndarray, np.ndarray, dict]]:
     for name in ctx.features.names():
         ext = ctx.features.get(name)
-        f_real = ctx.features.of(name, "real", ctx.real.images)
-        f_fake = ctx.fake_features(name)
-        norm_info = None
-        if ext.standardise:
-            (f_real, f_fake), norm_info = standardise(f_real, f_fake)
+        f_real, f_fake, norm_info = against_real(ctx, name, ctx.fake_features(name))
         settings = {**ctx.settings, **ctx.counts(), "features": feature_ref(ext),
                     **({"standardisation": norm_info} if norm_info else {})}
         yield name, f_real, f_fake, {"settings": settings}

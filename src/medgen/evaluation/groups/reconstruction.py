@@ -21,20 +21,15 @@ def _feature_distances(ctx: Context, recon: np.ndarray) -> dict:
     """Per extractor: the Fréchet distance of the reconstructions to the real images they reconstruct
     (z-scored with the real images' statistics where the extractor asks for it, as the distribution
     group does), with its bootstrap interval."""
-    from medgen.evaluation.features import standardise
+    from medgen.evaluation.groups._feature_pairs import against_real
     from medgen.metrics import fid_from_features
 
+    if len(recon) < 2:
+        return {name: {"skipped": "a Fréchet distance needs at least 2 images"} for name in ctx.features.names()}
     out = {}
     for name in ctx.features.names():
-        ext = ctx.features.get(name)
-        f_real = ctx.features.of(name, "real", ctx.real.images)
         ctx.echo(f"features: {name} of {len(recon)} reconstructed images")
-        f_rec = ext(recon)
-        if ext.standardise:
-            (f_real, f_rec), _ = standardise(f_real, f_rec)
-        if len(f_real) < 2:
-            out[name] = {"skipped": "a Fréchet distance needs at least 2 images"}
-            continue
+        f_real, f_rec, _ = against_real(ctx, name, ctx.features.get(name)(recon))
         d = {"fd": float(fid_from_features(f_real, f_rec))}
         if ctx.run.n_resamples:
             from medgen.metrics.feature_intervals import fid_ci
