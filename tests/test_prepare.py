@@ -123,6 +123,43 @@ def test_nifti_volumes_to_slices_and_subvolumes(tmp_path):
     assert PreparedDataset(out3).images.shape == (3, 1, 8, 16, 16)
 
 
+def test_nifti_volume_sliced_in_three_orientations_gives_view_classes(tmp_path):
+    """--orientations axial,coronal,sagittal: one atlas volume -> three view classes; the 2 mm slices
+    of the coronal and sagittal planes resampled to square pixels, shown superior-up."""
+    root = tmp_path / "in"
+    root.mkdir()
+    vol = np.zeros((20, 24, 10), np.float32)  # (x, y, z), voxels 1 x 1 x 2 mm
+    vol[4:16, 4:20, 2:8] = 100
+    vol[4:16, 4:20, 7] = 200  # the box's most superior slab is brighter
+    nib.save(nib.Nifti1Image(vol, np.diag([1, 1, 2, 1])), root / "atlas.nii.gz")
+    np.save(root / "stack.npy", np.ones((6, 12, 12), np.float32))  # a volume without orientation or voxel size
+    out = tmp_path / "views"
+    prepare(f"folder:{root}", out, _opts(size=(16, 16), orientations=("axial", "coronal", "sagittal")))
+    ds = PreparedDataset(out)
+    labels = ds.index["label"].value_counts().to_dict()
+    assert labels == {"coronal": 16, "sagittal": 12, "axial": 6}  # the non-empty slices of each plane
+    assert ds.index.loc[ds.index["label"] == "coronal", "id"].str.contains("_y").all()
+    assert ds.index.loc[ds.index["label"] == "sagittal", "source"].str.contains("#x=").all()
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["orientations"] == ["axial", "coronal", "sagittal"] and stats["labels"] == ["axial", "coronal", "sagittal"]
+    # the box is 12 mm high (6 slices of 2 mm), 12 mm wide in x and 16 mm in y: without the
+    # resampling to square pixels its height would be halved (ratios 0.5 and 0.375)
+    for view, ratio in (("coronal", 12 / 12), ("sagittal", 12 / 16)):
+        img = ds.images[int(np.flatnonzero(ds.index["label"].to_numpy() == view)[0])][0]
+        rows, cols = np.flatnonzero(img.max(1) > 0.1), np.flatnonzero(img.max(0) > 0.1)
+        assert abs(len(rows) / len(cols) - ratio) < 0.2, (view, len(rows), len(cols))
+        brightest = rows[int(np.argmax(img[rows].mean(1)))]
+        assert brightest < rows.mean(), (view, brightest, rows)  # the superior slab in the top half
+    rej = pd.read_csv(out / "rejected.csv")
+    reasons = dict(zip(rej["source"].map(lambda s: s.rsplit("/", 1)[-1]), rej["reason"]))
+    assert "need a NIfTI volume" in reasons["stack.npy"]
+    assert rej["reason"].str.contains("8 of 24 coronal slices skipped").any()
+    with pytest.raises(UserError, match="bad orientations oblique"):
+        prepare(f"folder:{root}", tmp_path / "x", _opts(size=(16, 16), orientations=("axial", "oblique")))
+    with pytest.raises(UserError, match="need a 2D --size"):
+        prepare(f"folder:{root}", tmp_path / "y", _opts(size=(8, 16, 16), orientations=("coronal",)))
+
+
 def test_nothing_usable_is_an_error(tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.png").write_bytes(b"nope")

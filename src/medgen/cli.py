@@ -72,7 +72,8 @@ def parse_size(text: str | None) -> tuple[int, ...] | None:
 def data_prepare(
     source: str = typer.Option(..., "--source", "-s", help="folder:PATH | csv:PATH | dicom:PATH | nifti:PATH | builtin:NAME (mni152, brain-lesions, breast-phantom)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output dataset folder."),
-    size: Optional[str] = typer.Option(None, "--size", help="H W (2D; volumes give axial slices) or D H W (volumes). Default: the built-in's size, else 128 128."),
+    size: Optional[str] = typer.Option(None, "--size", help="H W (2D; volumes give slices, see --orientations) or D H W (volumes). Default: the built-in's size, else 128 128."),
+    orientations: str = typer.Option("axial", "--orientations", help="Planes a volume is sliced in for a 2D --size: axial, coronal, sagittal, comma-separated. With several, a slice's label is its orientation (LABEL-orientation where the input has a label): axial,coronal,sagittal gives three view classes. Coronal and sagittal need NIfTI (resampled to square pixels from its voxel size)."),
     normalize: str = typer.Option("minmax", "--normalize", help="train-max | minmax | percentile[:LO,HI] | zscore | window:C,W | none."),
     resize_mode: str = typer.Option("pad", "--resize", help="pad: keep aspect ratio and pad; stretch: stretch to the size."),
     label_column: Optional[str] = typer.Option(None, "--label-column", help="CSV: label column (default 'label'/'class'). DICOM: an attribute keyword used as label."),
@@ -102,6 +103,7 @@ def data_prepare(
     opts = PrepareOptions(
         size=parse_size(size), normalize=normalize, keep_aspect=resize_mode == "pad", rgb=rgb, voi=dicom_voi,
         split=parse_fractions(split), seed=seed, workers=workers,
+        orientations=tuple(o.strip() for o in orientations.split(",") if o.strip()),
         source=SourceOptions(label_column=label_column, roi_column=roi_column, path_column=path_column,
                              mask_column=mask_column, group_column=group_column, n=n),
     )

@@ -196,6 +196,19 @@ def read_nifti(path: Path, rgb: bool = False) -> np.ndarray:
     return np.ascontiguousarray(vol)[None]
 
 
+def nifti_voxel_size(path: Path) -> tuple[float, float, float]:
+    """The voxel size of a NIfTI volume in :func:`read_nifti`'s (z, y, x) layout, from its header."""
+    import nibabel as nib
+
+    try:
+        zooms = nib.as_closest_canonical(nib.load(str(path))).header.get_zooms()[:3]
+    except Exception as err:
+        raise InputFileError(f"cannot read the NIfTI header ({one_line(err)})", path) from err
+    if len(zooms) < 3 or not all(np.isfinite(z) and z > 0 for z in zooms):
+        raise InputFileError(f"NIfTI header gives no usable voxel size ({tuple(map(float, zooms))})", path)
+    return float(zooms[2]), float(zooms[1]), float(zooms[0])
+
+
 def read_image(path: str | Path, rgb: bool = False, voi: str = "auto") -> np.ndarray:
     """Read any supported file into a float32 (C, *spatial) array (``voi``: DICOM only, see
     ``medgen.data.dicom``). The one entry point for single files: every format gets the same checks."""

@@ -10,6 +10,7 @@ one only once the new one is complete.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -32,6 +33,9 @@ from medgen.parallel import process_map, shared_pool
 from medgen.progress import progress_bar
 
 DEFAULT_SIZE = (128, 128)
+# the slicing planes of a volume in the readers' (C, z, y, x) layout (NIfTI: closest-canonical, see
+# medgen.data.io.read_nifti): the letter of the slice index in item ids, and the array axis
+SLICE_AXES = {"axial": ("z", 1), "coronal": ("y", 2), "sagittal": ("x", 3)}
 
 
 @dataclass
@@ -44,6 +48,11 @@ class PrepareOptions:
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 0
     min_foreground: float = 0.05  # slices from volumes with less non-background are skipped (and listed)
+    # planes a volume is sliced in when 2D items are asked for; with several, a slice's label is its
+    # orientation (three view classes from one atlas), or "LABEL-orientation" where the input has
+    # several classes (prepare() sets views_only when it has one: a flat folder, a single file)
+    orientations: tuple[str, ...] = ("axial",)
+    views_only: bool = False
     workers: int = 0  # 0 = one per CPU core (at most 8)
     source: SourceOptions = field(default_factory=SourceOptions)
 
@@ -159,21 +168,68 @@ def _record_items(record: Record, opts: PrepareOptions) -> tuple[list[Item], lis
 
 
 def _slices(record, volume, mask, size, opts, roi):
-    """2D items from a volume: axial slices (axis 0) with enough foreground."""
-    items, skipped = [], 0
-    for k in range(volume.shape[1]):
-        sl = volume[:, k]
-        background = sl.min()
-        if np.mean(sl > background + 1e-6 * (abs(background) + 1)) < opts.min_foreground:
-            skipped += 1
-            continue
-        m = None if mask is None else (resize(mask[:, k], size, opts.keep_aspect, nearest=True) > 0.5).astype(np.uint8)
-        items.append(Item(f"{record.id}_z{k:03d}", resize(sl, size, opts.keep_aspect), m, record.label, roi,
-                          record.group, record.split, f"{record.source}#z={k}", record.mask or "", record.extra))
-    rejected = []
-    if skipped:
-        rejected.append((record.source, f"{skipped} of {volume.shape[1]} slices skipped: less than {opts.min_foreground:.0%} foreground"))
+    """2D items from a volume: its slices in each of ``opts.orientations`` (axial only by default)
+    with enough foreground. Coronal and sagittal slices need a NIfTI volume, whose header gives the
+    anatomical orientation and the voxel size: they are resampled to square pixels first, since a
+    clinical volume's slices are often 3-5x thicker than its pixels (axial slices are used as stored)."""
+    from medgen.data.io import NIFTI, suffix_of
+
+    items, rejected = [], []
+    several = len(opts.orientations) > 1
+    spacing = None
+    if set(opts.orientations) - {"axial"}:
+        if suffix_of(Path(record.paths[0])) not in NIFTI:
+            return [], [(record.source, "coronal and sagittal slices need a NIfTI volume (its header gives the orientation "
+                                        "and voxel size); this volume can only be sliced axially")]
+        from medgen.data.io import nifti_voxel_size
+
+        spacing = nifti_voxel_size(Path(record.paths[0]))
+    for orientation in opts.orientations:
+        letter, axis = SLICE_AXES[orientation]
+        label = record.label
+        if several:
+            label = orientation if opts.views_only else f"{record.label}-{orientation}"
+        pixel = None if spacing is None or orientation == "axial" else tuple(spacing[a - 1] for a in (1, 2, 3) if a != axis)
+        skipped = 0
+        for k in range(volume.shape[axis]):
+            sl = np.take(volume, k, axis=axis)
+            background = sl.min()
+            if np.mean(sl > background + 1e-6 * (abs(background) + 1)) < opts.min_foreground:
+                skipped += 1
+                continue
+            m = None if mask is None else np.take(mask, k, axis=axis)
+            if pixel is not None:
+                sl, m = _square_pixels(sl, pixel), None if m is None else _square_pixels(m, pixel, nearest=True)
+            m = None if m is None else (resize(m, size, opts.keep_aspect, nearest=True) > 0.5).astype(np.uint8)
+            items.append(Item(f"{record.id}_{letter}{k:03d}", resize(sl, size, opts.keep_aspect), m, label, roi,
+                              record.group, record.split, f"{record.source}#{letter}={k}", record.mask or "", record.extra))
+        if skipped:
+            what = f"{orientation} slices" if several else "slices"
+            rejected.append((record.source, f"{skipped} of {volume.shape[axis]} {what} skipped: less than "
+                                            f"{opts.min_foreground:.0%} foreground"))
     return items, rejected
+
+
+def _square_pixels(sl: np.ndarray, pixel: tuple[float, float], nearest: bool = False) -> np.ndarray:
+    """A (C, H, W) slice whose pixels measure ``pixel`` (rows, columns; mm) resampled so that they are
+    square, at the finer of the two sizes."""
+    finest = min(pixel)
+    factors = (1.0, pixel[0] / finest, pixel[1] / finest)
+    if max(factors) < 1.01:
+        return sl
+    from scipy import ndimage as ndi
+
+    return ndi.zoom(sl, factors, order=0 if nearest else 1, grid_mode=True, mode="nearest")
+
+
+def _check_orientations(opts: PrepareOptions) -> None:
+    unknown = [o for o in opts.orientations if o not in SLICE_AXES]
+    if unknown or not opts.orientations:
+        raise UserError(f"bad orientations {', '.join(unknown) or '(none)'}: expected some of {', '.join(SLICE_AXES)}")
+    if len(set(opts.orientations)) != len(opts.orientations):
+        raise UserError(f"orientations listed twice: {', '.join(opts.orientations)}")
+    if tuple(opts.orientations) != ("axial",) and opts.size is not None and len(opts.size) == 3:
+        raise UserError("orientations slice volumes into 2D images: they need a 2D --size (H W)")
 
 
 def _check_out(out: Path, force: bool) -> None:
@@ -191,6 +247,7 @@ def _check_out(out: Path, force: bool) -> None:
 def prepare(source: str, out: str | Path, opts: PrepareOptions | None = None, force: bool = False) -> PrepareSummary:
     """Prepare ``source`` into the dataset directory ``out``. See the module docstring."""
     opts = opts or PrepareOptions()
+    _check_orientations(opts)
     out = Path(out)
     _check_out(out, force)
     # one preparation per output folder at a time: a second is refused, naming the first's pid
@@ -233,6 +290,8 @@ def _prepare(source: str, out: Path, opts: PrepareOptions, force: bool) -> Prepa
         images_path = tmp / "images.npy"
         with shared_pool(workers):  # the DICOM listing and the files' work fork their workers once
             records, rejected = list_records(source, opts.source)
+            if len(opts.orientations) > 1:
+                opts = dataclasses.replace(opts, views_only=len({r.label for r in records}) == 1)
             # images.npy: float32, one row per record at least
             check_free_space(out, len(records) * (3 if opts.rgb else 1) * int(np.prod(opts.size)) * 4, "the prepared images")
             items_meta, maxima, mask_rows, shape = _write_images(images_path, records, opts, workers, normalizer, rejected)
@@ -360,6 +419,7 @@ def _stats(images, items, splits, normalizer, opts, source, has_masks) -> dict:
         "size": list(opts.size), "spatial_dims": len(opts.size), "labels": labels, "counts": counts,
         "normalize": normalizer.to_json(), "keep_aspect": opts.keep_aspect, "split_fractions": list(opts.split),
         "seed": opts.seed, "has_masks": has_masks, "intensity": {},
+        **({"orientations": list(opts.orientations)} if tuple(opts.orientations) != ("axial",) else {}),
     }
 
 
