@@ -45,25 +45,34 @@ def volume() -> np.ndarray:
     return t1
 
 
+def central_positions(vol: np.ndarray, axis: int, fraction: float = 0.6) -> np.ndarray:
+    """Slice indices along ``axis`` whose brain area is at least ``fraction`` of the largest one."""
+    area = (vol > 0.1).sum(axis=tuple(a for a in range(3) if a != axis))
+    return np.flatnonzero(area >= fraction * area.max())
+
+
+def slice_image(vol: np.ndarray, axis: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Slice ``k`` along ``axis`` as a user's PNG would hold it: padded square (not cropped to the
+    brain), 64x64, with a smooth bias field and noise on the tissue."""
+    img = np.rot90(np.take(vol, k, axis=axis))
+    h, w = img.shape
+    side = max(h, w)
+    img = np.pad(img, (((side - h) // 2, side - h - (side - h) // 2), ((side - w) // 2, side - w - (side - w) // 2)))
+    img = ndi.zoom(img, SIZE / side, order=1)[:SIZE, :SIZE]
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE] / SIZE
+    bias = 1 + 0.08 * np.sin(2 * np.pi * (rng.uniform() + yy * rng.uniform(0.5, 1))) * np.cos(2 * np.pi * xx * rng.uniform(0.3, 1))
+    return np.clip(img * bias + rng.normal(0, 0.01, img.shape) * (img > 0.05), 0, 1).astype(np.float32)
+
+
 def slices(vol: np.ndarray, rng: np.random.Generator, n: int, exclude: set) -> list[np.ndarray]:
     out = []
     while len(out) < n:
         axis = len(out) % 3
-        area = (vol > 0.1).sum(axis=tuple(a for a in range(3) if a != axis))
-        central = np.flatnonzero(area >= 0.6 * area.max())
-        k = int(rng.choice(central))
+        k = int(rng.choice(central_positions(vol, axis)))
         if (axis, k) in exclude:
             continue
         exclude.add((axis, k))
-        img = np.rot90(np.take(vol, k, axis=axis))
-        h, w = img.shape
-        side = max(h, w)
-        img = np.pad(img, (((side - h) // 2, side - h - (side - h) // 2), ((side - w) // 2, side - w - (side - w) // 2)))
-        img = ndi.zoom(img, SIZE / side, order=1)[:SIZE, :SIZE]
-        yy, xx = np.mgrid[0:SIZE, 0:SIZE] / SIZE
-        bias = 1 + 0.08 * np.sin(2 * np.pi * (rng.uniform() + yy * rng.uniform(0.5, 1))) * np.cos(2 * np.pi * xx * rng.uniform(0.3, 1))
-        img = np.clip(img * bias + rng.normal(0, 0.01, img.shape) * (img > 0.05), 0, 1)
-        out.append(img.astype(np.float32))
+        out.append(slice_image(vol, axis, k, rng))
     return out
 
 

@@ -2,11 +2,11 @@
 variety there, does the texture look real? Prints one JSON object.
 
     python bench/bench_sample_quality.py PRESET [--profile=small] [--source=builtin:brain-lesions]
-        [--size=64] [--data=DIR] [--run=DIR] [--out=DIR] [--set=KEY=VALUE ...] [--sampler=ddim]
-        [--steps=N] [--guidance=G] [--seed=0] [--n=IMAGES_PER_CLASS]
+        [--size=64] [--data=DIR] [--run=DIR] [--out=DIR] [--set=KEY=VALUE ...] [--init-from=RUN]
+        [--sampler=ddim] [--steps=N] [--guidance=G] [--seed=0] [--n=IMAGES_PER_CLASS]
 
 It calls what the public commands call: ``medgen data prepare`` (unless ``--data``), ``medgen
-train PRESET --profile P --set ...`` (unless ``--run`` names a finished run) and the sampling of
+train PRESET --profile P --set ... [--init-from RUN]`` (unless ``--run`` names a finished run) and the sampling of
 ``medgen sample``; then, against the real TEST split:
 
 * class consistency per class (Shmelkov et al.'s GAN-test, as in ``medgen evaluate --utility``):
@@ -196,7 +196,8 @@ def main() -> None:
     run = Path(opts["run"]) if "run" in opts else root / "run"
     if not (RunDir(run).exists() and RunDir(run).status().get("state") == "finished"):
         c0, w0 = _cpu_seconds(), time.time()
-        train(preset, data, run, profile=profile, overrides=sets, force=True, echo=lambda *_: None)
+        train(preset, data, run, profile=profile, overrides=sets, init_from=opts.get("init-from"), force=True,
+              echo=lambda *_: None)
         times["train"] = {"cpu_seconds": _cpu_seconds() - c0, "wall_seconds": time.time() - w0}
 
     cfg, model, _ = load_run_model(run)

@@ -87,6 +87,7 @@ class StageConfig(Strict):
     batch_size: int | None = Field(None, ge=1)
     lr: float | None = Field(None, gt=0)
     max_steps: int | None = Field(None, ge=1)
+    min_steps: int | None = Field(None, ge=1)
     val_every: int | None = Field(None, ge=1)
     lr_schedule: Literal["constant", "cosine"] | None = None
 
@@ -98,6 +99,10 @@ class TrainConfig(Strict):
     lr: float = Field(1e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     max_steps: int | None = Field(None, ge=1)  # stop a stage after this many optimiser steps
+    # at least this many optimiser steps per stage: fewer training images than a preset was measured
+    # on get more epochs instead of fewer steps (an epoch budget alone trains 250 images half as long
+    # as 500). A stage set to 0 epochs stays skipped
+    min_steps: int | None = Field(None, ge=1)
     val_every: int = Field(1, ge=1)  # epochs
     log_every: int = Field(10, ge=1)  # steps
     ema_decay: float | None = Field(None, ge=0, lt=1)

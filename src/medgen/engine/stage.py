@@ -18,6 +18,7 @@ class StagePlan:
     batch_size: int
     per_rank: int  # items each process takes per epoch
     batches_per_epoch: int
+    epochs: int  # the stage's epochs: train.epochs, or more where train.min_steps needs them
     total: int  # optimiser steps the stage will take
     ctx: StepContext | None = None
     optimizers: dict = field(default_factory=dict)

@@ -201,7 +201,7 @@ class Trainer:
         st.started = time.time()
         with progress_bar(f"train {stage}", st.total) as advance:
             advance(self.pos.stage_step)
-            for epoch in range(self.pos.epoch, st.cfg.epochs):
+            for epoch in range(self.pos.epoch, st.epochs):
                 self.pos.epoch = epoch
                 self.model.on_epoch_start(stage, epoch)
                 st.ctx.epoch = epoch
@@ -217,10 +217,13 @@ class Trainer:
         per_rank = math.ceil(len(self.train_rows) / self.world)
         bs = min(scfg.batch_size, max(1, per_rank))
         batches_per_epoch = math.ceil(per_rank / bs)
-        total = scfg.epochs * batches_per_epoch
+        epochs = scfg.epochs
+        if scfg.min_steps and epochs > 0:
+            epochs = max(epochs, math.ceil(scfg.min_steps / batches_per_epoch))
+        total = epochs * batches_per_epoch
         if scfg.max_steps:
             total = min(total, scfg.max_steps)
-        return StagePlan(stage, scfg, bs, per_rank, batches_per_epoch, total)
+        return StagePlan(stage, scfg, bs, per_rank, batches_per_epoch, epochs, total)
 
     def _start_stage(self, st: StagePlan) -> None:
         """Step context, the model's stage hook, optimisers, LR plateau schedulers and EMA."""
@@ -330,7 +333,7 @@ class Trainer:
             self.pos.epoch, self.pos.batch = epoch + 1, 0
         stopping = dist.any_rank(self._stop_requested)
         stage_stops = stop_early or st.at_max_steps(self.pos.stage_step)
-        if self._step_checkpoint_due(forced=stopping or stage_stops or epoch + 1 >= scfg.epochs):
+        if self._step_checkpoint_due(forced=stopping or stage_stops or epoch + 1 >= st.epochs):
             self._save_step_checkpoint(st)
         if stopping:
             raise KeyboardInterrupt
