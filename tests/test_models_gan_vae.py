@@ -560,3 +560,22 @@ def test_cli_trains_and_samples_the_tiny_cwgan(lesions, runs):
         assert exc.value.code in (0, None)
     grids = list((out / "samples").glob("*glioma*/grid.png"))
     assert grids and len(list(grids[0].parent.glob("sample_*_glioma.png"))) == 4
+
+
+def test_generator_floor_margin_reaches_exact_zero_and_keeps_gradients_above_it():
+    from medgen.models.gan_networks import Generator
+
+    torch.manual_seed(0)
+    plain = Generator(2, 1, (16, 16), 8, [8, 16])
+    floored = Generator(2, 1, (16, 16), 8, [8, 16], floor_margin=0.1)
+    floored.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        floored.out.bias.fill_(-2.5)  # sigmoid about 0.08: a faint haze without the margin
+        plain.out.bias.fill_(-2.5)
+    z = torch.randn(4, 8)
+    a, b = plain(z), floored(z)
+    assert (a > 0).all()  # a sigmoid never reaches the floor
+    assert (b == 0).float().mean() > 0.2 and b.min() == 0 and b.max() <= 1
+    assert torch.allclose(b, torch.relu(1.1 * a - 0.1), atol=1e-6)
+    b.sum().backward()
+    assert floored.out.weight.grad.abs().sum() > 0  # the pixels above the floor still train it

@@ -102,6 +102,9 @@ class GANParams(FamilyParams):
     diffaugment: list[Literal["translation", "cutout", "brightness"]] = []  # DiffAugment policies
     r1_weight: float = Field(0.0, ge=0)  # R1 penalty (gamma / 2 * |grad D(x)|^2 on real images)
     mode_seeking: float = Field(0.0, ge=0)  # diversity term (MSGAN / DSGAN) capped at the real within-class spread: weight
+    # the generator's output reaches exactly 0 below this margin (see gan_networks.Generator): real
+    # slices are 0 outside the head, and a sigmoid's faint haze there is what texture features read
+    floor_margin: float = Field(0.0, ge=0, lt=1)
     gp_weight: float = Field(10.0, ge=0)
     n_critic: int | None = Field(None, ge=1)  # default 5 for wgan-gp, 1 for bce
     label_smoothing: float = Field(0.0, ge=0, lt=0.5)  # one-sided: real target 1 - s (bce)
@@ -132,7 +135,7 @@ class GAN(LatentPriorModel):
         ncls = info.num_classes if self.conditional else 0
         norm = p.disc_norm if p.disc_norm != "auto" else ("layer" if p.loss == "wgan-gp" else "batch")
         self.generator = Generator(info.spatial_dims, info.channels, info.size, p.latent_dim, p.channels, ncls,
-                                   p.embed_dim, p.upsample, p.levels, p.cond_norm)
+                                   p.embed_dim, p.upsample, p.levels, p.cond_norm, p.floor_margin)
         self.discriminator = Discriminator(info.spatial_dims, info.channels, info.size, p.disc_channels or p.channels,
                                            ncls, norm, p.dropout, p.levels, p.minibatch_std, p.projection,
                                            aux_classes=ncls if p.aux_weight > 0 else 0,

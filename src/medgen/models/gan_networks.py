@@ -40,12 +40,15 @@ class ConditionalBatchNorm(nn.Module):
 class Generator(nn.Module):
     """z (+ label embedding) -> Linear -> (C, *bottom) -> per level up-sampling + BatchNorm + LeakyReLU
     -> conv -> sigmoid, so outputs lie in [0, 1] like the data. ``cond_norm``: class-conditional
-    BatchNorm (:class:`ConditionalBatchNorm`) in place of every BatchNorm."""
+    BatchNorm (:class:`ConditionalBatchNorm`) in place of every BatchNorm. ``floor_margin`` m > 0:
+    relu((1 + m) sigmoid - m) instead, so an output reaches exactly 0 (the background of a
+    skull-stripped slice) at a finite activation, where a sigmoid leaves a haze of faint grey."""
 
     def __init__(self, spatial_dims: int, out_channels: int, size: Sequence[int], latent_dim: int,
                  channels: Sequence[int], num_classes: int = 0, embed_dim: int = 32, upsample: str = "transpose",
-                 levels: int | None = None, cond_norm: bool = False):
+                 levels: int | None = None, cond_norm: bool = False, floor_margin: float = 0.0):
         super().__init__()
+        self.floor_margin = floor_margin
         if cond_norm and not num_classes:
             raise ValueError("cond_norm (class-conditional BatchNorm) needs a conditional generator")
         self.cond_norm = cond_norm
@@ -87,6 +90,8 @@ class Generator(nn.Module):
             for m in pre:
                 h = m(h)
             h = a(nrm(h, labels) if self.cond_norm else nrm(h))
+        if self.floor_margin > 0:
+            return torch.relu((1 + self.floor_margin) * torch.sigmoid(self.out(h)) - self.floor_margin)
         return torch.sigmoid(self.out(h))
 
 
