@@ -111,7 +111,7 @@ def main() -> None:
     a = ap.parse_args()
     unknown = set(a.families.split(",")) - set(FAMILIES)
     if unknown:
-        sys.exit(f"unknown families: {', '.join(sorted(unknown))} (known: {', '.join(FAMILIES)})")
+        ap.error(f"unknown families: {', '.join(sorted(unknown))} (known: {', '.join(FAMILIES)})")
     if not a.table:
         from medgen.data.prepare import PrepareOptions, prepare
         from medgen.progress import set_quiet
