@@ -65,10 +65,10 @@ def slice_image(vol: np.ndarray, axis: int, k: int, rng: np.random.Generator) ->
 
 
 def slices(vol: np.ndarray, rng: np.random.Generator, n: int, exclude: set) -> list[np.ndarray]:
-    out = []
+    out, central = [], [central_positions(vol, axis) for axis in range(3)]
     while len(out) < n:
         axis = len(out) % 3
-        k = int(rng.choice(central_positions(vol, axis)))
+        k = int(rng.choice(central[axis]))
         if (axis, k) in exclude:
             continue
         exclude.add((axis, k))

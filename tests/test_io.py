@@ -111,3 +111,16 @@ def test_truncated_png(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(InputFileError, match="file not found"):
         read_image(tmp_path / "nope.png")
+
+
+def test_nifti_voxel_size_is_in_read_niftis_layout_for_a_permuted_affine(tmp_path):
+    import nibabel as nib
+
+    from medgen.data.io import nifti_voxel_size, read_nifti
+
+    # stored axes: 0 is S-I at 3 mm, 1 is R-L (flipped) at 1 mm, 2 is A-P at 2 mm
+    aff = np.array([[0, -1.0, 0, 0], [0, 0, 2.0, 0], [3.0, 0, 0, 0], [0, 0, 0, 1]])
+    path = tmp_path / "oblique.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((5, 6, 7), np.float32), aff), path)
+    assert read_nifti(path).shape == (1, 5, 7, 6)  # (z, y, x)
+    assert nifti_voxel_size(path) == (3.0, 2.0, 1.0)  # the same (z, y, x) order

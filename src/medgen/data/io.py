@@ -197,16 +197,22 @@ def read_nifti(path: Path, rgb: bool = False) -> np.ndarray:
 
 
 def nifti_voxel_size(path: Path) -> tuple[float, float, float]:
-    """The voxel size of a NIfTI volume in :func:`read_nifti`'s (z, y, x) layout, from its header."""
+    """The voxel size of a NIfTI volume in :func:`read_nifti`'s (z, y, x) layout, from its header
+    alone (``as_closest_canonical`` would read and reorder the whole volume again)."""
     import nibabel as nib
 
     try:
-        zooms = nib.as_closest_canonical(nib.load(str(path))).header.get_zooms()[:3]
+        img = nib.load(str(path))
+        zooms = img.header.get_zooms()[:3]
+        to_ras = nib.orientations.io_orientation(img.affine)[:, 0]  # stored axis i is RAS axis to_ras[i]
     except Exception as err:
         raise InputFileError(f"cannot read the NIfTI header ({one_line(err)})", path) from err
     if len(zooms) < 3 or not all(np.isfinite(z) and z > 0 for z in zooms):
         raise InputFileError(f"NIfTI header gives no usable voxel size ({tuple(map(float, zooms))})", path)
-    return float(zooms[2]), float(zooms[1]), float(zooms[0])
+    ras = [0.0, 0.0, 0.0]
+    for axis, z in zip(to_ras, zooms):
+        ras[int(axis)] = float(z)
+    return ras[2], ras[1], ras[0]
 
 
 def read_image(path: str | Path, rgb: bool = False, voi: str = "auto") -> np.ndarray:

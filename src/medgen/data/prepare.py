@@ -172,7 +172,7 @@ def _slices(record, volume, mask, size, opts, roi):
     with enough foreground. Coronal and sagittal slices need a NIfTI volume, whose header gives the
     anatomical orientation and the voxel size: they are resampled to square pixels first, since a
     clinical volume's slices are often 3-5x thicker than its pixels (axial slices are used as stored)."""
-    from medgen.data.io import NIFTI, suffix_of
+    from medgen.data.io import NIFTI, nifti_voxel_size, suffix_of
 
     items, rejected = [], []
     several = len(opts.orientations) > 1
@@ -181,8 +181,6 @@ def _slices(record, volume, mask, size, opts, roi):
         if suffix_of(Path(record.paths[0])) not in NIFTI:
             return [], [(record.source, "coronal and sagittal slices need a NIfTI volume (its header gives the orientation "
                                         "and voxel size); this volume can only be sliced axially")]
-        from medgen.data.io import nifti_voxel_size
-
         spacing = nifti_voxel_size(Path(record.paths[0]))
     for orientation in opts.orientations:
         letter, axis = SLICE_AXES[orientation]
